@@ -1,0 +1,107 @@
+"""Checkpoints as safetensors + JSON, never pickles.
+
+A model folder holds `model.safetensors` (the EMA weights when training used EMA) and `config.json`
+(DDPM's __init__ arguments), written by huggingface_hub's `PyTorchModelHubMixin.save_pretrained`.
+A training folder adds `training_state.safetensors` (raw weights, optimizer moments) and
+`training_state.json` (step count, optimizer hyperparameters) so a run can resume.
+"""
+import json
+import os
+
+import torch
+from huggingface_hub import hf_hub_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+STATE, STATE_JSON = "training_state.safetensors", "training_state.json"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def weights_path(model_id, **hub_kwargs):
+    """model.safetensors inside a local folder, or downloaded from the Hugging Face Hub repo `model_id`."""
+    if os.path.isdir(model_id):
+        path = os.path.join(model_id, WEIGHTS)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{model_id} has no {WEIGHTS}; a checkpoint folder holds {WEIGHTS} and {CONFIG}")
+        return path
+    return hf_hub_download(repo_id=model_id, filename=WEIGHTS, **hub_kwargs)
+
+
+def _read_safetensors(path, device="cpu"):
+    try:
+        return load_file(path, device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); "
+                              "it may be truncated or not a checkpoint of this package") from err
+
+
+def load_weights(module, path, device="cpu"):
+    """Load a safetensors state dict into `module`, requiring every name and shape to match."""
+    state = _read_safetensors(path, device)
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(own[k].shape)}"
+             for k in set(own) & set(state) if state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{path} does not fit the model its config.json describes: "
+                              f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
+    module.load_state_dict(state)
+    return module
+
+
+def load_model(model_id, device="cpu"):
+    """A DDPM from a checkpoint folder or a Hub repo id, with a clear error for anything missing or foreign."""
+    from .diffusion import DDPM
+    if os.path.isdir(model_id):
+        config = os.path.join(model_id, CONFIG)
+        if not os.path.isfile(config):
+            raise CheckpointError(f"{model_id} has no {CONFIG}; a checkpoint folder holds {WEIGHTS} and {CONFIG}")
+        try:
+            json.loads(open(config).read())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{config} is not valid JSON ({err})") from err
+    elif os.path.exists(model_id):
+        raise CheckpointError(f"{model_id} is a file; pass the folder that holds {WEIGHTS} and {CONFIG}")
+    try:
+        return DDPM.from_pretrained(model_id, map_location=str(device))
+    except TypeError as err:      # config.json names arguments DDPM does not take
+        raise CheckpointError(f"{model_id}/{CONFIG} is not a DDPM config ({err})") from err
+
+
+def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=None):
+    """Write a resumable checkpoint: the model to sample from (EMA if given) plus raw weights and optimizer state."""
+    os.makedirs(folder, exist_ok=True)
+    (ema.model if ema is not None else ddpm).save_pretrained(folder)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ddpm.state_dict().items()}
+    opt = optim.state_dict()
+    for idx, state in opt["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    save_file(tensors, os.path.join(folder, STATE))
+    meta = {"step": step, "param_groups": opt["param_groups"], "ema_decay": ema.decay if ema else None,
+            "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None}
+    with open(os.path.join(folder, STATE_JSON), "w") as f:
+        json.dump(meta, f, indent=1, default=float)
+
+
+def load_training_state(folder, ddpm, optim, *, ema=None, lr_scheduler=None):
+    """Restore what `save_training_state` wrote into existing objects; returns the step count."""
+    with open(os.path.join(folder, STATE_JSON)) as f:
+        meta = json.load(f)
+    tensors = _read_safetensors(os.path.join(folder, STATE))
+    ddpm.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        load_weights(ema.model, os.path.join(folder, WEIGHTS))
+    state = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    optim.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    if lr_scheduler is not None and meta["lr_scheduler"] is not None:
+        lr_scheduler.load_state_dict(meta["lr_scheduler"])
+    return meta["step"]

@@ -1,0 +1,151 @@
+"""Command line: python -m ddpm {train, sample} ...  (python -m ddpm <command> --help for the options)."""
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from .checkpoint import load_model, load_training_state, save_training_state
+from .data import DATASETS, dataset_info, load_dataset, make_loader
+from .diffusion import DDPM
+from .plots import image_grid
+from .sampling import SAMPLERS, sample
+from .schedule import SCHEDULES
+from .training import EMA, train, train_classconditional
+
+# Network defaults per image size: small enough to train and sample on 2 CPU cores.
+NET_DEFAULTS = {28: dict(base_channels=16, channel_mults=(1, 4, 4)), 32: dict(base_channels=32, channel_mults=(1, 2, 2))}
+
+
+def _ints(text):
+    return tuple(int(v) for v in text.split(",")) if text else None
+
+
+def add_train_args(p):
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="which torchvision dataset to learn")
+    p.add_argument("--data", default=None, help="dataset root in torchvision's layout (default: $DDPM_DATA or ./data)")
+    p.add_argument("--out", default=None, help="checkpoint folder (default: runs/<dataset>)")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the training set")
+    p.add_argument("--steps", type=int, default=None, help="stop after this many optimizer steps in total (overrides --epochs)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (weights are saved)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (constant after warm-up)")
+    p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
+    p.add_argument("--ema-decay", type=float, default=0.9995, help="EMA decay of the weights used for sampling")
+    p.add_argument("--unconditional", action="store_true", help="ignore labels (Alg. 1 as in the paper)")
+    p.add_argument("--p-uncond", type=float, default=0.1, help="label dropout for classifier-free guidance")
+    p.add_argument("--schedule", default="linear", choices=SCHEDULES)
+    p.add_argument("--T", type=int, default=1000, help="number of diffusion steps")
+    p.add_argument("--base-channels", type=int, default=None, help="UNet width at full resolution")
+    p.add_argument("--channel-mults", type=_ints, default=None, help="comma-separated, e.g. 1,4,4")
+    p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+
+
+def cmd_train(args):
+    out = args.out or os.path.join("runs", args.dataset)
+    torch.manual_seed(args.seed)
+    data = load_dataset(args.dataset, args.data, train=True)
+    C, H, _ = dataset_info(args.dataset).image_shape
+    net = dict(NET_DEFAULTS[H])
+    if args.base_channels:
+        net["base_channels"] = args.base_channels
+    if args.channel_mults:
+        net["channel_mults"] = args.channel_mults
+    conditional = not args.unconditional
+    ddpm = DDPM(image_size=H, in_channels=C, num_classes=len(data.classes) if conditional else None,
+                class_names=list(data.classes) if conditional else None, schedule=args.schedule, T=args.T,
+                net=net, dataset=args.dataset).to(args.device)
+    optim = torch.optim.Adam(ddpm.parameters(), lr=args.lr)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / max(1, args.warmup)))
+    ema = EMA(ddpm, args.ema_decay)
+    step, history = 0, []
+    if args.resume:
+        step = load_training_state(out, ddpm, optim, ema=ema, lr_scheduler=warmup)
+        with open(os.path.join(out, "training_state.json")) as f:
+            history = json.load(f).get("history", [])
+        print(f"resumed {out} at step {step}")
+    n_params = sum(p.numel() for p in ddpm.parameters())
+    print(f"{args.dataset}: {len(data)} images, {n_params:,} parameters, device {args.device}, out {out}")
+    loader = make_loader(data, args.batch_size, seed=args.seed + step)
+    total = args.steps if args.steps is not None else step + args.epochs * len(loader)
+    start, last_save, window = time.perf_counter(), [time.perf_counter()], []
+
+    def save(step_now):
+        save_training_state(out, ddpm, optim, step_now, ema=ema, lr_scheduler=warmup)
+        path = os.path.join(out, "training_state.json")
+        meta = json.load(open(path))
+        meta.update(history=history, dataset=args.dataset, batch_size=args.batch_size, lr=args.lr,
+                    warmup=args.warmup, p_uncond=args.p_uncond, n_train=len(data), n_params=n_params,
+                    wall_seconds=meta_wall[0] + time.perf_counter() - start, device=str(args.device))
+        json.dump(meta, open(path, "w"), indent=1)
+        last_save[0] = time.perf_counter()
+
+    meta_wall = [0.0]
+    if args.resume:
+        meta_wall[0] = json.load(open(os.path.join(out, "training_state.json"))).get("wall_seconds", 0.0)
+
+    def on_step(s, loss):
+        window.append(loss)
+        if len(window) == 100:
+            history.append([step + s, sum(window) / 100])
+            window.clear()
+            if args.no_progress:
+                rate = (s * args.batch_size) / (time.perf_counter() - start)
+                print(f"step {step + s}/{total} loss {history[-1][1]:.4f} ({rate:.0f} images/s)", flush=True)
+        if time.perf_counter() - last_save[0] > args.save_every * 60:
+            save(step + s)
+
+    fit = train if args.unconditional else train_classconditional
+    extra = {} if args.unconditional else {"p_uncond": args.p_uncond}
+    losses = fit(ddpm, loader, 10 ** 9, optim, args.device, ema=ema, lr_scheduler=warmup, callback=on_step,
+                 max_steps=total - step, progress=not args.no_progress,
+                 max_seconds=args.max_minutes * 60 if args.max_minutes else None, **extra)
+    step += len(losses)
+    save(step)
+    print(f"saved {out} at step {step} ({time.perf_counter() - start:.0f} s, "
+          f"{len(losses) * args.batch_size / (time.perf_counter() - start):.0f} images/s)")
+
+
+def add_sample_args(p):
+    p.add_argument("--model", required=True, help="checkpoint folder, bundled name (mnist, fashion_mnist) or Hub id")
+    p.add_argument("--out", default="samples.png", help="PNG file for the grid")
+    p.add_argument("--n", type=int, default=8, help="samples (per class, with --classes)")
+    p.add_argument("--classes", type=_ints, default=None, help="comma-separated class indices, e.g. 0,1,2; 'all' for all")
+    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (DDPM always takes T)")
+    p.add_argument("--eta", type=float, default=0.0)
+    p.add_argument("--guidance", type=float, default=3.0, help="guidance scale s (1 = none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the PNG")
+
+
+def cmd_sample(args):
+    from .pretrained import load_pretrained
+    ddpm = load_pretrained(args.model)
+    classes = list(args.classes) if args.classes is not None else None
+    steps = args.steps if args.sampler == "ddim" else None
+    x = sample(ddpm, args.n, classes, sampler=args.sampler, steps=steps, eta=args.eta,
+               guidance_scale=args.guidance, generator=torch.Generator().manual_seed(args.seed), progress=True)
+    labels = [ddpm.class_names[c] if ddpm.class_names else c for c in classes] if classes else None
+    image_grid(x, args.n, scale=args.scale, row_labels=labels).save(args.out)
+    print(f"wrote {args.out}: {len(x)} images")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m ddpm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a DDPM (Algorithm 1), saving safetensors checkpoints",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_train_args(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("sample", help="draw samples (Algorithm 2 or DDIM) into a PNG grid",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_sample_args(p)
+    p.set_defaults(func=cmd_sample)
+    args = parser.parse_args(argv)
+    args.func(args)

@@ -1,0 +1,90 @@
+"""Datasets through torchvision's own classes, scaled to [-1, 1] and held as tensors.
+
+The root folder comes from the `root` argument, else the DDPM_DATA environment variable, else ./data;
+it has torchvision's layout (e.g. <root>/MNIST/raw/train-images-idx3-ubyte, <root>/cifar-10-batches-py/).
+"""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision
+from torch.utils.data import DataLoader, TensorDataset
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    cls: type                 # torchvision dataset class
+    image_shape: tuple        # (C, H, W)
+    expected_files: tuple     # paths below the root that torchvision reads
+    source: str               # where torchvision downloads it from, for the error message
+
+
+_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+DATASETS = {
+    "mnist": DatasetInfo(torchvision.datasets.MNIST, (1, 28, 28),
+                         tuple(f"MNIST/raw/{f}" for f in _MNIST_FILES), "torchvision.datasets.MNIST mirrors"),
+    "fashion_mnist": DatasetInfo(torchvision.datasets.FashionMNIST, (1, 28, 28),
+                                 tuple(f"FashionMNIST/raw/{f}" for f in _MNIST_FILES), "Zalando's FashionMNIST bucket"),
+    "cifar10": DatasetInfo(torchvision.datasets.CIFAR10, (3, 32, 32),
+                           tuple(f"cifar-10-batches-py/{f}" for f in
+                                 [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]),
+                           "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    "cifar100": DatasetInfo(torchvision.datasets.CIFAR100, (3, 32, 32),
+                            tuple(f"cifar-100-python/{f}" for f in ("train", "test", "meta")),
+                            "https://www.cs.toronto.edu/~kriz/cifar.html"),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    pass
+
+
+class ImageDataset(TensorDataset):
+    """(image in [-1, 1] of shape [C, H, W], label) pairs, with the dataset's name and class names."""
+
+    def __init__(self, images, labels, name, classes):
+        super().__init__(images, labels)
+        self.images, self.labels, self.name, self.classes = images, labels, name, list(classes)
+
+
+def data_root(root=None):
+    return str(root or os.environ.get("DDPM_DATA", "./data"))
+
+
+def dataset_info(name):
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def to_unit_range(images_uint8):
+    """uint8 images [N, H, W] or [N, H, W, C] -> float [N, C, H, W] in [-1, 1]."""
+    x = torch.as_tensor(np.asarray(images_uint8))
+    x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)             # [N, C, H, W]
+    return x.float().div(127.5).sub(1.0).contiguous()
+
+
+def load_dataset(name, root=None, train=True, download=True):
+    """Load a dataset's train or test split as an ImageDataset, downloading it if allowed and missing."""
+    info, root = dataset_info(name), data_root(root)
+    try:
+        ds = info.cls(root=root, train=train, download=download)
+    except (RuntimeError, OSError) as err:       # torchvision: "Dataset not found", or a failed download
+        files = "\n  ".join(os.path.join(root, f) for f in info.expected_files)
+        raise DatasetNotFoundError(
+            f"{name} not found under {os.path.abspath(root)} and could not be downloaded ({err}).\n"
+            f"Looked for:\n  {files}\nGet it with network access (download=True fetches it from "
+            f"{info.source}), or point --data / DDPM_DATA at a folder with that layout.") from err
+    return ImageDataset(to_unit_range(ds.data), torch.as_tensor(ds.targets, dtype=torch.long), name, ds.classes)
+
+
+def make_loader(dataset, batch_size=128, *, classes=None, shuffle=True, seed=0, drop_last=True):
+    """A DataLoader over `dataset`, optionally restricted to the given class indices."""
+    if classes is not None:
+        keep = torch.isin(dataset.labels, torch.as_tensor(list(classes)))
+        dataset = ImageDataset(dataset.images[keep], dataset.labels[keep], dataset.name, dataset.classes)
+    if len(dataset) == 0:
+        raise ValueError(f"no images left for classes={classes}")
+    return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,90 @@
+"""Algorithm 1 (training), with label dropout for classifier-free guidance and an EMA of the weights.
+
+    repeat                                   (one iteration of `_fit`'s inner loop per batch)
+        x_0 ~ q(x_0)                         the loader's batch
+        t ~ Uniform({0, ..., T-1})           DDPM.loss
+        eps ~ N(0, I)                        DDPM.loss
+        gradient step on ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2
+    until converged
+"""
+import copy
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+
+class EMA:
+    """Exponential moving average of a model's parameters: theta_ema <- decay * theta_ema + (1 - decay) * theta."""
+
+    def __init__(self, model, decay=0.999):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model):
+        for p_ema, p in zip(self.model.parameters(), model.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - self.decay)
+
+
+def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond=0.1, ema=None, grad_clip=1.0,
+         lr_scheduler=None, callback=None, stop=None, max_steps=None, max_seconds=None, progress=True,
+         generator=None):
+    if not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
+    if conditional and ddpm.num_classes is None:
+        raise ValueError("train_classconditional needs a model built with num_classes")
+    ddpm.to(device).train()
+    losses, step, start = [], 0, time.perf_counter()
+    bar = tqdm(total=max_steps or n_epochs * len(loader), disable=not progress, desc="training", unit="step")
+    try:
+        for _ in range(n_epochs):
+            for x0, y in loader:
+                x0 = x0.to(device)
+                if conditional:
+                    y = y.to(device)
+                    drop = torch.rand(y.shape, device=device, generator=generator) < p_uncond  # CFG label dropout
+                    y = torch.where(drop, torch.full_like(y, ddpm.null_class), y)
+                loss = ddpm.loss(x0, y if conditional else None, generator=generator)
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(ddpm.parameters(), grad_clip)
+                optim.step()
+                if lr_scheduler is not None:
+                    lr_scheduler.step()
+                if ema is not None:
+                    ema.update(ddpm)
+                step += 1
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+                if callback is not None:
+                    callback(step, losses[-1])
+                if ((max_steps is not None and step >= max_steps)
+                        or (max_seconds is not None and time.perf_counter() - start >= max_seconds)
+                        or (stop is not None and stop())):
+                    return losses
+        return losses
+    finally:
+        bar.close()
+        ddpm.eval()
+
+
+def train(ddpm, loader, n_epochs, optim, device, **kwargs):
+    """Algorithm 1 for an unconditional model. Returns the per-step losses.
+
+    Keyword extras: ema (an EMA to update), grad_clip, lr_scheduler, callback(step, loss),
+    stop() -> bool (checked after every step; the weights trained so far stay in `ddpm`),
+    max_steps, max_seconds, progress (tqdm bar), generator.
+    """
+    return _fit(ddpm, loader, n_epochs, optim, device, conditional=False, **kwargs)
+
+
+def train_classconditional(ddpm, loader, n_epochs, optim, device, **kwargs):
+    """Algorithm 1 with class labels; each label is replaced by the null class with probability p_uncond
+    (default 0.1), so one network learns eps(x_t, t, y) and eps(x_t, t) for classifier-free guidance.
+    Takes the same keyword extras as `train`, plus p_uncond."""
+    return _fit(ddpm, loader, n_epochs, optim, device, conditional=True, **kwargs)

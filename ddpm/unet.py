@@ -1,0 +1,135 @@
+"""UNet2D: the noise-prediction network eps_theta(x_t, t, y) of Ho et al. (2020), Appendix B, made small.
+
+Sinusoidal time embedding -> MLP; residual blocks with GroupNorm whose bias is shifted by the time
+(and class) embedding; self-attention at the coarsest level; skip connections between the halves.
+With `num_classes`, a learned embedding of num_classes + 1 entries is added to the time embedding:
+the extra entry (index num_classes) is the *null* class of classifier-free guidance.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def timestep_embedding(t, dim):
+    """Transformer-style sinusoidal embedding of integer steps t: [B] -> [B, dim] (Vaswani et al. 2017)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]                                  # [B, half]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)              # [B, dim]
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in, c_out, emb_dim, groups, dropout):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(emb)[:, :, None, None]                                 # [B, C, 1, 1] broadcast over H, W
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Single-head self-attention over the H*W positions of a feature map."""
+
+    def __init__(self, channels, groups):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).transpose(2, 3).unbind(1)  # each [B, HW, C]
+        h = F.scaled_dot_product_attention(q, k, v)                                          # [B, HW, C]
+        return x + self.out(h.transpose(1, 2).reshape(B, C, H, W))
+
+
+class UNet2D(nn.Module):
+    """eps_theta(x_t, t, y) for 28x28 or 32x32 images with 1 or 3 channels.
+
+    base_channels:   channels at full resolution (kept small: 28x28 convolutions dominate the FLOPs)
+    channel_mults:   channels per level as multiples of base_channels; each level after the first halves H, W
+    emb_channels:    width of the time (and class) embedding
+    num_res_blocks:  residual blocks per level on the way down (one more on the way up)
+    attn_levels:     indices of levels with self-attention after each block (the middle always has one)
+    groups:          GroupNorm groups
+    dropout:         dropout inside residual blocks
+    """
+
+    def __init__(self, in_channels=1, num_classes=None, base_channels=16, channel_mults=(1, 4, 4),
+                 emb_channels=128, num_res_blocks=1, attn_levels=(2,), groups=8, dropout=0.0):
+        super().__init__()
+        emb_dim = emb_channels
+        self.emb_dim, self.num_classes = emb_dim, num_classes
+        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        chans = [base_channels * m for m in channel_mults]
+        skip_chans, c = [base_channels], base_channels
+        self.down = nn.ModuleList()
+        for level, ch in enumerate(chans):
+            for _ in range(num_res_blocks):
+                self.down.append(self._block(c, ch, emb_dim, groups, dropout, level in attn_levels))
+                c = ch
+                skip_chans.append(c)
+            if level < len(chans) - 1:
+                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                skip_chans.append(c)
+        self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, groups, dropout), Attention(c, groups),
+                                  ResBlock(c, c, emb_dim, groups, dropout)])
+        self.up = nn.ModuleList()
+        for level, ch in reversed(list(enumerate(chans))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(self._block(c + skip_chans.pop(), ch, emb_dim, groups, dropout, level in attn_levels))
+                c = ch
+            if level > 0:
+                # conv first, then nearest upsampling: same receptive field, a quarter of the FLOPs
+                self.up.append(nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.Upsample(scale_factor=2, mode="nearest")))
+        self.norm_out = nn.GroupNorm(groups, c)
+        self.conv_out = nn.Conv2d(c, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)   # start as "predict zero noise": stabler early training
+        nn.init.zeros_(self.conv_out.bias)
+
+    @staticmethod
+    def _block(c_in, c_out, emb_dim, groups, dropout, attn):
+        blocks = [ResBlock(c_in, c_out, emb_dim, groups, dropout)] + ([Attention(c_out, groups)] if attn else [])
+        return nn.ModuleList(blocks)
+
+    @staticmethod
+    def _run(block, h, emb):
+        if isinstance(block, nn.ModuleList):                 # ResBlock [+ Attention]
+            h = block[0](h, emb)
+            return block[1](h) if len(block) > 1 else h
+        return block(h)                                      # down- or upsampling
+
+    def forward(self, x, t, y=None):
+        t = torch.as_tensor(t, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(x.shape[0])
+        emb = self.time_mlp(timestep_embedding(t, self.emb_dim))           # [B, emb_dim]
+        if self.class_emb is not None:
+            if y is None:
+                raise ValueError("this network is class-conditional: pass y (use num_classes for the null class)")
+            emb = emb + self.class_emb(y)
+        h = self.conv_in(x)
+        skips = [h]
+        for block in self.down:
+            h = self._run(block, h, emb)
+            skips.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        for block in self.up:
+            if isinstance(block, nn.ModuleList):
+                h = torch.cat([h, skips.pop()], dim=1)          # [B, C + C_skip, H, W]
+            h = self._run(block, h, emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
