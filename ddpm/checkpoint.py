@@ -5,6 +5,7 @@ A model folder holds `model.safetensors` (the EMA weights when training used EMA
 A training folder adds `training_state.safetensors` (raw weights, optimizer moments) and
 `training_state.json` (step count, optimizer hyperparameters) so a run can resume.
 """
+import inspect
 import json
 import os
 
@@ -61,15 +62,18 @@ def load_model(model_id, device="cpu"):
         if not os.path.isfile(config):
             raise CheckpointError(f"{model_id} has no {CONFIG}; a checkpoint folder holds {WEIGHTS} and {CONFIG}")
         try:
-            json.loads(open(config).read())
+            args = json.loads(open(config).read())
         except json.JSONDecodeError as err:
             raise CheckpointError(f"{config} is not valid JSON ({err})") from err
+        # from_pretrained silently drops keys DDPM does not take: a foreign config must not load quietly
+        known = set(inspect.signature(DDPM.__init__).parameters) - {"self"}
+        unknown = sorted(set(args) - known) if isinstance(args, dict) else None
+        if unknown is None or unknown:
+            raise CheckpointError(f"{config} is not a DDPM config: unknown keys {unknown}; "
+                                  f"a DDPM config holds {sorted(known)}")
     elif os.path.exists(model_id):
         raise CheckpointError(f"{model_id} is a file; pass the folder that holds {WEIGHTS} and {CONFIG}")
-    try:
-        return DDPM.from_pretrained(model_id, map_location=str(device))
-    except TypeError as err:      # config.json names arguments DDPM does not take
-        raise CheckpointError(f"{model_id}/{CONFIG} is not a DDPM config ({err})") from err
+    return DDPM.from_pretrained(model_id, map_location=str(device))
 
 
 def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=None):

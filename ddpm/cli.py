@@ -1,7 +1,8 @@
-"""Command line: python -m ddpm {train, sample} ...  (python -m ddpm <command> --help for the options)."""
+"""Command line: python -m ddpm {train, sample, judge, evaluate, bench} ... (each with --help)."""
 import argparse
 import json
 import os
+import sys
 import time
 
 import torch
@@ -20,6 +21,10 @@ NET_DEFAULTS = {28: dict(base_channels=16, channel_mults=(1, 4, 4)), 32: dict(ba
 
 def _ints(text):
     return tuple(int(v) for v in text.split(",")) if text else None
+
+
+def _classes(text):
+    return "all" if text == "all" else _ints(text)
 
 
 def add_train_args(p):
@@ -115,7 +120,7 @@ def add_sample_args(p):
     p.add_argument("--model", required=True, help="checkpoint folder, bundled name (mnist, fashion_mnist) or Hub id")
     p.add_argument("--out", default="samples.png", help="PNG file for the grid")
     p.add_argument("--n", type=int, default=8, help="samples (per class, with --classes)")
-    p.add_argument("--classes", type=_ints, default=None, help="comma-separated class indices, e.g. 0,1,2; 'all' for all")
+    p.add_argument("--classes", type=_classes, default=None, help="comma-separated class indices, e.g. 0,1,2; 'all' for all")
     p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (DDPM always takes T)")
     p.add_argument("--eta", type=float, default=0.0)
@@ -127,6 +132,10 @@ def add_sample_args(p):
 def cmd_sample(args):
     from .pretrained import load_pretrained
     ddpm = load_pretrained(args.model)
+    if args.classes == "all":
+        if ddpm.num_classes is None:
+            raise SystemExit("--classes all: this model is unconditional")
+        args.classes = range(ddpm.num_classes)
     classes = list(args.classes) if args.classes is not None else None
     steps = args.steps if args.sampler == "ddim" else None
     x = sample(ddpm, args.n, classes, sampler=args.sampler, steps=steps, eta=args.eta,
@@ -134,6 +143,58 @@ def cmd_sample(args):
     labels = [ddpm.class_names[c] if ddpm.class_names else c for c in classes] if classes else None
     image_grid(x, args.n, scale=args.scale, row_labels=labels).save(args.out)
     print(f"wrote {args.out}: {len(x)} images")
+
+
+def add_judge_args(p):
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    p.add_argument("--data", default=None, help="dataset root (default: $DDPM_DATA or ./data)")
+    p.add_argument("--out", required=True, help="folder for judge.safetensors + judge_config.json")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_judge(args):
+    from .judge import train_judge
+    train_set, test_set = load_dataset(args.dataset, args.data, train=True), load_dataset(args.dataset, args.data, train=False)
+    start = time.perf_counter()
+    judge, accuracy = train_judge(train_set, test_set, epochs=args.epochs, seed=args.seed)
+    judge.save(args.out)
+    print(f"judge for {args.dataset}: test accuracy {100 * accuracy:.2f}% on {len(test_set)} images "
+          f"({time.perf_counter() - start:.0f} s); saved to {args.out}")
+
+
+def add_evaluate_args(p):
+    p.add_argument("--model", required=True, help="bundled name or checkpoint folder; its judge must sit beside it")
+    p.add_argument("--judge", default=None, help="folder of the judge (default: the model's folder)")
+    p.add_argument("--data", default=None, help="dataset root with the real images (default: $DDPM_DATA or ./data)")
+    p.add_argument("--n-sweep", type=int, default=100, help="images per cell of the sampler x guidance sweep")
+    p.add_argument("--n", type=int, default=1000, help="images for the two DDIM-50 rows (guidance 1 and best)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a tiny table in a minute, to try the command")
+    p.add_argument("--out", default=None, help="also write the markdown table to this file")
+
+
+def cmd_evaluate(args):
+    from .evaluate import format_table, plan, run
+    from .judge import load_judge
+    from .pretrained import BUNDLED, PRETRAINED_DIR, load_pretrained
+    ddpm = load_pretrained(args.model)
+    folder = os.path.join(PRETRAINED_DIR, args.model) if args.model in BUNDLED else args.model
+    judge = load_judge(args.judge or folder)
+    test_set, train_set = load_dataset(ddpm.dataset, args.data, train=False), load_dataset(ddpm.dataset, args.data, train=True)
+    cells = [("ddim", 10, 1.0, 20), ("ddim", 10, 3.0, 20)] if args.quick else plan(args.n_sweep)
+    header = (f"Model `{args.model}` ({ddpm.dataset}), judge test accuracy measured separately; "
+              f"{torch.get_num_threads()} threads; command: `python -m ddpm evaluate {' '.join(args.argv)}`\n\n")
+
+    def write(rows):
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(header + format_table(rows, ddpm.class_names) + "\n")
+
+    rows = []
+    rows = run(ddpm, judge, test_set, train_set, cells, n_bar=0 if args.quick else args.n, seed=args.seed,
+               on_row=lambda r: (rows.append(r), write(rows)))
+    print(header + format_table(rows, ddpm.class_names))
 
 
 def main(argv=None):
@@ -147,5 +208,19 @@ def main(argv=None):
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_sample_args(p)
     p.set_defaults(func=cmd_sample)
+    p = sub.add_parser("judge", help="train the judge classifier used by evaluate",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_judge_args(p)
+    p.set_defaults(func=cmd_judge)
+    p = sub.add_parser("evaluate", help="accuracy and Fréchet distance over samplers and guidance scales",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_evaluate_args(p)
+    p.set_defaults(func=cmd_evaluate)
+    sub.add_parser("bench", help="speed benchmark (python -m ddpm bench --help)", add_help=False)
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+        return bench_main(argv[1:])
     args = parser.parse_args(argv)
+    args.argv = argv[1:]
     args.func(args)

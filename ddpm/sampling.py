@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import predict_x0_from_eps
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -52,10 +51,74 @@ def guided_eps(ddpm, x_t, t, y=None, guidance_scale=1.0):
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None or guidance_scale == 1.0:
         return ddpm.eps(x_t, t_batch, y)
-    null = torch.full_like(y, ddpm.null_class)
-    eps_cond, eps_uncond = ddpm.eps(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]),
-                                    torch.cat([y, null])).chunk(2)          # one batched pass, [2B] -> 2 x [B]
-    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+    return _guided(ddpm, x_t, t_batch, torch.cat([y, torch.full_like(y, ddpm.null_class)]), guidance_scale)
+
+
+def _guided(ddpm, x_t, t, y_and_null, guidance_scale):
+    """Ho & Salimans (2021) Eq. (6) with both halves in one batched pass; y_and_null = [y, null], [2B]."""
+    eps_cond, eps_uncond = ddpm.eps(torch.cat([x_t, x_t]), t, y_and_null).chunk(2)     # [2B] -> 2 x [B]
+    return eps_cond.sub_(eps_uncond).mul_(guidance_scale).add_(eps_uncond)             # eps_u + s (eps_c - eps_u)
+
+
+# Per-step scalars as Python floats, computed for all steps of a run at once. Each is one float32 tensor
+# op, as the per-step tensor arithmetic was, so the values are the same bit for bit; a step then runs
+# no scalar tensor ops and no host conversions.
+def _ddpm_coefs(schedule, ts, variance):
+    s, t = schedule, torch.tensor(ts, device=schedule.betas.device)
+    sigma = torch.where(t > 0, s.sigma(t, variance), 0.0)                                 # Alg. 2, line 3: z = 0 at t = 0
+    a_t = s.alpha_bar[t]
+    table = {"sqrt(1-alpha_bar_t)": (1 - a_t).sqrt(), "sqrt(alpha_bar_t)": a_t.sqrt(),
+             "coef1": s.posterior_mean_coef1[t], "coef2": s.posterior_mean_coef2[t],
+             "1/sqrt(alpha_t)": s.alphas[t].rsqrt(), "beta_t/sqrt(1-alpha_bar_t)": s.betas[t] / (1 - a_t).sqrt(),
+             "sigma_t": sigma}
+    return [dict(zip(table, values)) for values in zip(*(v.tolist() for v in table.values()))]
+
+
+def _ddim_coefs(schedule, pairs, eta):
+    alpha_bar = schedule.alpha_bar
+    t = torch.tensor([t for t, _ in pairs], device=alpha_bar.device)
+    t_prev = torch.tensor([t_prev for _, t_prev in pairs], device=alpha_bar.device)
+    a_t = alpha_bar[t]
+    a_prev = torch.where(t_prev >= 0, alpha_bar[t_prev.clamp(min=0)], 1.0)                # alpha_bar_{-1} = 1
+    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()                 # Eq. (16)
+    table = {"sqrt(1-alpha_bar_t)": (1 - a_t).sqrt(), "sqrt(alpha_bar_t)": a_t.sqrt(),
+             "sqrt(alpha_bar_prev)": a_prev.sqrt(), "sqrt(1-alpha_bar_prev-sigma_t^2)": (1 - a_prev - sigma ** 2).sqrt(),
+             "sigma_t": sigma}
+    return [dict(zip(table, values)) for values in zip(*(v.tolist() for v in table.values()))]
+
+
+def _x0_hat(x_t, eps, c, clip_x0):
+    """Invert Eq. (4): x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), optionally clipped to [-1, 1]."""
+    x0_hat = torch.sub(x_t, eps * c["sqrt(1-alpha_bar_t)"]).div_(c["sqrt(alpha_bar_t)"])
+    return x0_hat.clamp_(-1, 1) if clip_x0 else x0_hat
+
+
+def _ddpm_update(x_t, eps, c, noise, clip_x0):
+    x0_hat = _x0_hat(x_t, eps, c, clip_x0)
+    x_prev = torch.add(x0_hat * c["coef1"], x_t * c["coef2"])                            # Eq. (7): tilde(mu)_t
+    if noise is not None:
+        x_prev.add_(noise * c["sigma_t"])                                                # Alg. 2, line 4
+    return x_prev, x0_hat
+
+
+def _ddim_update(x_t, eps, c, noise, clip_x0):
+    x0_hat = _x0_hat(x_t, eps, c, clip_x0)
+    if clip_x0:
+        # The direction term must use the eps that matches the clipped x0_hat (diffusers'
+        # use_clipped_model_output=True); the raw eps drives guided samples off the data manifold.
+        eps = torch.sub(x_t, x0_hat * c["sqrt(alpha_bar_t)"]).div_(c["sqrt(1-alpha_bar_t)"])
+    x_prev = torch.add(x0_hat * c["sqrt(alpha_bar_prev)"], eps * c["sqrt(1-alpha_bar_prev-sigma_t^2)"])  # Eq. (12)
+    if noise is not None:
+        x_prev.add_(noise * c["sigma_t"])
+    return x_prev, x0_hat
+
+
+def _public(c, keys):
+    return {k: c[k] for k in keys}
+
+
+DDPM_COEFS = ("1/sqrt(alpha_t)", "beta_t/sqrt(1-alpha_bar_t)", "sigma_t")
+DDIM_COEFS = ("sqrt(alpha_bar_prev)", "sqrt(1-alpha_bar_prev-sigma_t^2)", "sigma_t")
 
 
 def ddpm_step(x_t, t, eps, schedule, *, noise=None, clip_x0=True, variance="beta"):
@@ -65,34 +128,20 @@ def ddpm_step(x_t, t, eps, schedule, *, noise=None, clip_x0=True, variance="beta
     x0_hat be clipped to [-1, 1]; without clipping the two forms are identical (tested).
     Returns x_{t-1}, x0_hat and the step's scalars.
     """
-    s = schedule
-    x0_hat = predict_x0_from_eps(x_t, t, eps, s.alpha_bar)
-    if clip_x0:
-        x0_hat = x0_hat.clamp(-1, 1)
-    mean = s.posterior_mean_coef1[t] * x0_hat + s.posterior_mean_coef2[t] * x_t          # Eq. (7)
-    sigma = s.sigma(t, variance) if t > 0 else torch.zeros(())                           # Alg. 2, line 3: z = 0 at t = 0
-    x_prev = mean + sigma * noise if t > 0 else mean
-    coefs = {"1/sqrt(alpha_t)": float(s.alphas[t].rsqrt()),
-             "beta_t/sqrt(1-alpha_bar_t)": float(s.betas[t] / (1 - s.alpha_bar[t]).sqrt()),
-             "sigma_t": float(sigma)}
-    return x_prev, x0_hat, coefs
+    if t > 0 and noise is None:
+        raise ValueError(f"ddpm_step at t = {t} > 0 needs noise z (a tensor of x_t's shape)")
+    c = _ddpm_coefs(schedule, [t], variance)[0]
+    x_prev, x0_hat = _ddpm_update(x_t, eps, c, noise if t > 0 else None, clip_x0)
+    return x_prev, x0_hat, _public(c, DDPM_COEFS)
 
 
 def ddim_step(x_t, t, t_prev, eps, schedule, *, eta=0.0, noise=None, clip_x0=True):
     """DDIM, Song et al. (2021) Eq. (12): jump from t to t_prev < t; eta = 0 is deterministic, eta = 1 is DDPM-like."""
-    a_t = schedule.alpha_bar[t]
-    a_prev = schedule.alpha_bar[t_prev] if t_prev >= 0 else torch.ones(())
-    x0_hat = predict_x0_from_eps(x_t, t, eps, schedule.alpha_bar)
-    if clip_x0:
-        x0_hat = x0_hat.clamp(-1, 1)
-    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()                 # Eq. (16)
-    x_prev = a_prev.sqrt() * x0_hat + (1 - a_prev - sigma ** 2).sqrt() * eps             # Eq. (12)
-    if eta > 0:
-        x_prev = x_prev + sigma * noise
-    coefs = {"sqrt(alpha_bar_prev)": float(a_prev.sqrt()),
-             "sqrt(1-alpha_bar_prev-sigma_t^2)": float((1 - a_prev - sigma ** 2).sqrt()),
-             "sigma_t": float(sigma)}
-    return x_prev, x0_hat, coefs
+    if eta > 0 and noise is None:
+        raise ValueError(f"ddim_step with eta = {eta} > 0 needs noise z (a tensor of x_t's shape)")
+    c = _ddim_coefs(schedule, [(t, t_prev)], eta)[0]
+    x_prev, x0_hat = _ddim_update(x_t, eps, c, noise if eta > 0 else None, clip_x0)
+    return x_prev, x0_hat, _public(c, DDIM_COEFS)
 
 
 @torch.inference_mode()
@@ -108,17 +157,30 @@ def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidan
     T = ddpm.T if t_start is None else t_start + 1
     if not 1 <= T <= ddpm.T:
         raise ValueError(f"t_start must lie in [0, {ddpm.T}), got {t_start}")
-    schedule = ddpm.schedule
     pairs = timesteps(sampler, T, steps)
-    for i, (t, t_prev) in enumerate(pairs):
-        eps = guided_eps(ddpm, x, t, y, guidance_scale)
-        stochastic = (sampler == "ddpm" and t > 0) or (sampler == "ddim" and eta > 0)
-        noise = torch.randn(x.shape, generator=generator, device=x.device) if stochastic else None
-        if sampler == "ddpm":
-            x_prev, x0_hat, coefs = ddpm_step(x, t, eps, schedule, noise=noise, clip_x0=clip_x0, variance=variance)
+    # Everything that does not change from step to step is computed here, once.
+    if sampler == "ddpm":
+        coefs = _ddpm_coefs(ddpm.schedule, [t for t, _ in pairs], variance)
+        plan = [(t, t_prev, c, t > 0) for (t, t_prev), c in zip(pairs, coefs)]
+        update, public = _ddpm_update, DDPM_COEFS
+    else:
+        plan = [(t, t_prev, c, eta > 0) for (t, t_prev), c in zip(pairs, _ddim_coefs(ddpm.schedule, pairs, eta))]
+        update, public = _ddim_update, DDIM_COEFS
+    guided = y is not None and guidance_scale != 1.0
+    if guided:
+        y_in = torch.cat([y, torch.full_like(y, ddpm.null_class)])                     # [y, null]: [2B]
+    elif y is None and ddpm.num_classes is not None:
+        y_in = torch.full((x.shape[0],), ddpm.null_class, device=x.device)             # the unconditional model
+    else:
+        y_in = y
+    for i, (t, t_prev, c, stochastic) in enumerate(plan):
+        if guided:
+            eps = _guided(ddpm, x, t, y_in, guidance_scale)
         else:
-            x_prev, x0_hat, coefs = ddim_step(x, t, t_prev, eps, schedule, eta=eta, noise=noise, clip_x0=clip_x0)
-        yield Step(i, len(pairs), t, t_prev, x, x_prev, x0_hat, eps, coefs)
+            eps = ddpm.eps(x, t, y_in)
+        noise = torch.randn(x.shape, generator=generator, device=x.device) if stochastic else None
+        x_prev, x0_hat = update(x, eps, c, noise, clip_x0)
+        yield Step(i, len(plan), t, t_prev, x, x_prev, x0_hat, eps, _public(c, public))
         x = x_prev
 
 

@@ -123,6 +123,11 @@ class UNet2D(nn.Module):
                 raise ValueError("this network is class-conditional: pass y (use num_classes for the null class)")
             emb = emb + self.class_emb(y)
         h = self.conv_in(x)
+        if h.device.type == "cpu" and not torch.is_grad_enabled():
+            # Sampling on CPU: oneDNN's convolutions run 15-35% faster on NHWC (channels_last) activations,
+            # which outweighs GroupNorm's slower NHWC kernel (about 10% per forward pass in all, measured with
+            # ddpm/bench.py); in training the backward pass eats the gain. The network follows h's layout.
+            h = h.contiguous(memory_format=torch.channels_last)
         skips = [h]
         for block in self.down:
             h = self._run(block, h, emb)
@@ -132,4 +137,4 @@ class UNet2D(nn.Module):
             if isinstance(block, nn.ModuleList):
                 h = torch.cat([h, skips.pop()], dim=1)          # [B, C + C_skip, H, W]
             h = self._run(block, h, emb)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h))).contiguous()               # [B, C, H, W], standard layout

@@ -1,0 +1,59 @@
+"""The app's plain-language explanations and the ddpm source code a lecturer shows next to each output."""
+import inspect
+
+from . import app_finetune, diffusion, plots, sampling, schedule, training
+
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+FORWARD = r"""
+### The forward process adds Gaussian noise, step by step
+Training images are destroyed on purpose: step $t$ mixes in a little noise with variance $\beta_t$.
+Because Gaussians add up to a Gaussian, we can jump from the clean image $x_0$ to any step $t$ in one go (Ho et al. 2020, **Eq. 4**):
+$$q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big), \qquad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\quad \epsilon\sim\mathcal N(0, I),\quad \bar\alpha_t = \prod_{s\le t}(1-\beta_s).$$
+Move the slider: $\bar\alpha_t$ falls from 1 to almost 0, so $x_t$ goes from the image to pure noise.
+The **schedule** (how fast $\bar\alpha_t$ falls) matters: *linear* (the paper) destroys the image early, *cosine* keeps it longer.
+At the last step $t = T-1$ the pixels should look like $\mathcal N(0,1)$ (the histogram) — that is where sampling starts.
+"""
+
+REVERSE = r"""
+### The reverse process: start from noise, remove it step by step
+A network $\epsilon_\theta(x_t, t, y)$ was trained to guess the noise in $x_t$. Sampling (**Algorithm 2**) starts at
+$x_T \sim \mathcal N(0, I)$ and repeats, for $t = T-1, \dots, 0$:
+$$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big) + \sigma_t z,\qquad z \sim \mathcal N(0, I)\ (z = 0 \text{ at the last step}).$$
+Left: the current $x_t$. Right: the model's current guess of the final image, $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta)/\sqrt{\bar\alpha_t}$.
+**DDIM** (Song et al. 2021) reuses the same network but jumps over many steps; $\eta = 0$ makes it deterministic.
+**Guidance** $s$: $\epsilon = \epsilon_\theta(x_t, t) + s\,(\epsilon_\theta(x_t, t, y) - \epsilon_\theta(x_t, t))$; $s = 1$ is plain conditional sampling, larger $s$ gives clearer but less varied images.
+(The code computes line 4 in the equivalent form $\tilde\mu_t(\hat x_0, x_t) + \sigma_t z$ (Eq. 7) so that $\hat x_0$ can be clipped to $[-1, 1]$.)
+"""
+
+GRID = r"""
+### Class-conditional generation
+One network serves every class: the class label $y$ is an extra input, $\epsilon_\theta(x_t, t, y)$.
+During training the label is dropped 10% of the time (replaced by a *null* class), so the same network also knows
+$\epsilon_\theta(x_t, t)$ — which is what **classifier-free guidance** needs:
+$$\tilde\epsilon = \epsilon_\theta(x_t, t) + s\,\big(\epsilon_\theta(x_t, t, y) - \epsilon_\theta(x_t, t)\big).$$
+Each row below is `sample(ddpm, n_samples, classes)` for one class. A separate classifier (the *judge*) checks how many images really show the asked class.
+"""
+
+FINETUNE = r"""
+### Fine-tuning = running Algorithm 1 a little longer, on your data
+Every training step picks images $x_0$, a random step $t$ and noise $\epsilon$, and takes a gradient step on
+$$\big\|\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t,\ y\big)\big\|^2 \qquad\text{(Algorithm 1, line 5).}$$
+Your run trains a **private copy** of the model (nobody else's model changes). The "now" grid uses the same noise as the "before" grid, so you see only what training changed.
+**Your own images as a new class:** the network's class-embedding table (one learned vector per class) gets **one new row**, started at the
+average of the existing rows. The whole network then trains on your images (label = the new class) mixed with examples of the old classes, so it learns yours without forgetting the others.
+Images are turned into MNIST style: grey-scale, 28×28, white strokes on black (light backgrounds are inverted), cropped and centred.
+"""
+
+
+def source(*objects):
+    """The source code of ddpm functions, one after the other, as shown in the 'Show the code' accordions."""
+    return "\n\n".join(inspect.getsource(obj) for obj in objects)
+
+
+SOURCES = {
+    "forward": (diffusion.sample_xt, schedule.make_betas, schedule.NoiseSchedule.__init__),
+    "reverse": (sampling.sample_steps, sampling.ddpm_step, sampling.ddim_step, sampling.guided_eps),
+    "grid": (sampling.sample, plots.image_grid),
+    "finetune": (training._fit, diffusion.DDPM.loss, app_finetune.with_new_class),
+}

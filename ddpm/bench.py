@@ -1,0 +1,261 @@
+"""Speed benchmark: training throughput, sampling time, the diffusers loop as a peer, and the hardware limit.
+
+    python -m ddpm.bench            # full run (a few minutes on 2 cores)
+    python -m ddpm.bench --quick    # short run: fewer repeats; long sampling runs timed on their first steps and scaled
+    python -m ddpm.bench --out artifacts/bench.md
+
+Every figure is the median of several repeats, measured on the default MNIST model
+(`DDPM(num_classes=10)`, default UNet2D) with *random* weights: speed does not depend on the weights'
+values. conv_out, which starts at zero, is given small random weights so that samples are not trivial.
+The peer is the same network and the same guidance driven by diffusers' DDPMScheduler / DDIMScheduler
+("trailing" spacing); "ours / diffusers" < 1 means our loop is faster. The hardware limit is the machine's
+dense fp32 matmul rate (median of 2048 x 2048 torch.mm); "% of mm" is a figure's network FLOP rate
+(FLOPs counted by torch.utils.flop_counter.FlopCounterMode) as a fraction of that rate.
+Other processes compete for the cores: the load average is printed with the table.
+"""
+import argparse
+import copy
+import os
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from .diffusion import DDPM, sample_xt
+from .sampling import sample, sample_steps
+from .training import EMA, train_classconditional
+
+
+def _median_time(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    ddpm = DDPM(num_classes=10).eval()
+    torch.nn.init.normal_(ddpm.net.conv_out.weight, std=0.02)
+    return ddpm
+
+
+def matmul_gflops(n=2048, repeats=7):
+    """Dense fp32 matmul rate of this machine in GFLOP/s (2 n^3 FLOPs per n x n product)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n ** 3 / _median_time(lambda: torch.mm(a, b), repeats, warmup=2) / 1e9
+
+
+def forward_flops(ddpm):
+    """FLOPs of one forward pass of the network for one image."""
+    x, t, y = torch.randn(1, *ddpm.image_shape), torch.tensor([500]), torch.tensor([3])
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        ddpm.net(x, t, y)
+    return counter.get_total_flops()
+
+
+def train_flops(ddpm, batch=2):
+    """FLOPs of one training step (forward + backward) per image."""
+    net = copy.deepcopy(ddpm.net).train()
+    x, t, y = torch.randn(batch, *ddpm.image_shape), torch.randint(0, 1000, (batch,)), torch.randint(0, 10, (batch,))
+    with FlopCounterMode(display=False) as counter:
+        F.mse_loss(net(x, t, y), x).backward()
+    return counter.get_total_flops() / batch
+
+
+def _fake_batches(ddpm, n, batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand((batch, *ddpm.image_shape), generator=g) * 2 - 1, torch.randint(0, 10, (batch,), generator=g))
+            for _ in range(n)]
+
+
+def train_ours(ddpm, batch, steps, warmup=2):
+    """Seconds per step of train_classconditional (EMA, grad clip 1.0, Adam), median over `steps` steps."""
+    ddpm = copy.deepcopy(ddpm)
+    stamps = []
+    optim = torch.optim.Adam(ddpm.parameters(), lr=2e-4)
+    train_classconditional(ddpm, _fake_batches(ddpm, warmup + steps + 1, batch), 1, optim, "cpu",
+                           ema=EMA(ddpm, 0.999), grad_clip=1.0, progress=False, max_steps=warmup + steps + 1,
+                           callback=lambda step, loss: stamps.append(time.perf_counter()))
+    return statistics.median([b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:])])
+
+
+def train_reference(ddpm, batch, steps, warmup=2):
+    """Seconds per step of the plain PyTorch step on the same network: forward, MSE, backward, Adam."""
+    net = copy.deepcopy(ddpm.net).train()
+    optim = torch.optim.Adam(net.parameters(), lr=2e-4)
+    alpha_bar = ddpm.schedule.alpha_bar
+    batches = iter(_fake_batches(ddpm, warmup + steps, batch))
+
+    def step():
+        x0, y = next(batches)
+        t = torch.randint(0, len(alpha_bar), (batch,))
+        eps = torch.randn_like(x0)
+        loss = F.mse_loss(net(sample_xt(x0, t, eps, alpha_bar), t, y), eps)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    return _median_time(step, steps, warmup)
+
+
+def net_time(ddpm, batch, repeats):
+    """Seconds per forward pass of the network alone, in inference mode."""
+    x, t, y = torch.randn(batch, *ddpm.image_shape), torch.full((batch,), 500), torch.randint(0, 10, (batch,))
+    with torch.inference_mode():
+        return _median_time(lambda: ddpm.net(x, t, y), repeats, warmup=2)
+
+
+def step_time(ddpm, batch, n_steps):
+    """Seconds per step of our DDIM loop (conditional, no guidance: one forward pass of `batch` images)."""
+    x, y = torch.randn(batch, *ddpm.image_shape), torch.randint(0, 10, (batch,))
+    times, start = [], time.perf_counter()
+    for _ in sample_steps(ddpm, x, y=y, sampler="ddim", steps=n_steps + 2):
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+    return statistics.median(times[2:])
+
+
+def ours(ddpm, n_per_class, classes, sampler, steps, guidance, limit=None):
+    """Our sampler end to end: `sample` (or its first `limit` steps through `sample_steps`)."""
+    g = torch.Generator().manual_seed(0)
+    if limit is None:
+        return sample(ddpm, n_per_class, classes, sampler=sampler, steps=steps, guidance_scale=guidance, generator=g)
+    y = None if classes is None else torch.tensor(classes).repeat_interleave(n_per_class)
+    n = n_per_class if y is None else len(y)
+    x = torch.randn((n, *ddpm.image_shape), generator=g)
+    for i, step in enumerate(sample_steps(ddpm, x, y=y, sampler=sampler, steps=steps, guidance_scale=guidance, generator=g)):
+        if i + 1 == limit:
+            return step.x_prev
+
+
+def diffusers_loop(ddpm, n_per_class, classes, sampler, steps, guidance, limit=None):
+    """The same sampling with diffusers' scheduler around the same network and the same guidance."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+    s = ddpm.schedule
+    common = dict(num_train_timesteps=s.T, beta_schedule="linear", beta_start=float(s.betas[0]),
+                  beta_end=float(s.betas[-1]), clip_sample=True)
+    if sampler == "ddpm":
+        scheduler = DDPMScheduler(variance_type="fixed_large", **common)   # sigma_t^2 = beta_t, as our default
+        scheduler.set_timesteps(s.T)
+    else:
+        scheduler = DDIMScheduler(timestep_spacing="trailing", set_alpha_to_one=True, **common)
+        scheduler.set_timesteps(steps)
+    g = torch.Generator().manual_seed(0)
+    y = torch.tensor(classes).repeat_interleave(n_per_class) if classes is not None else None
+    n = n_per_class if y is None else len(y)
+    x = torch.randn((n, *ddpm.image_shape), generator=g)
+    guided = y is not None and guidance != 1.0
+    if y is None:
+        y = torch.full((n,), ddpm.null_class)
+    y_in = torch.cat([y, torch.full_like(y, ddpm.null_class)]) if guided else y
+    with torch.inference_mode():
+        for i, t in enumerate(scheduler.timesteps):
+            x_in = torch.cat([x, x]) if guided else x
+            eps = ddpm.net(x_in, t, y_in)
+            if guided:
+                eps_cond, eps_uncond = eps.chunk(2)
+                eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+            x = scheduler.step(eps, t, x, generator=g).prev_sample
+            if limit is not None and i + 1 == limit:
+                break
+    return x
+
+
+def _timed(fn, repeats):
+    out = {}
+
+    def run():
+        out["x"] = fn()
+    return _median_time(run, repeats, warmup=0), out["x"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m ddpm.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats; long runs timed on their first steps and scaled")
+    p.add_argument("--out", default=None, help="also write the markdown table to this file")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quick = args.quick
+    reps = 2 if quick else 5
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+
+    ddpm = _model()
+    mm = matmul_gflops()
+    f_fwd, f_train = forward_flops(ddpm), train_flops(ddpm)
+    rows = []
+
+    def row(name, seconds, unit, flops=None, peer=None, note=""):
+        rate = f"{flops / seconds / 1e9:.1f} ({100 * flops / seconds / 1e9 / mm:.0f}%)" if flops else ""
+        ratio = f"{seconds / peer:.2f}" if peer else ""
+        rows.append((name, unit(seconds), rate, ratio, note))
+
+    # training
+    batch = 128
+    n_train = 3 if quick else 6
+    s_ours = train_ours(ddpm, batch, n_train)
+    s_ref = train_reference(ddpm, batch, n_train)
+    ips = lambda s: f"{batch / s:.1f} img/s"
+    row("train, batch 128: train_classconditional (EMA, clip)", s_ours, ips, f_train * batch, s_ref, "ratio vs plain step")
+    row("train, batch 128: plain PyTorch step (fwd, MSE, bwd, Adam)", s_ref, ips, f_train * batch)
+
+    # sampling, per step
+    ms = lambda s: f"{1e3 * s:.1f} ms"
+    overhead = {}
+    for b in (1, 16, 100):
+        n_steps = (6 if quick else 12) if b < 100 else (3 if quick else 6)
+        s_step = statistics.median(step_time(ddpm, b, n_steps) for _ in range(3 if quick else 3))
+        s_net = net_time(ddpm, b, 2 * n_steps)
+        overhead[b] = (s_step - s_net) / s_step
+        row(f"sampling step, batch {b} (DDIM, unguided)", s_step, ms, f_fwd * b, note=f"network alone {1e3 * s_net:.1f} ms")
+
+    # sampling, end to end, against diffusers
+    secs = lambda s: f"{s:.2f} s"
+    runs = [("10 classes x 1, guided (s=3) DDIM-50", 1, list(range(10)), "ddim", 50, 3.0, 50, 2 * 10),
+            ("10 classes x 10, guided (s=3) DDIM-50", 10, list(range(10)), "ddim", 50, 3.0, 50, 2 * 100),
+            ("4 images DDPM-1000, unguided (null class)", 4, None, "ddpm", None, 1.0, 1000, 4)]
+    for name, n, classes, sampler, steps, s, total, per_step_images in runs:
+        limit = None
+        if quick and total * per_step_images > 1000:
+            limit = max(2, 1000 // per_step_images)
+        r = 1 if (quick or total * per_step_images >= 4000) else 3
+        t_ours, x_ours = _timed(lambda: ours(ddpm, n, classes, sampler, steps, s, limit), r)
+        t_peer, x_peer = _timed(lambda: diffusers_loop(ddpm, n, classes, sampler, steps, s, limit), r)
+        scale = total / limit if limit else 1.0
+        diff = (x_ours - x_peer).abs().max().item()
+        note = f"diffusers {t_peer * scale:.2f} s; max|ours-diffusers| {diff:.1e}"
+        if limit:
+            note += f"; first {limit} steps x {scale:.0f}"
+        row(name, t_ours * scale, secs, f_fwd * per_step_images * total, t_peer * scale, note)
+
+    load_after = os.getloadavg()
+    lines = [
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, {'quick' if quick else 'full'} run, "
+        f"{time.perf_counter() - t0:.0f} s; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after",
+        f"network: {f_fwd / 1e6:.1f} MFLOP per image forward, {f_train / 1e6:.1f} MFLOP per image train step; "
+        f"dense fp32 matmul (2048^2 mm): {mm:.1f} GFLOP/s",
+        f"per-step overhead outside the network: " + ", ".join(f"batch {b} {100 * o:.1f}%" for b, o in overhead.items()),
+        "",
+        "| figure | time | GFLOP/s (% of mm) | ours / peer | note |",
+        "|---|---|---|---|---|",
+    ] + [f"| {' | '.join(r)} |" for r in rows]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

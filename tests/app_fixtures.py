@@ -1,0 +1,80 @@
+"""Tiny models for the app tests: a models folder laid out like pretrained/ (no bundled model needed)."""
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import save_file
+
+import ddpm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_NET = dict(base_channels=8, channel_mults=(1, 2), attn_levels=(1,), emb_channels=32, groups=4)
+CLASS_NAMES = {
+    "mnist": [f"{i} - {w}" for i, w in enumerate("zero one two three four five six seven eight nine".split())],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+}
+
+
+def make_models_dir(root, per_class=3):
+    """Write <root>/{mnist,fashion_mnist}/ with a tiny model (T = 100) and per_class random examples per class."""
+    for k, (name, names) in enumerate(CLASS_NAMES.items()):
+        torch.manual_seed(k)
+        model = ddpm.DDPM(num_classes=10, class_names=names, net=TINY_NET, T=100, dataset=name)
+        folder = os.path.join(root, name)
+        model.save_pretrained(folder)
+        images = torch.stack([stroke(i % 10, i // 10) for i in range(10 * per_class)])
+        save_file({"images": images, "labels": torch.arange(10 * per_class) % 10},
+                  os.path.join(folder, "examples.safetensors"))
+    return str(root)
+
+
+def stroke(c, k):
+    """A white stroke on black whose angle encodes the class c (k shifts it a little): uint8 [28, 28]."""
+    img = Image.new("L", (28, 28), 0)
+    angle = math.pi * c / 10
+    dx, dy = 9 * math.cos(angle), 9 * math.sin(angle)
+    ImageDraw.Draw(img).line([(14 - dx + k, 14 - dy), (14 + dx + k, 14 + dy)], fill=255, width=3)
+    return torch.as_tensor(np.array(img))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(models_dir, log_path, timeout=120):
+    """Run `python app.py` on a free port with the tiny models; returns (process, url)."""
+    port = free_port()
+    env = dict(os.environ, DDPM_APP_MODELS=str(models_dir), DDPM_APP_JUDGE="0", GRADIO_SERVER_PORT=str(port),
+               GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False", DDPM_APP_MAX_TRAIN_SECONDS="30")
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with {proc.returncode}:\n{open(log_path).read()}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"app.py did not answer on {url} within {timeout} s:\n{open(log_path).read()}")
+
+
+def stop_app(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

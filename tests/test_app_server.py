@@ -1,0 +1,108 @@
+"""`python app.py` in a subprocess with tiny models, driven through every tab's endpoint with gradio_client."""
+import os
+import threading
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from app_fixtures import make_models_dir, start_app, stop_app
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    proc, url = start_app(make_models_dir(root / "models"), root / "app.log")
+    yield url
+    stop_app(proc)
+
+
+def client(url):
+    return Client(url, verbose=False)
+
+
+def is_png(path, min_width):
+    return os.path.isfile(path) and Image.open(path).width >= min_width
+
+
+def test_forward_endpoints(url):
+    c = client(url)
+    gallery = c.predict("mnist", api_name="/forward_gallery")
+    assert len(gallery) == 10 and gallery[3]["caption"].startswith("#3: 3 - three")
+    assert is_png(c.predict("mnist", 4, api_name="/forward_example"), 224)
+    xt, eps, formula, strip, plot, hist, warning = c.predict("cosine", 1000, 300, 0, api_name="/forward")
+    assert is_png(xt, 280) and is_png(strip, 1000) and is_png(plot, 800) and is_png(hist, 500)
+    assert "t = 300" in formula and warning == ""
+    assert "far from pure noise" in c.predict("linear", 20, 3, 0, api_name="/forward")[-1]
+    with pytest.raises(Exception, match=r"3 is less than minimum value 10"):   # Gradio checks slider bounds
+        c.predict("linear", 3, 1, 0, api_name="/forward")
+
+
+def test_reverse_streams_and_records(url):
+    c = client(url)
+    assert "7 - seven" in c.predict("mnist", api_name="/reverse_classes")["choices"][8]
+    job = c.submit("mnist", "7 - seven", "ddim", 20, 0.0, 2.0, 1, 4, api_name="/reverse")
+    outputs = job.result(timeout=120) and job.outputs()
+    assert len(outputs) >= 2                                   # streamed frames, then the final one
+    xt, x0_hat, text, scrub, gif = outputs[-1]
+    assert is_png(xt, 2 * 28 * 8) and "step 20 / 20" in text and gif.endswith(".gif")
+    frame_xt, _, caption = c.predict(0, api_name="/reverse_scrub")
+    assert is_png(frame_xt, 2 * 28 * 8) and "frame 0" in caption
+    with pytest.raises(Exception, match=r"40 is greater than maximum value 16"):
+        c.predict("mnist", "7 - seven", "ddim", 20, 0.0, 2.0, 1, 40, api_name="/reverse")
+    with pytest.raises(Exception, match=r"DDIM steps = 500 is outside the allowed range \[1, 100\]"):  # the handler's
+        c.predict("mnist", "7 - seven", "ddim", 500, 0.0, 2.0, 1, 2, api_name="/reverse")                # own check
+
+
+def test_reverse_stop_button(url):
+    c = client(url)
+    job = c.submit("mnist", "unconditional", "ddpm", 50, 0.0, 1.0, 0, 16, api_name="/reverse")
+    while not job.outputs() and not job.done():
+        time.sleep(0.05)
+    c.predict(api_name="/reverse_stop")
+    *_, text, _, gif = job.result(timeout=120)
+    assert "stopped" in text or "step 100 / 100" in text        # a run that already ended is fine too
+    assert gif.endswith(".gif")
+
+
+def test_grid(url):
+    c = client(url)
+    img, judge, png = c.predict("fashion_mnist", ["Trouser", "Bag"], 3, 2.0, "ddim", 5, 0, api_name="/grid")
+    assert is_png(img, 190 + (3 * 30 + 2) * 5) and "No judge" in judge and png.endswith(".png")
+    with pytest.raises(Exception, match="unknown classes"):
+        c.predict("fashion_mnist", ["Bagel"], 3, 2.0, "ddim", 5, 0, api_name="/grid")
+
+
+def test_two_visitors_finetune_at_once_without_interfering(url, tmp_path):
+    mine = tmp_path / "mine.png"
+    img = Image.new("L", (56, 56), 255)
+    img.paste(0, (10, 20, 46, 36))
+    img.save(mine)
+    a, b = client(url), client(url)
+    results = {}
+
+    def run(key, c, args):
+        results[key] = c.predict(*args, api_name="/finetune")
+
+    threads = [
+        threading.Thread(target=run, args=("a", a, ("mnist", "classes", ["0 - zero"], "", None, "steps", 10, 5))),
+        threading.Thread(target=run, args=("b", b, ("mnist", "own", [], "dash", [handle_file(str(mine))],
+                                                    "steps", 10, 5))),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    for key in "ab":
+        status, ckpt = results[key][4], results[key][5]
+        assert "Done after 10 steps" in status and ckpt.endswith(".zip")
+    name_a, name_b = results["a"][6]["value"], results["b"][6]["value"]
+    grid_b = b.predict(name_b, ["dash"], 2, 2.0, "ddim", 3, 0, api_name="/grid")    # B's new class exists for B ...
+    assert is_png(grid_b[0], 100)
+    with pytest.raises(Exception, match="unknown classes"):                           # ... but not in A's model
+        a.predict(name_a, ["dash"], 2, 2.0, "ddim", 3, 0, api_name="/grid")
+    assert "dash" not in a.predict("mnist", api_name="/grid_classes")["choices"].__repr__()
+    c = client(url)                                                                    # a third visitor sees neither
+    with pytest.raises(Exception, match="not available"):
+        c.predict(name_a, ["0 - zero"], 2, 2.0, "ddim", 3, 0, api_name="/grid")

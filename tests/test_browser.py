@@ -1,0 +1,96 @@
+"""The app in a real browser (headless Debian chromium): every tab works and is screenshotted.
+
+Screenshots land in artifacts/screenshots/ (git-ignored) for a human to look at.
+"""
+import os
+
+import pytest
+
+from app_fixtures import ROOT, make_models_dir, start_app, stop_app
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--disable-gpu"]
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} does not exist (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    proc, url = start_app(make_models_dir(root / "models"), root / "app.log")
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        yield page
+        browser.close()
+    stop_app(proc)
+
+
+def src(page, selector):
+    """The src of the first <img> inside `selector`, once there is one."""
+    img = page.locator(f"{selector} img").first
+    img.wait_for(state="visible")
+    return img.get_attribute("src")
+
+
+def wait_src_change(page, selector, old):
+    page.wait_for_function(
+        "([sel, old]) => { const i = document.querySelector(sel + ' img'); return i && i.src && i.src !== old; }",
+        arg=[selector, old])
+    return src(page, selector)
+
+
+def tab(page, name):
+    page.get_by_role("tab", name=name).click()
+
+
+def test_forward_slider_updates_the_image(page):
+    before = src(page, "#fwd_xt")
+    page.locator("#fwd_t input[type=range]").fill("800")
+    after = wait_src_change(page, "#fwd_xt", before)
+    assert after != before
+    page.wait_for_timeout(500)
+    page.screenshot(path=os.path.join(SHOTS, "1_forward.png"), full_page=True)
+
+
+def test_reverse_sampling_streams_to_the_end(page):
+    tab(page, "2. Reverse process")
+    page.locator("#rev_start").click()
+    page.get_by_text("step 50 / 50").first.wait_for()
+    first = src(page, "#rev_xt")
+    page.locator("#rev_start").click()                      # same seed again: a new run, new files
+    wait_src_change(page, "#rev_xt", first)
+    page.get_by_text("step 50 / 50").first.wait_for()
+    page.wait_for_timeout(500)
+    page.screenshot(path=os.path.join(SHOTS, "2_reverse.png"), full_page=True)
+
+
+def test_class_grid_appears(page):
+    tab(page, "3. Class-conditional generation")
+    for slider, value in (("#grid_n", "3"), ("#grid_steps", "10")):   # a small grid: the test machine is slow
+        box = page.locator(f"{slider} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    page.locator("#grid_go").click()
+    page.locator("#grid_img img").first.wait_for(state="visible")
+    page.wait_for_timeout(500)
+    page.screenshot(path=os.path.join(SHOTS, "3_grid.png"), full_page=True)
+
+
+def test_finetune_tab_runs_a_short_training(page):
+    tab(page, "4. Fine-tune in the browser")
+    page.locator("#ft_kind").get_by_label("steps").check()
+    budget = page.locator("#ft_budget input")
+    budget.fill("10")
+    budget.press("Enter")
+    page.locator("#ft_start").click()
+    page.get_by_text("Done after 10 steps").wait_for()
+    page.wait_for_timeout(500)
+    page.screenshot(path=os.path.join(SHOTS, "4_finetune.png"), full_page=True)

@@ -1,0 +1,172 @@
+"""Algorithm 1: the loss goes down, label dropout, callbacks, early stop, EMA, and input checks."""
+import statistics
+
+import pytest
+import torch
+
+from ddpm import EMA, train, train_classconditional
+
+NET_8PX = dict(base_channels=8, channel_mults=(1, 2), attn_levels=(), emb_channels=32, groups=4)
+
+
+def _tiny_batch(n=4, size=8):
+    ramp = torch.arange(size * size).float().view(size, size) / (size * size / 2) - 1     # [-1, 1)
+    x0 = torch.stack([ramp, -ramp, ramp.T, -ramp.T])[:n, None]                          # [n, 1, size, size]
+    return x0, torch.arange(n) % 3
+
+
+def _params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_overfit_tiny_batch_drives_loss_down(make_ddpm):
+    ddpm = make_ddpm(image_size=8, num_classes=None, T=1000, net=NET_8PX)
+    torch.nn.init.zeros_(ddpm.net.conv_out.weight)      # start from "predict zero noise": loss ~ E[eps^2] = 1
+    torch.nn.init.zeros_(ddpm.net.conv_out.bias)
+    x0, y = _tiny_batch()
+    optim = torch.optim.Adam(ddpm.parameters(), lr=3e-3)
+    losses = train(ddpm, [(x0, y)], 100, optim, "cpu", progress=False, generator=torch.Generator().manual_seed(0))
+    assert len(losses) == 100
+    first, last = statistics.mean(losses[:10]), statistics.mean(losses[-20:])
+    assert first > 0.5
+    assert last < 0.5 * first, (first, last)
+    assert not ddpm.training                         # training leaves the model in eval mode
+
+
+def _spy_on_labels(ddpm, monkeypatch):
+    seen = []
+    real_eps = ddpm.eps
+
+    def eps(x_t, t, y=None):
+        seen.append(None if y is None else y.clone())
+        return real_eps(x_t, t, y)
+
+    monkeypatch.setattr(ddpm, "eps", eps)
+    return seen
+
+
+def test_label_dropout_one_means_only_null_class(make_ddpm, monkeypatch):
+    ddpm = make_ddpm(image_size=8, num_classes=3, net=NET_8PX)
+    seen = _spy_on_labels(ddpm, monkeypatch)
+    x0, y = _tiny_batch()
+    optim = torch.optim.SGD(ddpm.parameters(), lr=1e-3)
+    train_classconditional(ddpm, [(x0, y)] * 3, 1, optim, "cpu", p_uncond=1.0, progress=False,
+                           generator=torch.Generator().manual_seed(0))
+    assert len(seen) == 3
+    assert all(labels.tolist() == [ddpm.null_class] * 4 for labels in seen)
+
+
+def test_label_dropout_zero_keeps_labels(make_ddpm, monkeypatch):
+    ddpm = make_ddpm(image_size=8, num_classes=3, net=NET_8PX)
+    seen = _spy_on_labels(ddpm, monkeypatch)
+    x0, y = _tiny_batch()
+    optim = torch.optim.SGD(ddpm.parameters(), lr=1e-3)
+    train_classconditional(ddpm, [(x0, y)] * 2, 1, optim, "cpu", p_uncond=0.0, progress=False)
+    assert [labels.tolist() for labels in seen] == [y.tolist()] * 2
+
+
+def test_unconditional_train_passes_no_labels(make_ddpm, monkeypatch):
+    ddpm = make_ddpm(image_size=8, num_classes=None, net=NET_8PX)
+    seen = _spy_on_labels(ddpm, monkeypatch)
+    x0, y = _tiny_batch()
+    train(ddpm, [(x0, y)], 2, torch.optim.SGD(ddpm.parameters(), lr=1e-3), "cpu", progress=False)
+    assert seen == [None, None]
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5])
+def test_bad_p_uncond_names_the_value(make_ddpm, p):
+    ddpm = make_ddpm(image_size=8, num_classes=3, net=NET_8PX)
+    with pytest.raises(ValueError, match=str(p)):
+        train_classconditional(ddpm, [_tiny_batch()], 1, torch.optim.SGD(ddpm.parameters(), lr=1e-3), "cpu",
+                               p_uncond=p, progress=False)
+
+
+def test_classconditional_needs_num_classes(make_ddpm):
+    ddpm = make_ddpm(image_size=8, num_classes=None, net=NET_8PX)
+    with pytest.raises(ValueError, match="num_classes"):
+        train_classconditional(ddpm, [_tiny_batch()], 1, torch.optim.SGD(ddpm.parameters(), lr=1e-3), "cpu",
+                               progress=False)
+
+
+def test_callback_called_every_step(make_ddpm):
+    ddpm = make_ddpm(image_size=8, num_classes=3, net=NET_8PX)
+    calls = []
+    losses = train_classconditional(ddpm, [_tiny_batch()] * 2, 3, torch.optim.SGD(ddpm.parameters(), lr=1e-3),
+                                    "cpu", callback=lambda step, loss: calls.append((step, loss)), progress=False)
+    assert len(losses) == 6
+    assert calls == list(zip(range(1, 7), losses))
+
+
+def test_stop_ends_early_and_keeps_weights(make_ddpm):
+    def run(**kwargs):
+        ddpm = make_ddpm(image_size=8, num_classes=3, net=NET_8PX)
+        before = _params(ddpm)
+        optim = torch.optim.Adam(ddpm.parameters(), lr=1e-3)
+        losses = train_classconditional(ddpm, [_tiny_batch()] * 10, 5, optim, "cpu", progress=False,
+                                        generator=torch.Generator().manual_seed(0), **kwargs)
+        return ddpm, before, losses
+
+    calls = []
+    stopped, before, losses = run(stop=lambda: calls.append(1) or len(calls) >= 3)
+    assert len(losses) == 3
+    assert not all(torch.equal(a, b) for a, b in zip(before, stopped.parameters()))
+    # the weights after a stop are exactly those of a run that was asked for 3 steps
+    reference, _, ref_losses = run(max_steps=3)
+    assert losses == ref_losses
+    for a, b in zip(stopped.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_ema_update_math():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.9)
+    theta_ema = _params(ema.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    theta = _params(model)
+    ema.update(model)
+    for p_ema, old, new in zip(ema.model.parameters(), theta_ema, theta):
+        torch.testing.assert_close(p_ema, 0.9 * old + 0.1 * new)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+def test_ema_is_updated_during_training(make_ddpm):
+    ddpm = make_ddpm(image_size=8, num_classes=3, net=NET_8PX)
+    ema = EMA(ddpm, decay=0.0)            # decay 0: the EMA copy equals the live weights after every update
+    train_classconditional(ddpm, [_tiny_batch()] * 2, 1, torch.optim.Adam(ddpm.parameters(), lr=1e-2), "cpu",
+                           ema=ema, progress=False)
+    for p_ema, p in zip(ema.model.parameters(), ddpm.parameters()):
+        assert torch.equal(p_ema, p)
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1])
+def test_ema_rejects_bad_decay(decay):
+    with pytest.raises(ValueError, match=str(decay)):
+        EMA(torch.nn.Linear(1, 1), decay=decay)
+
+
+def test_loss_rejects_wrong_image_shape(make_ddpm):
+    ddpm = make_ddpm(num_classes=None)
+    with pytest.raises(ValueError, match=r"\(2, 1, 32, 32\)"):
+        ddpm.loss(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"\(1, 28, 28\)"):
+        ddpm.loss(torch.zeros(1, 28, 28))
+
+
+@pytest.mark.parametrize("bad", [11, -1])
+def test_loss_rejects_class_out_of_range(make_ddpm, bad):
+    ddpm = make_ddpm(num_classes=10)
+    with pytest.raises(ValueError, match=rf"got \[(.*, )?{bad}[],]"):
+        ddpm.loss(torch.zeros(2, 1, 28, 28), torch.tensor([0, bad]))
+
+
+def test_loss_rejects_labels_for_unconditional_model(make_ddpm):
+    with pytest.raises(ValueError, match="unconditional"):
+        make_ddpm(num_classes=None).loss(torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]))
+
+
+def test_loss_accepts_null_class(make_ddpm):
+    ddpm = make_ddpm(num_classes=10)
+    loss = ddpm.loss(torch.zeros(2, 1, 28, 28), torch.tensor([0, 10]), generator=torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and torch.isfinite(loss)
