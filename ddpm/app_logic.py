@@ -22,12 +22,13 @@ import gradio as gr
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
-from safetensors.torch import load_file
+from .checkpoint import CheckpointError
+from .judge import load_judge
 
 from .app_figures import histogram_figure, schedule_figure
 from .diffusion import sample_xt
 from .plots import image_grid, to_uint8, upscale
-from .pretrained import PRETRAINED_DIR
+from .pretrained import EXAMPLES, PRETRAINED_DIR, load_examples
 from .schedule import SCHEDULES, NoiseSchedule
 
 # (low, high) of every numeric input; the UI sliders use the same bounds
@@ -148,14 +149,14 @@ class Registry:
     def examples(self, name):
         with self._lock:
             if name not in self._examples:
-                path = os.path.join(self.models_dir, name, "examples.safetensors")
-                if not os.path.isfile(path):
-                    raise gr.Error(f"no examples for {name!r}: {path} does not exist; "
-                                   f"datasets with examples: {self.datasets()}")
-                tensors = load_file(path)
-                images, labels = tensors["images"], tensors["labels"]
+                folder = os.path.join(self.models_dir, name)
+                try:
+                    images, labels = load_examples(folder)
+                except FileNotFoundError:
+                    raise gr.Error(f"no examples for {name!r}: {folder} has no {EXAMPLES}; "
+                                   f"datasets with examples: {self.datasets()}") from None
                 if images.dtype != torch.uint8 or images.dim() != 3 or len(labels) != len(images):
-                    raise gr.Error(f"{path} must hold 'images' uint8 [N, H, W] and 'labels' [N], got "
+                    raise gr.Error(f"{folder}/{EXAMPLES} must hold 'images' uint8 [N, H, W] and 'labels' [N], got "
                                    f"{images.dtype} {tuple(images.shape)} and {tuple(labels.shape)}")
                 self._examples[name] = (images, labels.long())
             return self._examples[name]
@@ -167,9 +168,8 @@ class Registry:
         with self._lock:
             if name not in self._judges:
                 try:
-                    from .judge import load_judge
-                    self._judges[name] = load_judge(name)
-                except Exception:       # no judge module or no judge weights: the tab shows a note instead
+                    self._judges[name] = load_judge(os.path.join(self.models_dir, name))
+                except (FileNotFoundError, CheckpointError):     # no judge here: the tab shows a note instead
                     self._judges[name] = None
             return self._judges[name]
 
@@ -192,7 +192,7 @@ def set_registry(models_dir, use_judges=True):
     return _REGISTRY
 
 
-def load_examples(name):
+def dataset_examples(name):
     """The bundled examples of dataset folder `name`: (images uint8 [N, 28, 28], labels int64 [N])."""
     return registry().examples(name)
 
@@ -320,7 +320,7 @@ def forward_gallery(dataset):
     if not dataset:
         return []
     reg = registry()
-    images, labels = load_examples(dataset)
+    images, labels = dataset_examples(dataset)
     names = (reg.config(dataset).get("class_names") if dataset in reg.bundled() else None) or []
     picks = [int(torch.nonzero(labels == c)[0]) for c in labels.unique().tolist()]
     return [(upscale(Image.fromarray(images[i].numpy()), 4),
@@ -339,7 +339,7 @@ def forward_example(dataset, index):
     """Pick example `index` of a bundled dataset as x_0: returns (x0 uint8 [28, 28], preview)."""
     if not dataset:                        # no bundled examples: the drawn ring of default_x0
         return None, upscale(Image.fromarray(default_x0()), 8)
-    images, _ = load_examples(dataset)
+    images, _ = dataset_examples(dataset)
     index = int(index or 0)
     if not 0 <= index < len(images):
         raise gr.Error(f"example index {index} is outside [0, {len(images) - 1}] for {dataset!r}")

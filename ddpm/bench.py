@@ -112,14 +112,23 @@ def net_time(ddpm, batch, repeats):
 
 
 def step_time(ddpm, batch, n_steps):
-    """Seconds per step of our DDIM loop (conditional, no guidance: one forward pass of `batch` images)."""
+    """Seconds per step of our DDIM loop (conditional, no guidance: one forward pass of `batch` images),
+    and the fraction of each step spent outside the network (timed by hooks inside the same steps)."""
     x, y = torch.randn(batch, *ddpm.image_shape), torch.randint(0, 10, (batch,))
-    times, start = [], time.perf_counter()
-    for _ in sample_steps(ddpm, x, y=y, sampler="ddim", steps=n_steps + 2):
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
-    return statistics.median(times[2:])
+    in_net, t_enter = [0.0], [0.0]
+    hooks = [ddpm.net.register_forward_pre_hook(lambda *a: t_enter.__setitem__(0, time.perf_counter())),
+             ddpm.net.register_forward_hook(lambda *a: in_net.__setitem__(0, in_net[0] + time.perf_counter() - t_enter[0]))]
+    times, outside, start = [], [], time.perf_counter()
+    try:
+        for _ in sample_steps(ddpm, x, y=y, sampler="ddim", steps=n_steps + 2):
+            now = time.perf_counter()
+            times.append(now - start)
+            outside.append((now - start - in_net[0]) / (now - start))
+            in_net[0], start = 0.0, now
+    finally:
+        for h in hooks:
+            h.remove()
+    return statistics.median(times[2:]), statistics.median(outside[2:])
 
 
 def ours(ddpm, n_per_class, classes, sampler, steps, guidance, limit=None):
@@ -144,9 +153,11 @@ def diffusers_loop(ddpm, n_per_class, classes, sampler, steps, guidance, limit=N
     if sampler == "ddpm":
         scheduler = DDPMScheduler(variance_type="fixed_large", **common)   # sigma_t^2 = beta_t, as our default
         scheduler.set_timesteps(s.T)
+        step_kwargs = {}
     else:
         scheduler = DDIMScheduler(timestep_spacing="trailing", set_alpha_to_one=True, **common)
         scheduler.set_timesteps(steps)
+        step_kwargs = dict(use_clipped_model_output=True)        # as our ddim_step: eps re-derived from clipped x0_hat
     g = torch.Generator().manual_seed(0)
     y = torch.tensor(classes).repeat_interleave(n_per_class) if classes is not None else None
     n = n_per_class if y is None else len(y)
@@ -162,18 +173,21 @@ def diffusers_loop(ddpm, n_per_class, classes, sampler, steps, guidance, limit=N
             if guided:
                 eps_cond, eps_uncond = eps.chunk(2)
                 eps = eps_uncond + guidance * (eps_cond - eps_uncond)
-            x = scheduler.step(eps, t, x, generator=g).prev_sample
+            x = scheduler.step(eps, t, x, generator=g, **step_kwargs).prev_sample
             if limit is not None and i + 1 == limit:
                 break
     return x
 
 
-def _timed(fn, repeats):
-    out = {}
-
-    def run():
-        out["x"] = fn()
-    return _median_time(run, repeats, warmup=0), out["x"]
+def _interleaved(fn_a, fn_b, repeats):
+    """Median seconds of fn_a and of fn_b, run alternately so that a burst of load hits both alike."""
+    a, b = [], []
+    for _ in range(repeats):
+        for fn, times in ((fn_a, a), (fn_b, b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
 
 
 def main(argv=None):
@@ -212,11 +226,11 @@ def main(argv=None):
     ms = lambda s: f"{1e3 * s:.1f} ms"
     overhead = {}
     for b in (1, 16, 100):
-        n_steps = (6 if quick else 12) if b < 100 else (3 if quick else 6)
-        s_step = statistics.median(step_time(ddpm, b, n_steps) for _ in range(3 if quick else 3))
-        s_net = net_time(ddpm, b, 2 * n_steps)
-        overhead[b] = (s_step - s_net) / s_step
-        row(f"sampling step, batch {b} (DDIM, unguided)", s_step, ms, f_fwd * b, note=f"network alone {1e3 * s_net:.1f} ms")
+        n_steps = (6 if quick else 15) if b < 100 else (3 if quick else 6)
+        s_step, overhead[b] = step_time(ddpm, b, n_steps)
+        s_net = net_time(ddpm, b, n_steps)
+        row(f"sampling step, batch {b} (DDIM, unguided)", s_step, ms, f_fwd * b,
+            note=f"network alone {1e3 * s_net:.1f} ms; {100 * overhead[b]:.1f}% of the step outside the network")
 
     # sampling, end to end, against diffusers
     secs = lambda s: f"{s:.2f} s"
@@ -228,11 +242,11 @@ def main(argv=None):
         if quick and total * per_step_images > 1000:
             limit = max(2, 1000 // per_step_images)
         r = 1 if (quick or total * per_step_images >= 4000) else 3
-        t_ours, x_ours = _timed(lambda: ours(ddpm, n, classes, sampler, steps, s, limit), r)
-        t_peer, x_peer = _timed(lambda: diffusers_loop(ddpm, n, classes, sampler, steps, s, limit), r)
+        t_ours, t_peer = _interleaved(lambda: ours(ddpm, n, classes, sampler, steps, s, limit),
+                                      lambda: diffusers_loop(ddpm, n, classes, sampler, steps, s, limit), r)
         scale = total / limit if limit else 1.0
-        diff = (x_ours - x_peer).abs().max().item()
-        note = f"diffusers {t_peer * scale:.2f} s; max|ours-diffusers| {diff:.1e}"
+        diff = (ours(ddpm, n, classes, sampler, steps, s, 1) - diffusers_loop(ddpm, n, classes, sampler, steps, s, 1)).abs().max().item()
+        note = f"diffusers {t_peer * scale:.2f} s; max abs difference after one step {diff:.1e}"
         if limit:
             note += f"; first {limit} steps x {scale:.0f}"
         row(name, t_ours * scale, secs, f_fwd * per_step_images * total, t_peer * scale, note)
@@ -243,7 +257,7 @@ def main(argv=None):
         f"{time.perf_counter() - t0:.0f} s; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after",
         f"network: {f_fwd / 1e6:.1f} MFLOP per image forward, {f_train / 1e6:.1f} MFLOP per image train step; "
         f"dense fp32 matmul (2048^2 mm): {mm:.1f} GFLOP/s",
-        f"per-step overhead outside the network: " + ", ".join(f"batch {b} {100 * o:.1f}%" for b, o in overhead.items()),
+        "per-step time outside the network (hooks inside the loop): " + ", ".join(f"batch {b} {100 * o:.1f}%" for b, o in overhead.items()),
         "",
         "| figure | time | GFLOP/s (% of mm) | ours / peer | note |",
         "|---|---|---|---|---|",

@@ -150,6 +150,10 @@ def add_judge_args(p):
     p.add_argument("--data", default=None, help="dataset root (default: $DDPM_DATA or ./data)")
     p.add_argument("--out", required=True, help="folder for judge.safetensors + judge_config.json")
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--width", type=int, default=32, help="channels of the first conv layers")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak of the one-cycle learning rate")
+    p.add_argument("--max-shift", type=int, default=2, help="random translation augmentation, pixels")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -157,7 +161,8 @@ def cmd_judge(args):
     from .judge import train_judge
     train_set, test_set = load_dataset(args.dataset, args.data, train=True), load_dataset(args.dataset, args.data, train=False)
     start = time.perf_counter()
-    judge, accuracy = train_judge(train_set, test_set, epochs=args.epochs, seed=args.seed)
+    judge, accuracy = train_judge(train_set, test_set, epochs=args.epochs, width=args.width, batch_size=args.batch_size,
+                                  lr=args.lr, max_shift=args.max_shift, seed=args.seed)
     judge.save(args.out)
     print(f"judge for {args.dataset}: test accuracy {100 * accuracy:.2f}% on {len(test_set)} images "
           f"({time.perf_counter() - start:.0f} s); saved to {args.out}")

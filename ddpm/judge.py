@@ -72,12 +72,12 @@ def _shift(x, max_shift, generator):
     return padded[:, :, dy:dy + H, dx:dx + W]
 
 
-def train_judge(train_set, test_set, *, epochs=10, batch_size=128, lr=2e-3, max_shift=2, seed=0, progress=True):
+def train_judge(train_set, test_set, *, epochs=10, width=32, batch_size=128, lr=2e-3, max_shift=2, seed=0, progress=True):
     """Train a Judge with Adam, one-cycle learning rate and random shifts; returns (judge, test accuracy)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     C, H, _ = train_set.images.shape[1:]
-    judge = Judge(C, len(train_set.classes), H, dataset=train_set.name)
+    judge = Judge(C, len(train_set.classes), H, width, dataset=train_set.name)
     optim = torch.optim.Adam(judge.parameters(), lr=lr, weight_decay=1e-4)
     n_batches = len(train_set) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(optim, lr, total_steps=epochs * n_batches)

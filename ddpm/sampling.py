@@ -48,15 +48,15 @@ def timesteps(sampler, T, steps=None):
 
 def guided_eps(ddpm, x_t, t, y=None, guidance_scale=1.0):
     """eps_theta with classifier-free guidance; y = None samples from the unconditional (null-class) model."""
-    t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None or guidance_scale == 1.0:
-        return ddpm.eps(x_t, t_batch, y)
-    return _guided(ddpm, x_t, t_batch, torch.cat([y, torch.full_like(y, ddpm.null_class)]), guidance_scale)
+        return ddpm.eps(x_t, torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long), y)
+    return _guided(ddpm, x_t, t, torch.cat([y, torch.full_like(y, ddpm.null_class)]), guidance_scale)
 
 
 def _guided(ddpm, x_t, t, y_and_null, guidance_scale):
     """Ho & Salimans (2021) Eq. (6) with both halves in one batched pass; y_and_null = [y, null], [2B]."""
-    eps_cond, eps_uncond = ddpm.eps(torch.cat([x_t, x_t]), t, y_and_null).chunk(2)     # [2B] -> 2 x [B]
+    t_batch = torch.full((len(y_and_null),), t, device=x_t.device, dtype=torch.long)
+    eps_cond, eps_uncond = ddpm.eps(torch.cat([x_t, x_t]), t_batch, y_and_null).chunk(2)   # [2B] -> 2 x [B]
     return eps_cond.sub_(eps_uncond).mul_(guidance_scale).add_(eps_uncond)             # eps_u + s (eps_c - eps_u)
 
 
@@ -177,7 +177,7 @@ def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidan
         if guided:
             eps = _guided(ddpm, x, t, y_in, guidance_scale)
         else:
-            eps = ddpm.eps(x, t, y_in)
+            eps = ddpm.eps(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long), y_in)
         noise = torch.randn(x.shape, generator=generator, device=x.device) if stochastic else None
         x_prev, x0_hat = update(x, eps, c, noise, clip_x0)
         yield Step(i, len(plan), t, t_prev, x, x_prev, x0_hat, eps, _public(c, public))

@@ -36,12 +36,12 @@ def drain(gen):
 
 def test_registry_lists_the_injected_models_and_examples():
     assert L.model_choices() == ["mnist", "fashion_mnist"]
-    images, labels = L.load_examples("mnist")
+    images, labels = L.dataset_examples("mnist")
     assert images.dtype == torch.uint8 and images.shape == (30, 28, 28) and labels.dtype == torch.int64
     with pytest.raises(gr.Error, match="not available"):
         L.registry().model("cifar10")
     with pytest.raises(gr.Error, match="no examples"):
-        L.load_examples("nope")
+        L.dataset_examples("nope")
 
 
 def test_forward_view_outputs_and_speed():
