@@ -36,7 +36,7 @@ def add_train_args(p):
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (weights are saved)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (constant after warm-up)")
-    p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
+    p.add_argument("--warmup", type=int, default=50, help="linear learning-rate warm-up steps")
     p.add_argument("--ema-decay", type=float, default=0.9995, help="EMA decay of the weights used for sampling")
     p.add_argument("--unconditional", action="store_true", help="ignore labels (Alg. 1 as in the paper)")
     p.add_argument("--p-uncond", type=float, default=0.1, help="label dropout for classifier-free guidance")
@@ -141,7 +141,7 @@ def cmd_sample(args):
     x = sample(ddpm, args.n, classes, sampler=args.sampler, steps=steps, eta=args.eta,
                guidance_scale=args.guidance, generator=torch.Generator().manual_seed(args.seed), progress=True)
     labels = [ddpm.class_names[c] if ddpm.class_names else c for c in classes] if classes else None
-    image_grid(x, args.n, scale=args.scale, row_labels=labels).save(args.out)
+    image_grid(x, args.n if classes else min(args.n, 10), scale=args.scale, row_labels=labels).save(args.out)
     print(f"wrote {args.out}: {len(x)} images")
 
 
