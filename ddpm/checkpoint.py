@@ -87,6 +87,7 @@ def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=Non
             tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     save_file(tensors, os.path.join(folder, STATE))
     meta = {"step": step, "param_groups": opt["param_groups"], "ema_decay": ema.decay if ema else None,
+            "ema_updates": ema.updates if ema else None,
             "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None}
     with open(os.path.join(folder, STATE_JSON), "w") as f:
         json.dump(meta, f, indent=1, default=float)
@@ -100,6 +101,7 @@ def load_training_state(folder, ddpm, optim, *, ema=None, lr_scheduler=None):
     ddpm.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None:
         load_weights(ema.model, os.path.join(folder, WEIGHTS))
+        ema.updates = meta.get("ema_updates") or meta["step"]
     state = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

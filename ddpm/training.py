@@ -15,18 +15,24 @@ from tqdm.auto import tqdm
 
 
 class EMA:
-    """Exponential moving average of a model's parameters: theta_ema <- decay * theta_ema + (1 - decay) * theta."""
+    """Exponential moving average of a model's parameters: theta_ema <- d * theta_ema + (1 - d) * theta.
 
-    def __init__(self, model, decay=0.999):
+    With `warmup`, the decay used at update n is min(decay, (1 + n) / (10 + n)), so a short run
+    (a 1-epoch student run, a minute of fine-tuning) is not dominated by the random initial weights.
+    """
+
+    def __init__(self, model, decay=0.999, *, warmup=True):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
-        self.decay = decay
+        self.decay, self.warmup, self.updates = decay, warmup, 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model):
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
         for p_ema, p in zip(self.model.parameters(), model.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - self.decay)
+            p_ema.lerp_(p.detach(), 1.0 - decay)
 
 
 def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond=0.1, ema=None, grad_clip=1.0,

@@ -119,7 +119,7 @@ def test_stop_ends_early_and_keeps_weights(make_ddpm):
 
 def test_ema_update_math():
     model = torch.nn.Linear(3, 2)
-    ema = EMA(model, decay=0.9)
+    ema = EMA(model, decay=0.9, warmup=False)
     theta_ema = _params(ema.model)
     with torch.no_grad():
         for p in model.parameters():
@@ -170,3 +170,16 @@ def test_loss_accepts_null_class(make_ddpm):
     ddpm = make_ddpm(num_classes=10)
     loss = ddpm.loss(torch.zeros(2, 1, 28, 28), torch.tensor([0, 10]), generator=torch.Generator().manual_seed(0))
     assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+def test_ema_warmup_follows_the_live_weights_early_on():
+    """Update n uses decay min(decay, (1 + n) / (10 + n)): 2/11 at the first update, not 0.9995."""
+    model = torch.nn.Linear(3, 3)
+    ema = EMA(model, decay=0.9995)
+    old = [p.detach().clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)
+    for p_ema, p_old, p in zip(ema.model.parameters(), old, model.parameters()):
+        torch.testing.assert_close(p_ema, 2 / 11 * p_old + 9 / 11 * p)
