@@ -205,22 +205,14 @@ def cmd_evaluate(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ddpm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a DDPM (Algorithm 1), saving safetensors checkpoints",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_train_args(p)
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser("sample", help="draw samples (Algorithm 2 or DDIM) into a PNG grid",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_sample_args(p)
-    p.set_defaults(func=cmd_sample)
-    p = sub.add_parser("judge", help="train the judge classifier used by evaluate",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_judge_args(p)
-    p.set_defaults(func=cmd_judge)
-    p = sub.add_parser("evaluate", help="accuracy and Fréchet distance over samplers and guidance scales",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_evaluate_args(p)
-    p.set_defaults(func=cmd_evaluate)
+    commands = [("train", "train a DDPM (Algorithm 1), saving safetensors checkpoints", add_train_args, cmd_train),
+                ("sample", "draw samples (Algorithm 2 or DDIM) into a PNG grid", add_sample_args, cmd_sample),
+                ("judge", "train the judge classifier used by evaluate", add_judge_args, cmd_judge),
+                ("evaluate", "accuracy and Fréchet distance over samplers and guidance scales", add_evaluate_args, cmd_evaluate)]
+    for name, help_text, add_args, command in commands:
+        p = sub.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add_args(p)
+        p.set_defaults(func=command)
     sub.add_parser("bench", help="speed benchmark (python -m ddpm bench --help)", add_help=False)
     argv = list(argv) if argv is not None else sys.argv[1:]
     if argv[:1] == ["bench"]:
