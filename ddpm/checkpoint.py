@@ -76,8 +76,9 @@ def load_model(model_id, device="cpu"):
     return DDPM.from_pretrained(model_id, map_location=str(device))
 
 
-def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=None):
-    """Write a resumable checkpoint: the model to sample from (EMA if given) plus raw weights and optimizer state."""
+def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=None, extra=None):
+    """Write a resumable checkpoint: the model to sample from (EMA if given) plus raw weights and optimizer state;
+    `extra` (JSON-serialisable) is stored alongside in training_state.json."""
     os.makedirs(folder, exist_ok=True)
     (ema.model if ema is not None else ddpm).save_pretrained(folder)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ddpm.state_dict().items()}
@@ -88,7 +89,7 @@ def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=Non
     save_file(tensors, os.path.join(folder, STATE))
     meta = {"step": step, "param_groups": opt["param_groups"], "ema_decay": ema.decay if ema else None,
             "ema_updates": ema.updates if ema else None,
-            "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None}
+            "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None, **(extra or {})}
     with open(os.path.join(folder, STATE_JSON), "w") as f:
         json.dump(meta, f, indent=1, default=float)
 

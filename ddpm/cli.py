@@ -68,11 +68,12 @@ def cmd_train(args):
     optim = torch.optim.Adam(ddpm.parameters(), lr=args.lr)
     warmup = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / max(1, args.warmup)))
     ema = EMA(ddpm, args.ema_decay)
-    step, history = 0, []
+    step, history, wall_before = 0, [], 0.0
     if args.resume:
         step = load_training_state(out, ddpm, optim, ema=ema, lr_scheduler=warmup)
         with open(os.path.join(out, "training_state.json")) as f:
-            history = json.load(f).get("history", [])
+            meta = json.load(f)
+        history, wall_before = meta.get("history", []), meta.get("wall_seconds", 0.0)
         print(f"resumed {out} at step {step}")
     n_params = sum(p.numel() for p in ddpm.parameters())
     print(f"{args.dataset}: {len(data)} images, {n_params:,} parameters, device {args.device}, out {out}")
@@ -81,18 +82,12 @@ def cmd_train(args):
     start, last_save, window = time.perf_counter(), [time.perf_counter()], []
 
     def save(step_now):
-        save_training_state(out, ddpm, optim, step_now, ema=ema, lr_scheduler=warmup)
-        path = os.path.join(out, "training_state.json")
-        meta = json.load(open(path))
-        meta.update(history=history, dataset=args.dataset, batch_size=args.batch_size, lr=args.lr,
-                    warmup=args.warmup, p_uncond=args.p_uncond, n_train=len(data), n_params=n_params,
-                    wall_seconds=meta_wall[0] + time.perf_counter() - start, device=str(args.device))
-        json.dump(meta, open(path, "w"), indent=1)
+        # the run's recipe and loss curve travel with the checkpoint: the model card is written from them
+        save_training_state(out, ddpm, optim, step_now, ema=ema, lr_scheduler=warmup, extra=dict(
+            history=history, dataset=args.dataset, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+            p_uncond=args.p_uncond, n_train=len(data), n_params=n_params, device=str(args.device),
+            wall_seconds=wall_before + time.perf_counter() - start))
         last_save[0] = time.perf_counter()
-
-    meta_wall = [0.0]
-    if args.resume:
-        meta_wall[0] = json.load(open(os.path.join(out, "training_state.json"))).get("wall_seconds", 0.0)
 
     def on_step(s, loss):
         window.append(loss)
@@ -191,14 +186,16 @@ def cmd_evaluate(args):
     header = (f"Model `{args.model}` ({ddpm.dataset}), judge test accuracy measured separately; "
               f"{torch.get_num_threads()} threads; command: `python -m ddpm evaluate {' '.join(args.argv)}`\n\n")
 
-    def write(rows):
+    done = []
+
+    def on_row(row):           # rewrite the file after every cell: a long run leaves what it measured so far
+        done.append(row)
         if args.out:
             with open(args.out, "w") as f:
-                f.write(header + format_table(rows, ddpm.class_names) + "\n")
+                f.write(header + format_table(done, ddpm.class_names) + "\n")
 
-    rows = []
     rows = run(ddpm, judge, test_set, train_set, cells, n_bar=0 if args.quick else args.n, seed=args.seed,
-               on_row=lambda r: (rows.append(r), write(rows)))
+               on_row=on_row)
     print(header + format_table(rows, ddpm.class_names))
 
 

@@ -15,7 +15,7 @@ from .sampling import sample
 GUIDANCE = (1.0, 2.0, 3.0, 5.0)
 
 
-def plan(n_sweep=100, n_bar=1000):
+def plan(n_sweep=100):
     """The cells of the default table: (sampler, steps, guidance, n).
 
     A full sweep at n_sweep for DDIM 10/25/50; DDIM-100 and DDPM-1000 (10 to 100 times the cost per

@@ -66,7 +66,7 @@ def test_evaluation_rows_and_table(make_ddpm):
     images, labels = sample_balanced(model, 20, sampler="ddim", steps=2, guidance=2.0, seed=0, chunk=7)
     assert images.shape == (20, 1, 28, 28) and labels.tolist() == sorted(labels.tolist())
     rows = run(model, judge, real, real, [("ddim", 2, 1.0, 20), ("ddim", 4, 2.0, 20)], n_bar=10, progress=False)
-    # the two cells, then DDIM-50 at guidance 1 and at the best guidance of the (absent) DDIM-50 sweep: none
+    # n_bar rows are added only after a DDIM-50 sweep, and this plan has none
     assert [(r["steps"], r["guidance"]) for r in rows] == [(2, 1.0), (4, 2.0)]
     assert all(0 <= r["accuracy"] <= 1 and math.isfinite(r["fd"]) and r["n"] == 20 for r in rows)
     table = format_table(rows)
