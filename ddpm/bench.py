@@ -4,9 +4,9 @@
     python -m ddpm.bench --quick    # short run: fewer repeats; long sampling runs timed on their first steps and scaled
     python -m ddpm.bench --out artifacts/bench.md
 
-Every figure is the median of several repeats, measured on the default MNIST model
-(`DDPM(num_classes=10)`, default UNet2D) with *random* weights: speed does not depend on the weights'
-values. conv_out, which starts at zero, is given small random weights so that samples are not trivial.
+Every figure is the median of several repeats, measured on an MNIST-shaped model (28x28, 10 classes) with
+*random* weights: speed does not depend on the weights' values. `--net patch2` (default) is the network of
+new 28x28 models (`ddpm.unet.PATCH2`); `--net full_res` is the 217-MFLOP shape of the first bundled models. conv_out, which starts at zero, is given small random weights so that samples are not trivial.
 The peer is the same network and the same guidance driven by diffusers' DDPMScheduler / DDIMScheduler
 ("trailing" spacing); "ours / diffusers" < 1 means our loop is faster. The hardware limit is the machine's
 dense fp32 matmul rate (median of 2048 x 2048 torch.mm); "% of mm" is a figure's network FLOP rate
@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .diffusion import DDPM, sample_xt
 from .sampling import sample, sample_steps
 from .training import EMA, train_classconditional
+from .unet import FULL_RES, PATCH2
 
 
 def _median_time(fn, repeats, warmup=1):
@@ -39,9 +40,12 @@ def _median_time(fn, repeats, warmup=1):
     return statistics.median(times)
 
 
-def _model(seed=0):
+NETS = {"patch2": PATCH2, "full_res": FULL_RES}
+
+
+def _model(net="patch2", seed=0):
     torch.manual_seed(seed)
-    ddpm = DDPM(num_classes=10).eval()
+    ddpm = DDPM(num_classes=10, net=NETS[net]).eval()
     torch.nn.init.normal_(ddpm.net.conv_out.weight, std=0.02)
     return ddpm
 
@@ -180,10 +184,12 @@ def diffusers_loop(ddpm, n_per_class, classes, sampler, steps, guidance, limit=N
 
 
 def _interleaved(fn_a, fn_b, repeats):
-    """Median seconds of fn_a and of fn_b, run alternately so that a burst of load hits both alike."""
+    """Median seconds of fn_a and of fn_b, run alternately (a b, b a, a b, ...) so that a burst of load,
+    or running second, favours neither."""
     a, b = [], []
-    for _ in range(repeats):
-        for fn, times in ((fn_a, a), (fn_b, b)):
+    for i in range(repeats):
+        pairs = [(fn_a, a), (fn_b, b)]
+        for fn, times in pairs if i % 2 == 0 else pairs[::-1]:
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
@@ -195,6 +201,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer repeats; long runs timed on their first steps and scaled")
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
+    p.add_argument("--net", default="patch2", choices=sorted(NETS), help="network shape (see ddpm/unet.py)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -203,7 +210,7 @@ def main(argv=None):
     load_before = os.getloadavg()
     t0 = time.perf_counter()
 
-    ddpm = _model()
+    ddpm = _model(args.net)
     mm = matmul_gflops()
     f_fwd, f_train = forward_flops(ddpm), train_flops(ddpm)
     rows = []
@@ -241,7 +248,11 @@ def main(argv=None):
         limit = None
         if quick and total * per_step_images > 1000:
             limit = max(2, 1000 // per_step_images)
-        r = 1 if (quick or total * per_step_images >= 4000) else 3
+        r = 2 if quick else 4
+        # one step of each first: oneDNN builds its kernels for a new batch size on first use, which
+        # would otherwise be charged to whichever loop runs first (it cost ours 8% on the 10 x 10 grid)
+        ours(ddpm, n, classes, sampler, steps, s, 1)
+        diffusers_loop(ddpm, n, classes, sampler, steps, s, 1)
         t_ours, t_peer = _interleaved(lambda: ours(ddpm, n, classes, sampler, steps, s, limit),
                                       lambda: diffusers_loop(ddpm, n, classes, sampler, steps, s, limit), r)
         scale = total / limit if limit else 1.0
@@ -255,7 +266,7 @@ def main(argv=None):
     lines = [
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, {'quick' if quick else 'full'} run, "
         f"{time.perf_counter() - t0:.0f} s; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after",
-        f"network: {f_fwd / 1e6:.1f} MFLOP per image forward, {f_train / 1e6:.1f} MFLOP per image train step; "
+        f"network `{args.net}`: {f_fwd / 1e6:.1f} MFLOP per image forward, {f_train / 1e6:.1f} MFLOP per image train step; "
         f"dense fp32 matmul (2048^2 mm): {mm:.1f} GFLOP/s",
         "per-step time outside the network (hooks inside the loop): " + ", ".join(f"batch {b} {100 * o:.1f}%" for b, o in overhead.items()),
         "",

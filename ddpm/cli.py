@@ -14,9 +14,10 @@ from .plots import image_grid
 from .sampling import SAMPLERS, sample
 from .schedule import SCHEDULES
 from .training import EMA, train, train_classconditional
+from .unet import PATCH2
 
-# Network defaults per image size: small enough to train and sample on 2 CPU cores.
-NET_DEFAULTS = {28: dict(base_channels=16, channel_mults=(1, 4, 4)), 32: dict(base_channels=32, channel_mults=(1, 2, 2))}
+# Network defaults per image size: small enough to train and sample on 2 CPU cores (see ddpm/unet.py).
+NET_DEFAULTS = {28: PATCH2, 32: dict(base_channels=32, channel_mults=(1, 2, 2))}
 
 
 def _ints(text):
@@ -44,6 +45,7 @@ def add_train_args(p):
     p.add_argument("--T", type=int, default=1000, help="number of diffusion steps")
     p.add_argument("--base-channels", type=int, default=None, help="UNet width at full resolution")
     p.add_argument("--channel-mults", type=_ints, default=None, help="comma-separated, e.g. 1,4,4")
+    p.add_argument("--patch-size", type=int, default=None, help="fold p x p pixel patches into channels first")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -61,6 +63,8 @@ def cmd_train(args):
         net["base_channels"] = args.base_channels
     if args.channel_mults:
         net["channel_mults"] = args.channel_mults
+    if args.patch_size:
+        net["patch_size"] = args.patch_size
     conditional = not args.unconditional
     ddpm = DDPM(image_size=H, in_channels=C, num_classes=len(data.classes) if conditional else None,
                 class_names=list(data.classes) if conditional else None, schedule=args.schedule, T=args.T,

@@ -70,6 +70,9 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         self.num_classes, self.class_names, self.dataset = num_classes, class_names, dataset
         self.schedule = NoiseSchedule(schedule, T, beta_start, beta_end)
         self.net = UNet2D(in_channels=in_channels, num_classes=num_classes, **(net or {}))
+        if image_size % self.net.size_divisor:
+            raise ValueError(f"image_size {image_size} does not fit this network: it must be a multiple of "
+                             f"{self.net.size_divisor} (patch_size x 2 per downsampling)")
 
     @property
     def T(self):

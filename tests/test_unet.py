@@ -1,0 +1,69 @@
+"""The network's shapes: patching is exact pixel (un)shuffling, the in-place block gives the textbook
+numbers and gradients, and a network that cannot fit the image size is refused by name."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddpm import DDPM
+from ddpm.unet import FULL_RES, PATCH2, ResBlock, UNet2D
+
+from conftest import TINY_NET
+
+
+def _randomize(net, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return net
+
+
+def test_patch_size_is_pixel_unshuffle_around_the_same_network():
+    patched = _randomize(UNet2D(in_channels=1, num_classes=10, patch_size=2, **TINY_NET)).eval()
+    plain = UNet2D(in_channels=4, num_classes=10, **TINY_NET).eval()
+    plain.load_state_dict(patched.state_dict())
+    x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([1, 20, 40]), torch.tensor([0, 5, 10])
+    with torch.no_grad():
+        expected = F.pixel_shuffle(plain(F.pixel_unshuffle(x, 2), t, y), 2)
+        torch.testing.assert_close(patched(x, t, y), expected)
+    assert patched(x, t, y).shape == x.shape
+
+
+@pytest.mark.parametrize("shape", [PATCH2, FULL_RES], ids=["patch2", "full_res"])
+def test_bundled_shapes_map_28x28_images_to_28x28(shape):
+    ddpm = DDPM(num_classes=10, net=shape).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert ddpm.eps(x, torch.tensor([0, 999]), torch.tensor([3, 10])).shape == x.shape
+
+
+def test_patch2_is_the_cheaper_shape():
+    """The reason PATCH2 is the default: less than half the forward FLOPs of FULL_RES (see ddpm/bench.py)."""
+    from ddpm.bench import forward_flops
+    patch2, full = forward_flops(DDPM(num_classes=10, net=PATCH2)), forward_flops(DDPM(num_classes=10, net=FULL_RES))
+    assert patch2 < 0.5 * full
+
+
+def test_resblock_matches_out_of_place_formula_and_gradients():
+    """The block's in-place SiLU and adds change neither the output nor the gradients."""
+    block = _randomize(ResBlock(8, 16, emb_dim=12, groups=4, dropout=0.0))
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    emb = torch.randn(2, 12, requires_grad=True)
+    out = block(x, emb)
+    out.pow(2).sum().backward()
+    grads = [x.grad.clone(), emb.grad.clone()] + [p.grad.clone() for p in block.parameters()]
+
+    x2, emb2 = x.detach().clone().requires_grad_(), emb.detach().clone().requires_grad_()
+    block.zero_grad()
+    h = block.conv1(F.silu(block.norm1(x2))) + block.emb(emb2)[:, :, None, None]
+    ref = block.skip(x2) + block.conv2(F.silu(block.norm2(h)))
+    ref.pow(2).sum().backward()
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(grads, [x2.grad, emb2.grad] + [p.grad for p in block.parameters()]):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("image_size, net", [(30, PATCH2), (26, FULL_RES)])
+def test_image_size_that_does_not_fit_the_network_is_refused(image_size, net):
+    with pytest.raises(ValueError, match=f"image_size {image_size} .* multiple of"):
+        DDPM(image_size=image_size, num_classes=10, net=net)
