@@ -24,10 +24,12 @@ CLASS_NAMES = {
 
 
 def make_models_dir(root, per_class=3):
-    """Write <root>/{mnist,fashion_mnist}/ with a tiny model (T = 100) and per_class random examples per class."""
+    """Write <root>/{mnist,fashion_mnist}/ with a tiny model (T = 100) and per_class random examples per class.
+    The mnist one works on 2x2 patches like new 28x28 models (ddpm.unet.PATCH2), the other at full resolution."""
     for k, (name, names) in enumerate(CLASS_NAMES.items()):
         torch.manual_seed(k)
-        model = ddpm.DDPM(num_classes=10, class_names=names, net=TINY_NET, T=100, dataset=name)
+        net = dict(TINY_NET, patch_size=2) if name == "mnist" else TINY_NET
+        model = ddpm.DDPM(num_classes=10, class_names=names, net=net, T=100, dataset=name)
         folder = os.path.join(root, name)
         model.save_pretrained(folder)
         images = torch.stack([stroke(i % 10, i // 10) for i in range(10 * per_class)])
