@@ -5,8 +5,9 @@
     python -m ddpm.bench --out artifacts/bench.md
 
 Every figure is the median of several repeats, measured on an MNIST-shaped model (28x28, 10 classes) with
-*random* weights: speed does not depend on the weights' values. `--net patch2` (default) is the network of
-new 28x28 models (`ddpm.unet.PATCH2`); `--net full_res` is the 217-MFLOP shape of the first bundled models. conv_out, which starts at zero, is given small random weights so that samples are not trivial.
+*random* weights: speed does not depend on the weights' values. conv_out, which starts at zero, is given
+small random weights so that samples are not trivial. `--net patch2` (default) is the network of new 28x28
+models (`ddpm.unet.PATCH2`); `--net full_res` is the 217-MFLOP shape of the first bundled models.
 The peer is the same network and the same guidance driven by diffusers' DDPMScheduler / DDIMScheduler
 ("trailing" spacing); "ours / diffusers" < 1 means our loop is faster. The hardware limit is the machine's
 dense fp32 matmul rate (median of 2048 x 2048 torch.mm); "% of mm" is a figure's network FLOP rate
@@ -249,8 +250,8 @@ def main(argv=None):
         if quick and total * per_step_images > 1000:
             limit = max(2, 1000 // per_step_images)
         r = 2 if quick else 4
-        # one step of each first: oneDNN builds its kernels for a new batch size on first use, which
-        # would otherwise be charged to whichever loop runs first (it cost ours 8% on the 10 x 10 grid)
+        # one step of each first: oneDNN builds its kernels for a new batch size on first use, a cost
+        # that would otherwise be charged to whichever loop runs first
         ours(ddpm, n, classes, sampler, steps, s, 1)
         diffusers_loop(ddpm, n, classes, sampler, steps, s, 1)
         t_ours, t_peer = _interleaved(lambda: ours(ddpm, n, classes, sampler, steps, s, limit),

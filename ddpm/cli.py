@@ -43,7 +43,7 @@ def add_train_args(p):
     p.add_argument("--p-uncond", type=float, default=0.1, help="label dropout for classifier-free guidance")
     p.add_argument("--schedule", default="linear", choices=SCHEDULES)
     p.add_argument("--T", type=int, default=1000, help="number of diffusion steps")
-    p.add_argument("--base-channels", type=int, default=None, help="UNet width at full resolution")
+    p.add_argument("--base-channels", type=int, default=None, help="UNet width at the first level")
     p.add_argument("--channel-mults", type=_ints, default=None, help="comma-separated, e.g. 1,4,4")
     p.add_argument("--patch-size", type=int, default=None, help="fold p x p pixel patches into channels first")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
