@@ -3,6 +3,7 @@
     python -m ddpm.bench            # full run (a few minutes on 2 cores)
     python -m ddpm.bench --quick    # short run: fewer repeats; long sampling runs timed on their first steps and scaled
     python -m ddpm.bench --out artifacts/bench.md
+    python -m ddpm.bench --ablations  # instead: each kept change to the network against the network without it
 
 Every figure is the median of several repeats, measured on an MNIST-shaped model (28x28, 10 classes) with
 *random* weights: speed does not depend on the weights' values. conv_out, which starts at zero, is given
@@ -15,7 +16,9 @@ dense fp32 matmul rate (median of 2048 x 2048 torch.mm); "% of mm" is a figure's
 Other processes compete for the cores: the load average is printed with the table.
 """
 import argparse
+import contextlib
 import copy
+import functools
 import os
 import statistics
 import time
@@ -27,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .diffusion import DDPM, sample_xt
 from .sampling import sample, sample_steps
 from .training import EMA, train_classconditional
-from .unet import FULL_RES, PATCH2
+from .unet import FULL_RES, PATCH2, ResBlock
 
 
 def _median_time(fn, repeats, warmup=1):
@@ -44,7 +47,8 @@ def _median_time(fn, repeats, warmup=1):
 NETS = {"patch2": PATCH2, "full_res": FULL_RES}
 
 
-def _model(net="patch2", seed=0):
+def random_model(net="patch2", seed=0):
+    """A 10-class MNIST-shaped DDPM with random weights (conv_out too, so that its output is not zero)."""
     torch.manual_seed(seed)
     ddpm = DDPM(num_classes=10, net=NETS[net]).eval()
     torch.nn.init.normal_(ddpm.net.conv_out.weight, std=0.02)
@@ -184,6 +188,54 @@ def diffusers_loop(ddpm, n_per_class, classes, sampler, steps, guidance, limit=N
     return x
 
 
+def _resblock_out_of_place(block, x, emb):
+    """ResBlock.forward as it was before its SiLU and adds went in place: the same numbers, more memory passes."""
+    h = block.conv1(F.silu(block.norm1(x))) + block.emb(emb)[:, :, None, None]
+    return block.skip(x) + block.conv2(block.dropout(F.silu(block.norm2(h))))
+
+
+@contextlib.contextmanager
+def undone(net, change):
+    """`net` with one kept speed change undone: "channels_last" (NCHW activations) or "in_place" (ResBlock)."""
+    if change not in ("channels_last", "in_place"):
+        raise ValueError(f"unknown change {change!r}; choose 'channels_last' or 'in_place'")
+    blocks = [m for m in net.modules() if isinstance(m, ResBlock)] if change == "in_place" else []
+    net.channels_last_on_cpu = change != "channels_last"
+    for block in blocks:
+        block.forward = functools.partial(_resblock_out_of_place, block)
+    try:
+        yield net
+    finally:
+        net.channels_last_on_cpu = True
+        for block in blocks:
+            del block.forward
+
+
+def ablations(ddpm, batches=(4, 16, 100), repeats=40):
+    """Forward-pass seconds with each kept change and without it, run alternately, per batch size:
+    rows of (change, batch, seconds with, seconds without). The shape row compares against FULL_RES."""
+    full_res = random_model("full_res").net
+    rows = []
+    for b in batches:
+        x, t, y = torch.randn(b, *ddpm.image_shape), torch.full((b,), 500), torch.randint(0, 10, (b,))
+        forward = lambda net=ddpm.net: net(x, t, y)
+
+        def without(change):
+            with undone(ddpm.net, change):
+                forward()
+        variants = [("channels_last activations", functools.partial(without, "channels_last")),
+                    ("in-place SiLU and adds in ResBlock", functools.partial(without, "in_place"))]
+        if ddpm.net.patch_size == 2:
+            variants.append(("PATCH2 shape instead of FULL_RES", lambda: forward(full_res)))
+        with torch.inference_mode():
+            for change, fn in variants:
+                forward()                                            # oneDNN builds kernels on first use
+                fn()
+                n = max(4, repeats * 16 // max(b, 16))
+                rows.append((change, b, *_interleaved(forward, fn, n)))
+    return rows
+
+
 def _interleaved(fn_a, fn_b, repeats):
     """Median seconds of fn_a and of fn_b, run alternately (a b, b a, a b, ...) so that a burst of load,
     or running second, favours neither."""
@@ -203,15 +255,19 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
     p.add_argument("--net", default="patch2", choices=sorted(NETS), help="network shape (see ddpm/unet.py)")
+    p.add_argument("--ablations", action="store_true",
+                   help="instead of the main table: forward-pass time of each kept change against the network without it")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.ablations:
+        return _print_ablations(args)
     quick = args.quick
     reps = 2 if quick else 5
     load_before = os.getloadavg()
     t0 = time.perf_counter()
 
-    ddpm = _model(args.net)
+    ddpm = random_model(args.net)
     mm = matmul_gflops()
     f_fwd, f_train = forward_flops(ddpm), train_flops(ddpm)
     rows = []
@@ -274,13 +330,29 @@ def main(argv=None):
         "| figure | time | GFLOP/s (% of mm) | ours / peer | note |",
         "|---|---|---|---|---|",
     ] + [f"| {' | '.join(r)} |" for r in rows]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    _emit("\n".join(lines), args.out)
     return rows
+
+
+def _print_ablations(args):
+    t0 = time.perf_counter()
+    rows = ablations(random_model(args.net), repeats=10 if args.quick else 40)
+    lines = [f"torch {torch.__version__}, threads {torch.get_num_threads()}, network `{args.net}`, forward pass in "
+             f"inference mode, median of alternating runs, {time.perf_counter() - t0:.0f} s",
+             "",
+             "| kept change | batch | with it | without it | without / with |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {c} | {b} | {1e3 * a:.1f} ms | {1e3 * w:.1f} ms | {w / a:.2f} |" for c, b, a, w in rows]
+    _emit("\n".join(lines), args.out)
+    return rows
+
+
+def _emit(text, out):
+    print(text)
+    if out:
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out, "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ class UNet2D(nn.Module):
                  emb_channels=128, num_res_blocks=1, attn_levels=(2,), groups=8, dropout=0.0, patch_size=1):
         super().__init__()
         self.patch_size = patch_size
+        self.channels_last_on_cpu = True      # see forward; `python -m ddpm bench --ablations` times it off
         self.size_divisor = patch_size * 2 ** (len(channel_mults) - 1)     # image sides must be multiples of it
         in_channels = in_channels * patch_size ** 2                          # channels after pixel unshuffle
         emb_dim = emb_channels
@@ -142,10 +143,10 @@ class UNet2D(nn.Module):
         if self.patch_size > 1:
             x = F.pixel_unshuffle(x, self.patch_size)                          # [B, C p^2, H / p, W / p]
         h = self.conv_in(x)
-        if h.device.type == "cpu" and not torch.is_grad_enabled():
-            # Sampling on CPU: oneDNN's convolutions run 15-35% faster on NHWC (channels_last) activations,
-            # which outweighs GroupNorm's slower NHWC kernel (measured: 5-10% less time per forward pass at
-            # batch 16-100); in training the backward pass eats the gain. The network follows h's layout.
+        if self.channels_last_on_cpu and h.device.type == "cpu" and not torch.is_grad_enabled():
+            # Sampling on CPU: oneDNN's convolutions run faster on NHWC (channels_last) activations, which
+            # outweighs GroupNorm's slower NHWC kernel (`python -m ddpm bench --ablations` times both layouts);
+            # in training the backward pass eats the gain. The network follows h's layout.
             h = h.contiguous(memory_format=torch.channels_last)
         skips = [h]
         for block in self.down:

@@ -3,7 +3,7 @@ loop gives. (The benchmark's timings themselves are printed by `python -m ddpm b
 import pytest
 import torch
 
-from ddpm.bench import diffusers_loop, ours
+from ddpm.bench import diffusers_loop, ours, random_model, undone
 
 pytest.importorskip("diffusers")
 
@@ -20,3 +20,34 @@ def test_diffusers_peer_loop_gives_our_images(make_ddpm, sampler, steps, classes
     if sampler == "ddim":
         b = b.clamp(-1, 1)        # `sample` returns images clipped to [-1, 1]
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("change", ["channels_last", "in_place"])
+def test_ablation_undoes_one_change_keeps_the_numbers_and_restores_it(change):
+    """`bench --ablations` times the network without each kept change: that network must compute the same
+    function, must really lack the change while timed, and must get it back afterwards."""
+    ddpm = random_model("patch2")
+    x, t, y = torch.randn(3, *ddpm.image_shape), torch.tensor([10, 500, 990]), torch.tensor([0, 4, 10])
+    first = ddpm.net.down[0][0]
+    layouts = []
+    hook = first.register_forward_hook(
+        lambda m, i, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
+    with torch.inference_mode():
+        ref = ddpm.net(x, t, y)
+        with undone(ddpm.net, change):
+            out = ddpm.net(x, t, y)
+            replaced = "forward" in vars(first)
+        again = ddpm.net(x, t, y)
+    hook.remove()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    assert torch.equal(again, ref)
+    if change == "channels_last":
+        assert layouts == [True, False, True]
+    else:
+        assert layouts == [True, True, True] and replaced and "forward" not in vars(first)
+
+
+def test_ablation_refuses_an_unknown_change():
+    with pytest.raises(ValueError, match="'fusion'.*channels_last"):
+        with undone(random_model("patch2").net, "fusion"):
+            pass
