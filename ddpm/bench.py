@@ -3,7 +3,7 @@
     python -m ddpm.bench            # full run (a few minutes on 2 cores)
     python -m ddpm.bench --quick    # short run: fewer repeats; long sampling runs timed on their first steps and scaled
     python -m ddpm.bench --out artifacts/bench.md
-    python -m ddpm.bench --ablations  # instead: each kept change to the network against the network without it
+    python -m ddpm.bench --ablations  # instead: the network against it without each kept change, and compiled
 
 Every figure is the median of several repeats, measured on an MNIST-shaped model (28x28, 10 classes) with
 *random* weights: speed does not depend on the weights' values. conv_out, which starts at zero, is given
@@ -21,6 +21,7 @@ import copy
 import functools
 import os
 import statistics
+import tempfile
 import time
 
 import torch
@@ -211,28 +212,37 @@ def undone(net, change):
             del block.forward
 
 
-def ablations(ddpm, batches=(4, 16, 100), repeats=40):
-    """Forward-pass seconds with each kept change and without it, run alternately, per batch size:
-    rows of (change, batch, seconds with, seconds without). The shape row compares against FULL_RES."""
+def ablations(ddpm, batches=(4, 16, 100), repeats=40, compile=True):
+    """The network as shipped against the network with one thing changed, run alternately, per batch size:
+    rows of (change, batch, seconds as shipped, seconds changed, note). The changes undo each kept speed
+    change, swap PATCH2 for FULL_RES, and (with `compile`) try torch.compile, whose first call per batch
+    size compiles (the note gives how long)."""
     full_res = random_model("full_res").net
+    compiled = torch.compile(ddpm.net) if compile else None
     rows = []
     for b in batches:
         x, t, y = torch.randn(b, *ddpm.image_shape), torch.full((b,), 500), torch.randint(0, 10, (b,))
-        forward = lambda net=ddpm.net: net(x, t, y)
+        shipped = lambda net=ddpm.net: net(x, t, y)
 
         def without(change):
             with undone(ddpm.net, change):
-                forward()
-        variants = [("channels_last activations", functools.partial(without, "channels_last")),
-                    ("in-place SiLU and adds in ResBlock", functools.partial(without, "in_place"))]
+                shipped()
+        changes = [("NCHW activations instead of channels_last", functools.partial(without, "channels_last")),
+                   ("out-of-place SiLU and adds in ResBlock", functools.partial(without, "in_place"))]
         if ddpm.net.patch_size == 2:
-            variants.append(("PATCH2 shape instead of FULL_RES", lambda: forward(full_res)))
+            changes.append(("FULL_RES shape instead of PATCH2", lambda: shipped(full_res)))
+        notes = {}
+        if compiled is not None:
+            changes.append(("torch.compile", lambda: shipped(compiled)))
         with torch.inference_mode():
-            for change, fn in variants:
-                forward()                                            # oneDNN builds kernels on first use
+            for change, fn in changes:
+                shipped()                                     # oneDNN builds kernels for a new size on first use
+                start = time.perf_counter()
                 fn()
+                if change == "torch.compile":
+                    notes[change] = f"first call at this batch size: {time.perf_counter() - start:.0f} s"
                 n = max(4, repeats * 16 // max(b, 16))
-                rows.append((change, b, *_interleaved(forward, fn, n)))
+                rows.append((change, b, *_interleaved(shipped, fn, n), notes.get(change, "")))
     return rows
 
 
@@ -256,7 +266,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
     p.add_argument("--net", default="patch2", choices=sorted(NETS), help="network shape (see ddpm/unet.py)")
     p.add_argument("--ablations", action="store_true",
-                   help="instead of the main table: forward-pass time of each kept change against the network without it")
+                   help="instead of the main table: the network as shipped against it without each kept change, "
+                        "with the other shape, and through torch.compile (about 2 minutes)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -335,14 +346,16 @@ def main(argv=None):
 
 
 def _print_ablations(args):
+    # a fresh inductor cache, so that torch.compile's first call costs what it costs a new Space
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ddpm-bench-inductor-")
     t0 = time.perf_counter()
     rows = ablations(random_model(args.net), repeats=10 if args.quick else 40)
     lines = [f"torch {torch.__version__}, threads {torch.get_num_threads()}, network `{args.net}`, forward pass in "
              f"inference mode, median of alternating runs, {time.perf_counter() - t0:.0f} s",
              "",
-             "| kept change | batch | with it | without it | without / with |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {c} | {b} | {1e3 * a:.1f} ms | {1e3 * w:.1f} ms | {w / a:.2f} |" for c, b, a, w in rows]
+             "| change | batch | as shipped | changed | changed / shipped | note |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {c} | {b} | {1e3 * a:.1f} ms | {1e3 * w:.1f} ms | {w / a:.2f} | {note} |" for c, b, a, w, note in rows]
     _emit("\n".join(lines), args.out)
     return rows
 
