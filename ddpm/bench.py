@@ -10,7 +10,9 @@ Every figure is the median of several repeats, measured on an MNIST-shaped model
 small random weights so that samples are not trivial. `--net patch2` (default) is the network of new 28x28
 models (`ddpm.unet.PATCH2`); `--net full_res` is the 217-MFLOP shape of the first bundled models.
 The peer is the same network and the same guidance driven by diffusers' DDPMScheduler / DDIMScheduler
-("trailing" spacing); "ours / diffusers" < 1 means our loop is faster. The hardware limit is the machine's
+("trailing" spacing); "ours / diffusers" < 1 means our loop is faster. The two loops run in lockstep, one
+step of each in turn, so that the machine's drifting speed hits both alike; the ratio is the median over
+runs of (our seconds / their seconds) within a run. The hardware limit is the machine's
 dense fp32 matmul rate (median of 2048 x 2048 torch.mm); "% of mm" is a figure's network FLOP rate
 (FLOPs counted by torch.utils.flop_counter.FlopCounterMode) as a fraction of that rate.
 Other processes compete for the cores: the load average is printed with the table.
@@ -19,6 +21,7 @@ import argparse
 import contextlib
 import copy
 import functools
+import itertools
 import os
 import statistics
 import tempfile
@@ -141,21 +144,22 @@ def step_time(ddpm, batch, n_steps):
     return statistics.median(times[2:]), statistics.median(outside[2:])
 
 
-def ours(ddpm, n_per_class, classes, sampler, steps, guidance, limit=None):
-    """Our sampler end to end: `sample` (or its first `limit` steps through `sample_steps`)."""
+def _start(ddpm, n_per_class, classes):
+    """Labels (None: unconditional) and the seeded starting noise shared by both loops."""
     g = torch.Generator().manual_seed(0)
-    if limit is None:
-        return sample(ddpm, n_per_class, classes, sampler=sampler, steps=steps, guidance_scale=guidance, generator=g)
     y = None if classes is None else torch.tensor(classes).repeat_interleave(n_per_class)
-    n = n_per_class if y is None else len(y)
-    x = torch.randn((n, *ddpm.image_shape), generator=g)
-    for i, step in enumerate(sample_steps(ddpm, x, y=y, sampler=sampler, steps=steps, guidance_scale=guidance, generator=g)):
-        if i + 1 == limit:
-            return step.x_prev
+    return y, torch.randn((n_per_class if y is None else len(y), *ddpm.image_shape), generator=g), g
 
 
-def diffusers_loop(ddpm, n_per_class, classes, sampler, steps, guidance, limit=None):
-    """The same sampling with diffusers' scheduler around the same network and the same guidance."""
+def our_steps(ddpm, n_per_class, classes, sampler, steps, guidance):
+    """Our sampler, one x_{t_prev} per reverse step: `sample_steps`, as `sample` drains it."""
+    y, x, g = _start(ddpm, n_per_class, classes)
+    for step in sample_steps(ddpm, x, y=y, sampler=sampler, steps=steps, guidance_scale=guidance, generator=g):
+        yield step.x_prev
+
+
+def diffusers_steps(ddpm, n_per_class, classes, sampler, steps, guidance):
+    """The same sampling with diffusers' scheduler around the same network and the same guidance, one x per step."""
     from diffusers import DDIMScheduler, DDPMScheduler
     s = ddpm.schedule
     common = dict(num_train_timesteps=s.T, beta_schedule="linear", beta_start=float(s.betas[0]),
@@ -168,25 +172,58 @@ def diffusers_loop(ddpm, n_per_class, classes, sampler, steps, guidance, limit=N
         scheduler = DDIMScheduler(timestep_spacing="trailing", set_alpha_to_one=True, **common)
         scheduler.set_timesteps(steps)
         step_kwargs = dict(use_clipped_model_output=True)        # as our ddim_step: eps re-derived from clipped x0_hat
-    g = torch.Generator().manual_seed(0)
-    y = torch.tensor(classes).repeat_interleave(n_per_class) if classes is not None else None
-    n = n_per_class if y is None else len(y)
-    x = torch.randn((n, *ddpm.image_shape), generator=g)
+    y, x, g = _start(ddpm, n_per_class, classes)
+    n = len(x)
     guided = y is not None and guidance != 1.0
     if y is None:
         y = torch.full((n,), ddpm.null_class)
     y_in = torch.cat([y, torch.full_like(y, ddpm.null_class)]) if guided else y
     with torch.inference_mode():
-        for i, t in enumerate(scheduler.timesteps):
+        for t in scheduler.timesteps:
             x_in = torch.cat([x, x]) if guided else x
             eps = ddpm.net(x_in, t, y_in)
             if guided:
                 eps_cond, eps_uncond = eps.chunk(2)
                 eps = eps_uncond + guidance * (eps_cond - eps_uncond)
             x = scheduler.step(eps, t, x, generator=g, **step_kwargs).prev_sample
-            if limit is not None and i + 1 == limit:
-                break
+            yield x
+
+
+def _run(steps, limit=None):
+    """The last x of a step generator, or its x after `limit` steps."""
+    for x in itertools.islice(steps, limit):
+        pass
     return x
+
+
+def ours(ddpm, n_per_class, classes, sampler, steps, guidance, limit=None):
+    """Our sampler end to end: `sample` (or its first `limit` steps)."""
+    if limit is not None:
+        return _run(our_steps(ddpm, n_per_class, classes, sampler, steps, guidance), limit)
+    return sample(ddpm, n_per_class, classes, sampler=sampler, steps=steps, guidance_scale=guidance,
+                  generator=torch.Generator().manual_seed(0))
+
+
+def diffusers_loop(ddpm, n_per_class, classes, sampler, steps, guidance, limit=None):
+    """diffusers' loop end to end (or its first `limit` steps)."""
+    return _run(diffusers_steps(ddpm, n_per_class, classes, sampler, steps, guidance), limit)
+
+
+def lockstep(steps_a, steps_b, limit=None):
+    """Seconds spent inside each of two step generators advanced alternately, one step each (a b, b a, ...),
+    up to `limit` steps: a drift of the machine's speed during the run hits both alike. The first step of
+    each includes its setup (coefficients, scheduler)."""
+    gens, spent = (steps_a, steps_b), [0.0, 0.0]
+    for i in itertools.count():
+        if i == limit:
+            break
+        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            done = next(gens[k], None) is None
+            spent[k] += time.perf_counter() - start
+        if done:
+            break
+    return tuple(spent)
 
 
 def _resblock_out_of_place(block, x, emb):
@@ -283,10 +320,9 @@ def main(argv=None):
     f_fwd, f_train = forward_flops(ddpm), train_flops(ddpm)
     rows = []
 
-    def row(name, seconds, unit, flops=None, peer=None, note=""):
+    def row(name, seconds, unit, flops=None, ratio=None, note=""):
         rate = f"{flops / seconds / 1e9:.1f} ({100 * flops / seconds / 1e9 / mm:.0f}%)" if flops else ""
-        ratio = f"{seconds / peer:.2f}" if peer else ""
-        rows.append((name, unit(seconds), rate, ratio, note))
+        rows.append((name, unit(seconds), rate, f"{ratio:.2f}" if ratio else "", note))
 
     # training
     batch = 128
@@ -294,7 +330,7 @@ def main(argv=None):
     s_ours = train_ours(ddpm, batch, n_train)
     s_ref = train_reference(ddpm, batch, n_train)
     ips = lambda s: f"{batch / s:.1f} img/s"
-    row("train, batch 128: train_classconditional (EMA, clip)", s_ours, ips, f_train * batch, s_ref, "ratio vs plain step")
+    row("train, batch 128: train_classconditional (EMA, clip)", s_ours, ips, f_train * batch, s_ours / s_ref, "ratio vs plain step")
     row("train, batch 128: plain PyTorch step (fwd, MSE, bwd, Adam)", s_ref, ips, f_train * batch)
 
     # sampling, per step
@@ -316,19 +352,20 @@ def main(argv=None):
         limit = None
         if quick and total * per_step_images > 1000:
             limit = max(2, 1000 // per_step_images)
-        r = 2 if quick else 4
         # one step of each first: oneDNN builds its kernels for a new batch size on first use, a cost
         # that would otherwise be charged to whichever loop runs first
         ours(ddpm, n, classes, sampler, steps, s, 1)
         diffusers_loop(ddpm, n, classes, sampler, steps, s, 1)
-        t_ours, t_peer = _interleaved(lambda: ours(ddpm, n, classes, sampler, steps, s, limit),
-                                      lambda: diffusers_loop(ddpm, n, classes, sampler, steps, s, limit), r)
+        loop = (ddpm, n, classes, sampler, steps, s)
+        timings = [lockstep(our_steps(*loop), diffusers_steps(*loop), limit) for _ in range(2 if quick else 3)]
+        t_ours, t_peer = (statistics.median(times) for times in zip(*timings))
+        ratio = statistics.median(a / b for a, b in timings)
         scale = total / limit if limit else 1.0
         diff = (ours(ddpm, n, classes, sampler, steps, s, 1) - diffusers_loop(ddpm, n, classes, sampler, steps, s, 1)).abs().max().item()
         note = f"diffusers {t_peer * scale:.2f} s; max abs difference after one step {diff:.1e}"
         if limit:
             note += f"; first {limit} steps x {scale:.0f}"
-        row(name, t_ours * scale, secs, f_fwd * per_step_images * total, t_peer * scale, note)
+        row(name, t_ours * scale, secs, f_fwd * per_step_images * total, ratio, note)
 
     load_after = os.getloadavg()
     lines = [

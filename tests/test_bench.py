@@ -1,9 +1,11 @@
 """The benchmark's peer is a fair one: diffusers' scheduler loop around our network gives the images our
 loop gives. (The benchmark's timings themselves are printed by `python -m ddpm bench`, never asserted.)"""
+import time
+
 import pytest
 import torch
 
-from ddpm.bench import diffusers_loop, ours, random_model, undone
+from ddpm.bench import diffusers_loop, lockstep, ours, random_model, undone
 
 pytest.importorskip("diffusers")
 
@@ -51,3 +53,20 @@ def test_ablation_refuses_an_unknown_change():
     with pytest.raises(ValueError, match="'fusion'.*channels_last"):
         with undone(random_model("patch2").net, "fusion"):
             pass
+
+
+def test_lockstep_times_both_loops_to_the_end_or_the_limit():
+    """Each generator is advanced to its end (or `limit` steps), and only time spent inside it is counted."""
+    advanced = {"a": 0, "b": 0}
+
+    def steps(name, n, seconds):
+        for _ in range(n):
+            time.sleep(seconds)
+            advanced[name] += 1
+            yield advanced[name]
+    a, b = lockstep(steps("a", 4, 0.01), steps("b", 4, 0.002))
+    assert advanced == {"a": 4, "b": 4}
+    assert a >= 0.04 and 0.008 <= b < a
+    advanced.update(a=0, b=0)
+    lockstep(steps("a", 4, 0), steps("b", 4, 0), limit=3)
+    assert advanced == {"a": 3, "b": 3}
