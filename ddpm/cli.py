@@ -13,7 +13,7 @@ from .diffusion import DDPM
 from .plots import image_grid
 from .sampling import SAMPLERS, sample
 from .schedule import SCHEDULES
-from .training import EMA, train, train_classconditional
+from .training import EMA, train, train_classconditional, warmup_stable_decay
 from .unet import PATCH2
 
 # Network defaults per image size: small enough to train and sample on 2 CPU cores (see ddpm/unet.py).
@@ -36,8 +36,10 @@ def add_train_args(p):
     p.add_argument("--steps", type=int, default=None, help="stop after this many optimizer steps in total (overrides --epochs)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (weights are saved)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (constant after warm-up)")
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (constant after warm-up, until --decay-steps)")
     p.add_argument("--warmup", type=int, default=50, help="linear learning-rate warm-up steps")
+    p.add_argument("--decay-steps", type=int, default=0,
+                   help="decay the learning rate linearly to 0 over the last N steps before --steps (needs --steps)")
     p.add_argument("--ema-decay", type=float, default=0.9995, help="EMA decay of the weights used for sampling")
     p.add_argument("--unconditional", action="store_true", help="ignore labels (Alg. 1 as in the paper)")
     p.add_argument("--p-uncond", type=float, default=0.1, help="label dropout for classifier-free guidance")
@@ -70,11 +72,11 @@ def cmd_train(args):
                 class_names=list(data.classes) if conditional else None, schedule=args.schedule, T=args.T,
                 net=net, dataset=args.dataset).to(args.device)
     optim = torch.optim.Adam(ddpm.parameters(), lr=args.lr)
-    warmup = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / max(1, args.warmup)))
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optim, warmup_stable_decay(args.warmup, args.steps, args.decay_steps))
     ema = EMA(ddpm, args.ema_decay)
     step, history, wall_before = 0, [], 0.0
     if args.resume:
-        step = load_training_state(out, ddpm, optim, ema=ema, lr_scheduler=warmup)
+        step = load_training_state(out, ddpm, optim, ema=ema, lr_scheduler=lr_schedule)
         with open(os.path.join(out, "training_state.json")) as f:
             meta = json.load(f)
         history, wall_before = meta.get("history", []), meta.get("wall_seconds", 0.0)
@@ -87,10 +89,10 @@ def cmd_train(args):
 
     def save(step_now):
         # the run's recipe and loss curve travel with the checkpoint: the model card is written from them
-        save_training_state(out, ddpm, optim, step_now, ema=ema, lr_scheduler=warmup, extra=dict(
+        save_training_state(out, ddpm, optim, step_now, ema=ema, lr_scheduler=lr_schedule, extra=dict(
             history=history, dataset=args.dataset, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-            p_uncond=args.p_uncond, n_train=len(data), n_params=n_params, device=str(args.device),
-            wall_seconds=wall_before + time.perf_counter() - start))
+            decay_steps=args.decay_steps, p_uncond=args.p_uncond, n_train=len(data), n_params=n_params,
+            device=str(args.device), wall_seconds=wall_before + time.perf_counter() - start))
         last_save[0] = time.perf_counter()
 
     def on_step(s, loss):
@@ -106,7 +108,7 @@ def cmd_train(args):
 
     fit = train if args.unconditional else train_classconditional
     extra = {} if args.unconditional else {"p_uncond": args.p_uncond}
-    losses = fit(ddpm, loader, 10 ** 9, optim, args.device, ema=ema, lr_scheduler=warmup, callback=on_step,
+    losses = fit(ddpm, loader, 10 ** 9, optim, args.device, ema=ema, lr_scheduler=lr_schedule, callback=on_step,
                  max_steps=total - step, progress=not args.no_progress,
                  max_seconds=args.max_minutes * 60 if args.max_minutes else None, **extra)
     step += len(losses)

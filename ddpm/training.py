@@ -35,6 +35,21 @@ class EMA:
             p_ema.lerp_(p.detach(), 1.0 - decay)
 
 
+def warmup_stable_decay(warmup, total=None, decay=0):
+    """Learning-rate factor of optimizer step s (for LambdaLR): linear warm-up over `warmup` steps, then 1,
+    then, with `decay` > 0, linear decay to 0 over the last `decay` steps before `total`. A run can be
+    continued at the constant rate from any checkpoint taken before the decay (Hägele et al. 2024)."""
+    if decay and total is None:
+        raise ValueError(f"a decay of {decay} steps needs the run's total number of steps")
+    if decay < 0 or (decay and decay > total):
+        raise ValueError(f"decay must lie in [0, total = {total}] steps, got {decay}")
+
+    def factor(s):
+        rise = min(1.0, (s + 1) / max(1, warmup))
+        return rise * min(1.0, max(0.0, (total - s) / decay)) if decay else rise
+    return factor
+
+
 def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond=0.1, ema=None, grad_clip=1.0,
          lr_scheduler=None, callback=None, stop=None, max_steps=None, max_seconds=None, progress=True,
          generator=None):

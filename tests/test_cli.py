@@ -80,6 +80,16 @@ def test_train_resume_continues_step_count(trained):
     assert json.load(open(out / "training_state.json"))["step"] == 5
 
 
+def test_train_resume_with_decay_ends_at_zero_learning_rate(trained):
+    """A constant-rate run continued with --decay-steps decays to 0 exactly at --steps."""
+    root, out = trained
+    main([*TRAIN, "--data", str(root), "--out", str(out), "--steps", "7", "--decay-steps", "4", "--resume",
+          "--lr", "1e-3"])
+    meta = json.load(open(out / "training_state.json"))
+    assert meta["step"] == 7 and meta["decay_steps"] == 4
+    assert meta["param_groups"][0]["lr"] == 0.0
+
+
 @pytest.mark.parametrize("extra, rows, labelled", [([], 1, False), (["--classes", "0,7"], 2, True),
                                                    (["--classes", "all"], 10, True)])
 def test_sample_writes_png_grid(trained, tmp_path, extra, rows, labelled):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ddpm import EMA, train, train_classconditional
+from ddpm.training import warmup_stable_decay
 
 NET_8PX = dict(base_channels=8, channel_mults=(1, 2), attn_levels=(), emb_channels=32, groups=4)
 
@@ -183,3 +184,21 @@ def test_ema_warmup_follows_the_live_weights_early_on():
     ema.update(model)
     for p_ema, p_old, p in zip(ema.model.parameters(), old, model.parameters()):
         torch.testing.assert_close(p_ema, 2 / 11 * p_old + 9 / 11 * p)
+
+
+def test_warmup_stable_decay_rises_holds_and_falls_to_zero_at_total():
+    f = warmup_stable_decay(warmup=10, total=100, decay=20)
+    assert [f(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert f(10) == f(50) == f(80) == 1.0                  # stable until the last 20 steps
+    assert [f(s) for s in (85, 90, 99, 100, 120)] == pytest.approx([0.75, 0.5, 0.05, 0.0, 0.0])
+    assert warmup_stable_decay(warmup=10)(10 ** 6) == 1.0      # no decay: constant after warm-up
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(warmup=5, decay=10), "decay of 10 steps needs the run's total"),
+    (dict(warmup=5, total=50, decay=60), r"decay must lie in \[0, total = 50\] steps, got 60"),
+    (dict(warmup=5, total=50, decay=-1), "got -1"),
+])
+def test_warmup_stable_decay_refuses_a_decay_it_cannot_do(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        warmup_stable_decay(**kwargs)
