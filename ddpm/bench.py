@@ -268,7 +268,6 @@ def ablations(ddpm, batches=(4, 16, 100), repeats=40, compile=True):
                    ("out-of-place SiLU and adds in ResBlock", functools.partial(without, "in_place"))]
         if ddpm.net.patch_size == 2:
             changes.append(("FULL_RES shape instead of PATCH2", lambda: shipped(full_res)))
-        notes = {}
         if compiled is not None:
             changes.append(("torch.compile", lambda: shipped(compiled)))
         with torch.inference_mode():
@@ -276,10 +275,10 @@ def ablations(ddpm, batches=(4, 16, 100), repeats=40, compile=True):
                 shipped()                                     # oneDNN builds kernels for a new size on first use
                 start = time.perf_counter()
                 fn()
-                if change == "torch.compile":
-                    notes[change] = f"first call at this batch size: {time.perf_counter() - start:.0f} s"
+                first = time.perf_counter() - start
+                note = f"first call at this batch size: {first:.0f} s" if change == "torch.compile" else ""
                 n = max(4, repeats * 16 // max(b, 16))
-                rows.append((change, b, *_interleaved(shipped, fn, n), notes.get(change, "")))
+                rows.append((change, b, *_interleaved(shipped, fn, n), note))
     return rows
 
 
