@@ -238,13 +238,14 @@ def undone(net, change):
     if change not in ("channels_last", "in_place"):
         raise ValueError(f"unknown change {change!r}; choose 'channels_last' or 'in_place'")
     blocks = [m for m in net.modules() if isinstance(m, ResBlock)] if change == "in_place" else []
-    net.channels_last_on_cpu = change != "channels_last"
+    channels_last = net.channels_last_on_cpu
+    net.channels_last_on_cpu = channels_last and change != "channels_last"
     for block in blocks:
         block.forward = functools.partial(_resblock_out_of_place, block)
     try:
         yield net
     finally:
-        net.channels_last_on_cpu = True
+        net.channels_last_on_cpu = channels_last
         for block in blocks:
             del block.forward
 

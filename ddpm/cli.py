@@ -56,6 +56,8 @@ def add_train_args(p):
 
 
 def cmd_train(args):
+    if args.decay_steps and args.steps is None:
+        raise SystemExit(f"--decay-steps {args.decay_steps} needs --steps: the decay ends at that total step")
     out = args.out or os.path.join("runs", args.dataset)
     torch.manual_seed(args.seed)
     data = load_dataset(args.dataset, args.data, train=True)

@@ -114,6 +114,12 @@ def test_train_without_data_names_missing_files(tmp_path):
         main([*TRAIN, "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), "--steps", "1"])
 
 
+def test_train_decay_without_steps_is_refused_by_name(tmp_path):
+    with pytest.raises(SystemExit, match="--decay-steps 5 needs --steps"):
+        main([*TRAIN, "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--decay-steps", "5"])
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_trained_model_samples_deterministically(trained):
     _, out = trained
     ddpm = load_model(str(out))
