@@ -49,6 +49,15 @@ def test_ablation_undoes_one_change_keeps_the_numbers_and_restores_it(change):
         assert layouts == [True, True, True] and replaced and "forward" not in vars(first)
 
 
+@pytest.mark.parametrize("change", ["channels_last", "in_place"])
+def test_ablation_leaves_a_network_without_channels_last_without_it(change):
+    net = random_model("patch2").net
+    net.channels_last_on_cpu = False
+    with undone(net, change):
+        assert net.channels_last_on_cpu is False
+    assert net.channels_last_on_cpu is False
+
+
 def test_ablation_refuses_an_unknown_change():
     with pytest.raises(ValueError, match="'fusion'.*channels_last"):
         with undone(random_model("patch2").net, "fusion"):
