@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from ddpm.bench import diffusers_loop, lockstep, ours, random_model, undone
+from ddpm.bench import ablations, diffusers_loop, lockstep, ours, random_model, undone
 
 pytest.importorskip("diffusers")
 
@@ -79,3 +79,27 @@ def test_lockstep_times_both_loops_to_the_end_or_the_limit():
     advanced.update(a=0, b=0)
     lockstep(steps("a", 4, 0), steps("b", 4, 0), limit=3)
     assert advanced == {"a": 3, "b": 3}
+
+
+def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeypatch):
+    """Each change gets one row per batch size; the torch.compile row notes its first call. A stand-in for
+    torch.compile (sleeping 1.2 s on the first call per batch size, like a compile) keeps the test fast."""
+    compiled_at = []
+
+    def fake_compile(net):
+        def call(x, t, y):
+            if len(x) not in compiled_at:
+                compiled_at.append(len(x))
+                time.sleep(1.2)
+            return net(x, t, y)
+        return call
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    ddpm = random_model("patch2")
+    rows = ablations(ddpm, batches=(2, 3), repeats=4)
+    assert [(r[0].split()[0], r[1]) for r in rows] == [(c, b) for b in (2, 3) for c in ("NCHW", "out-of-place", "FULL_RES", "torch.compile")]
+    assert all(r[2] > 0 and r[3] > 0 for r in rows)
+    notes = {r[1]: r[4] for r in rows if r[0] == "torch.compile"}
+    assert notes == {2: "first call at this batch size: 1 s", 3: "first call at this batch size: 1 s"}
+    assert all(r[4] == "" for r in rows if r[0] != "torch.compile")
+    assert ddpm.net.channels_last_on_cpu and compiled_at == [2, 3]
+    assert len(ablations(ddpm, batches=(2,), repeats=4, compile=False)) == 3
