@@ -96,7 +96,8 @@ def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeyp
     monkeypatch.setattr(torch, "compile", fake_compile)
     ddpm = random_model("patch2")
     rows = ablations(ddpm, batches=(2, 3), repeats=4)
-    assert [(r[0].split()[0], r[1]) for r in rows] == [(c, b) for b in (2, 3) for c in ("NCHW", "out-of-place", "FULL_RES", "torch.compile")]
+    changes = ("NCHW", "out-of-place", "FULL_RES", "torch.compile")
+    assert [(r[0].split()[0], r[1]) for r in rows] == [(c, b) for b in (2, 3) for c in changes]
     assert all(r[2] > 0 and r[3] > 0 for r in rows)
     notes = {r[1]: r[4] for r in rows if r[0] == "torch.compile"}
     assert notes == {2: "first call at this batch size: 1 s", 3: "first call at this batch size: 1 s"}
