@@ -3,6 +3,7 @@
     python -m ddpm.bench            # full run (a few minutes on 2 cores)
     python -m ddpm.bench --quick    # short run: fewer repeats; long sampling runs timed on their first steps and scaled
     python -m ddpm.bench --out artifacts/bench.md
+    python -m ddpm.bench --compile    # also: the network at batch 16 and 100 through `ddpm.compiled` (opt-in)
     python -m ddpm.bench --ablations  # instead: the network against it without each kept change, and compiled
 
 Every figure is the median of several repeats, measured on an MNIST-shaped model (28x28, 10 classes) with
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .diffusion import DDPM, sample_xt
-from .sampling import sample, sample_steps
+from .sampling import compiled, sample, sample_steps
 from .training import EMA, train_classconditional
 from .unet import FULL_RES, PATCH2, ResBlock
 
@@ -142,6 +143,25 @@ def step_time(ddpm, batch, n_steps):
         for h in hooks:
             h.remove()
     return statistics.median(times[2:]), statistics.median(outside[2:])
+
+
+def compiled_forward(ddpm, batches, repeats):
+    """Per batch size b, the network through `ddpm.compiled` against the eager network and the 2048^2 matmul,
+    run alternately (repeats(b) rounds) so that the machine's drifting speed hits all three alike: rows of
+    (b, seconds of the first call, which compiles, seconds per compiled forward, seconds per eager forward,
+    matmul GFLOP/s alongside)."""
+    fast, rows = compiled(ddpm), []
+    m1, m2 = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for b in batches:
+        x, t, y = torch.randn(b, *ddpm.image_shape), torch.full((b,), 500), torch.randint(0, 10, (b,))
+        with torch.inference_mode():
+            start = time.perf_counter()
+            fast.net(x, t, y)
+            first = time.perf_counter() - start
+            t_fast, t_eager, t_mm = _interleaved(lambda: fast.net(x, t, y), lambda: ddpm.net(x, t, y),
+                                                 lambda: torch.mm(m1, m2), repeats=repeats(b))
+        rows.append((b, first, t_fast, t_eager, 2 * 2048 ** 3 / t_mm / 1e9))
+    return rows
 
 
 def _start(ddpm, n_per_class, classes):
@@ -279,21 +299,22 @@ def ablations(ddpm, batches=(4, 16, 100), repeats=40, compile=True):
                 first = time.perf_counter() - start
                 note = f"first call at this batch size: {first:.0f} s" if change == "torch.compile" else ""
                 n = max(4, repeats * 16 // max(b, 16))
-                rows.append((change, b, *_interleaved(shipped, fn, n), note))
+                rows.append((change, b, *_interleaved(shipped, fn, repeats=n), note))
     return rows
 
 
-def _interleaved(fn_a, fn_b, repeats):
-    """Median seconds of fn_a and of fn_b, run alternately (a b, b a, a b, ...) so that a burst of load,
-    or running second, favours neither."""
-    a, b = [], []
+def _interleaved(*fns, repeats):
+    """Median seconds of each function, run in turn with the order rotated every round (a b, b a, a b, ...
+    for two) so that a burst of load, or running first, favours none."""
+    times = [[] for _ in fns]
     for i in range(repeats):
-        pairs = [(fn_a, a), (fn_b, b)]
-        for fn, times in pairs if i % 2 == 0 else pairs[::-1]:
+        order = list(range(len(fns)))
+        order = order[i % len(fns):] + order[:i % len(fns)]
+        for k in order:
             start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(a), statistics.median(b)
+            fns[k]()
+            times[k].append(time.perf_counter() - start)
+    return tuple(statistics.median(t) for t in times)
 
 
 def main(argv=None):
@@ -305,6 +326,9 @@ def main(argv=None):
     p.add_argument("--ablations", action="store_true",
                    help="instead of the main table: the network as shipped against it without each kept change, "
                         "with the other shape, and through torch.compile (about 2 minutes)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the network at batch 16 and 100 compiled (ddpm.compiled), against eager and the "
+                        "matmul in alternating runs: about 40 s of compiling per batch size")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -320,8 +344,9 @@ def main(argv=None):
     f_fwd, f_train = forward_flops(ddpm), train_flops(ddpm)
     rows = []
 
-    def row(name, seconds, unit, flops=None, ratio=None, note=""):
-        rate = f"{flops / seconds / 1e9:.1f} ({100 * flops / seconds / 1e9 / mm:.0f}%)" if flops else ""
+    def row(name, seconds, unit, flops=None, ratio=None, note="", mm_rate=None):
+        mm_rate = mm_rate or mm
+        rate = f"{flops / seconds / 1e9:.1f} ({100 * flops / seconds / 1e9 / mm_rate:.0f}%)" if flops else ""
         rows.append((name, unit(seconds), rate, f"{ratio:.2f}" if ratio else "", note))
 
     # training
@@ -336,12 +361,20 @@ def main(argv=None):
     # sampling, per step
     ms = lambda s: f"{1e3 * s:.1f} ms"
     overhead = {}
+    n_steps = lambda b: (6 if quick else 15) if b < 100 else (3 if quick else 6)
     for b in (1, 16, 100):
-        n_steps = (6 if quick else 15) if b < 100 else (3 if quick else 6)
-        s_step, overhead[b] = step_time(ddpm, b, n_steps)
-        s_net = net_time(ddpm, b, n_steps)
+        s_step, overhead[b] = step_time(ddpm, b, n_steps(b))
+        s_net = net_time(ddpm, b, n_steps(b))
         row(f"sampling step, batch {b} (DDIM, unguided)", s_step, ms, f_fwd * b,
             note=f"network alone {1e3 * s_net:.1f} ms; {100 * overhead[b]:.1f}% of the step outside the network")
+
+    if args.compile:
+        fresh_inductor_cache()
+        for b, first, t_fast, t_eager, mm_b in compiled_forward(ddpm, (16, 100), n_steps):
+            pct = lambda s: f"{100 * f_fwd * b / s / 1e9 / mm_b:.0f}%"
+            row(f"network forward, batch {b}, compiled (opt-in)", t_fast, ms, f_fwd * b, mm_rate=mm_b,
+                note=f"`ddpm.compiled`, first call compiled {first:.0f} s; in alternating runs: eager {1e3 * t_eager:.1f} ms "
+                     f"({pct(t_eager)}), compiled / eager {t_fast / t_eager:.2f}, matmul {mm_b:.1f} GFLOP/s")
 
     # sampling, end to end, against diffusers
     secs = lambda s: f"{s:.2f} s"
@@ -382,9 +415,13 @@ def main(argv=None):
     return rows
 
 
-def _print_ablations(args):
-    # a fresh inductor cache, so that torch.compile's first call costs what it costs a new Space
+def fresh_inductor_cache():
+    """Point inductor at an empty cache, so that torch.compile's first call costs what it costs a new Space."""
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ddpm-bench-inductor-")
+
+
+def _print_ablations(args):
+    fresh_inductor_cache()
     t0 = time.perf_counter()
     rows = ablations(random_model(args.net), repeats=10 if args.quick else 40)
     lines = [f"torch {torch.__version__}, threads {torch.get_num_threads()}, network `{args.net}`, forward pass in "

@@ -11,7 +11,7 @@ from .checkpoint import load_model, load_training_state, save_training_state
 from .data import DATASETS, dataset_info, load_dataset, make_loader
 from .diffusion import DDPM
 from .plots import image_grid
-from .sampling import SAMPLERS, sample
+from .sampling import SAMPLERS, compiled, sample
 from .schedule import SCHEDULES
 from .training import EMA, train, train_classconditional, warmup_stable_decay
 from .unet import PATCH2
@@ -130,6 +130,9 @@ def add_sample_args(p):
     p.add_argument("--guidance", type=float, default=3.0, help="guidance scale s (1 = none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the PNG")
+    p.add_argument("--compile", action="store_true",
+                   help="run the network through torch.compile (ddpm.compiled): about 40 s of compiling on 2 cores, "
+                        "then about 20%% faster steps; pays off only for many images")
 
 
 def cmd_sample(args):
@@ -141,6 +144,8 @@ def cmd_sample(args):
         args.classes = range(ddpm.num_classes)
     classes = list(args.classes) if args.classes is not None else None
     steps = args.steps if args.sampler == "ddim" else None
+    if args.compile:
+        ddpm = compiled(ddpm)
     x = sample(ddpm, args.n, classes, sampler=args.sampler, steps=steps, eta=args.eta,
                guidance_scale=args.guidance, generator=torch.Generator().manual_seed(args.seed), progress=True)
     labels = [ddpm.class_names[c] if ddpm.class_names else c for c in classes] if classes else None

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from ddpm.bench import ablations, diffusers_loop, lockstep, ours, random_model, undone
+from ddpm.bench import ablations, compiled_forward, diffusers_loop, lockstep, ours, random_model, undone
 
 pytest.importorskip("diffusers")
 
@@ -104,3 +104,33 @@ def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeyp
     assert all(r[4] == "" for r in rows if r[0] != "torch.compile")
     assert ddpm.net.channels_last_on_cpu and compiled_at == [2, 3]
     assert len(ablations(ddpm, batches=(2,), repeats=4, compile=False)) == 3
+
+
+def test_compiled_forward_times_each_batch_against_eager_and_the_matmul(monkeypatch):
+    """`bench --compile` rows: per batch size, the first call (which compiles), then the compiled network, the
+    eager one and the matmul in alternating runs, through ddpm.compiled with inductor's freezing. A stand-in
+    for torch.compile (sleeping on the first call per batch size, then running the eager net twice, so that
+    it is measurably slower) keeps the test fast."""
+    calls = []
+
+    class FakeCompiled(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.inner = net
+
+        def forward(self, x, t, y):
+            if len(x) not in calls:
+                calls.append(len(x))
+                time.sleep(1.2)
+            self.inner(x, t, y)
+            return self.inner(x, t, y)
+
+    options = []
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: options.append(kw) or FakeCompiled(net))
+    ddpm = random_model("patch2")
+    rows = compiled_forward(ddpm, (2, 3), lambda b: 3 * b)
+    assert options == [{"options": {"freezing": True}}] and calls == [2, 3]
+    assert [r[0] for r in rows] == [2, 3]
+    for b, first, t_fast, t_eager, mm in rows:
+        assert first >= 1.2 and t_fast < 1.0 and 1.3 < t_fast / t_eager < 3 and mm > 1
+    assert type(ddpm.net).__name__ == "UNet2D"         # the model given is left as it was

@@ -102,6 +102,25 @@ def test_sample_writes_png_grid(trained, tmp_path, extra, rows, labelled):
     assert image.size == (width + (110 if labelled else 0), height)
 
 
+def test_sample_compile_samples_through_the_compiled_network(trained, tmp_path, monkeypatch):
+    """--compile hands sampling to ddpm.compiled; a pass-through stand-in for torch.compile counts its calls."""
+    _, out = trained
+    calls = []
+
+    class Counted(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.inner = net
+
+        def forward(self, *args):
+            calls.append(len(args[0]))
+            return self.inner(*args)
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: Counted(net))
+    png = tmp_path / "grid.png"
+    main(["sample", "--model", str(out), "--out", str(png), "--n", "2", "--steps", "4", "--compile"])
+    assert calls == [2] * 4 and png.exists()
+
+
 def test_sample_rejects_unknown_class(trained, tmp_path):
     _, out = trained
     with pytest.raises(ValueError, match=r"\[12\]"):
