@@ -109,8 +109,8 @@ def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeyp
 def test_compiled_forward_times_each_batch_against_eager_and_the_matmul(monkeypatch):
     """`bench --compile` rows: per batch size, the first call (which compiles), then the compiled network, the
     eager one and the matmul in alternating runs, through ddpm.compiled with inductor's freezing. A stand-in
-    for torch.compile (sleeping on the first call per batch size, then running the eager net twice, so that
-    it is measurably slower) keeps the test fast."""
+    for torch.compile (sleeping on the first call per batch size, then running the eager net three times, so
+    that it is measurably slower) keeps the test fast."""
     calls = []
 
     class FakeCompiled(torch.nn.Module):
@@ -122,7 +122,8 @@ def test_compiled_forward_times_each_batch_against_eager_and_the_matmul(monkeypa
             if len(x) not in calls:
                 calls.append(len(x))
                 time.sleep(1.2)
-            self.inner(x, t, y)
+            for _ in range(2):
+                self.inner(x, t, y)
             return self.inner(x, t, y)
 
     options = []
@@ -132,5 +133,5 @@ def test_compiled_forward_times_each_batch_against_eager_and_the_matmul(monkeypa
     assert options == [{"options": {"freezing": True}}] and calls == [2, 3]
     assert [r[0] for r in rows] == [2, 3]
     for b, first, t_fast, t_eager, mm in rows:
-        assert first >= 1.2 and t_fast < 1.0 and 1.3 < t_fast / t_eager < 3 and mm > 1
+        assert first >= 1.2 and t_fast < 2.0 and t_fast / t_eager > 1.5 and mm > 1   # ~3 when the machine is calm
     assert type(ddpm.net).__name__ == "UNet2D"         # the model given is left as it was
