@@ -60,10 +60,16 @@ def random_model(net="patch2", seed=0):
     return ddpm
 
 
-def matmul_gflops(n=2048, repeats=7):
-    """Dense fp32 matmul rate of this machine in GFLOP/s (2 n^3 FLOPs per n x n product)."""
+def _matmul(n=2048):
+    """One dense fp32 n x n product as a function to time, and its FLOPs (2 n^3)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n ** 3 / _median_time(lambda: torch.mm(a, b), repeats, warmup=2) / 1e9
+    return (lambda: torch.mm(a, b)), 2 * n ** 3
+
+
+def matmul_gflops(n=2048, repeats=7):
+    """Dense fp32 matmul rate of this machine in GFLOP/s."""
+    mm, flops = _matmul(n)
+    return flops / _median_time(mm, repeats, warmup=2) / 1e9
 
 
 def forward_flops(ddpm):
@@ -151,16 +157,16 @@ def compiled_forward(ddpm, batches, repeats):
     (b, seconds of the first call, which compiles, seconds per compiled forward, seconds per eager forward,
     matmul GFLOP/s alongside)."""
     fast, rows = compiled(ddpm), []
-    m1, m2 = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    mm, mm_flops = _matmul()
     for b in batches:
         x, t, y = torch.randn(b, *ddpm.image_shape), torch.full((b,), 500), torch.randint(0, 10, (b,))
         with torch.inference_mode():
             start = time.perf_counter()
             fast.net(x, t, y)
             first = time.perf_counter() - start
-            t_fast, t_eager, t_mm = _interleaved(lambda: fast.net(x, t, y), lambda: ddpm.net(x, t, y),
-                                                 lambda: torch.mm(m1, m2), repeats=repeats(b))
-        rows.append((b, first, t_fast, t_eager, 2 * 2048 ** 3 / t_mm / 1e9))
+            t_fast, t_eager, t_mm = _interleaved(lambda: fast.net(x, t, y), lambda: ddpm.net(x, t, y), mm,
+                                                 repeats=repeats(b))
+        rows.append((b, first, t_fast, t_eager, mm_flops / t_mm / 1e9))
     return rows
 
 

@@ -145,7 +145,10 @@ def cmd_sample(args):
     classes = list(args.classes) if args.classes is not None else None
     steps = args.steps if args.sampler == "ddim" else None
     if args.compile:
-        ddpm = compiled(ddpm)
+        try:
+            ddpm = compiled(ddpm)
+        except RuntimeError as e:                  # no C++ compiler: say so, without a traceback
+            raise SystemExit(str(e)) from None
     x = sample(ddpm, args.n, classes, sampler=args.sampler, steps=steps, eta=args.eta,
                guidance_scale=args.guidance, generator=torch.Generator().manual_seed(args.seed), progress=True)
     labels = [ddpm.class_names[c] if ddpm.class_names else c for c in classes] if classes else None

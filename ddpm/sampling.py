@@ -10,6 +10,8 @@ s = 1 is plain conditional sampling, and both halves run in one batched forward 
 References: Ho et al. (2020) Alg. 2; Song et al. (2021) DDIM Eq. (12); Ho & Salimans (2021) Eq. (6).
 """
 import copy
+import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -226,8 +228,12 @@ def compiled(ddpm):
     first call at each new batch size compiles for about 40 s (`python -m ddpm bench --compile` measures
     both). The weights become constants of the compiled code, so later changes to `ddpm` do not reach the
     copy: train or load first, then call this. Sampling gives the same images up to float rounding.
-    Inductor needs a C++ compiler (g++) on a CPU.
+    Inductor needs a C++ compiler on a CPU: `$CXX` or g++.
     """
+    if ddpm.device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX"), "g++") if c):
+        raise RuntimeError("compiled() needs a C++ compiler for torch.compile on a CPU and found none "
+                           f"(CXX={os.environ.get('CXX')!r}, no g++ on PATH): install one (apt-get install g++) "
+                           "or sample without compiling")
     fast = copy.deepcopy(ddpm).eval()
     fast.net = torch.compile(fast.net, options={"freezing": True})
     return fast

@@ -121,6 +121,17 @@ def test_sample_compile_samples_through_the_compiled_network(trained, tmp_path, 
     assert calls == [2] * 4 and png.exists()
 
 
+def test_sample_compile_without_a_cpp_compiler_says_what_to_install(trained, tmp_path, monkeypatch):
+    """No $CXX and no g++ on PATH: --compile stops before sampling with a message, not inductor's traceback."""
+    _, out = trained
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))                 # an empty folder: no g++ on it
+    png = tmp_path / "grid.png"
+    with pytest.raises(SystemExit, match=r"C\+\+ compiler.*CXX=None.*apt-get install g\+\+"):
+        main(["sample", "--model", str(out), "--out", str(png), "--n", "2", "--steps", "4", "--compile"])
+    assert not png.exists()
+
+
 def test_sample_rejects_unknown_class(trained, tmp_path):
     _, out = trained
     with pytest.raises(ValueError, match=r"\[12\]"):
