@@ -2,13 +2,14 @@
 
 Run `python app.py` and open http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change it);
 the same file runs as a Hugging Face Space. Models come from DDPM_APP_MODELS (default ./pretrained);
-DDPM_APP_JUDGE=0 switches the judge classifier off.
+DDPM_APP_JUDGE=0 switches the judge classifier off; DDPM_APP_TORCH_THREADS sets how many cores it uses.
 """
 import os
 
 import gradio as gr
 import torch
 
+from ddpm import app_cores as C
 from ddpm import app_explain as E
 from ddpm import app_finetune as FT
 from ddpm import app_logic as L
@@ -18,9 +19,9 @@ CSS = """
 .pixel img, .pixel canvas { image-rendering: pixelated; image-rendering: crisp-edges; }
 .formula .katex-display .katex { font-size: 1.6em; }
 """
-# One intra-op thread per handler: on 2 shared cores, two handlers with one thread each beat one handler
-# with two threads that spin against each other (3x faster measured under load); raise it on a big machine.
-torch.set_num_threads(int(os.environ.get("DDPM_APP_TORCH_THREADS", 1)))
+# Sampling and fine-tuning share the cores among the jobs running at once (ddpm/app_cores.py); the
+# light handlers (forward process, pickers) run with the whole budget, as a lone job would.
+torch.set_num_threads(C.CORES)
 SAMPLING_LIMIT = int(os.environ.get("DDPM_APP_SAMPLING_CONCURRENCY", 2))
 TRAIN_LIMIT = int(os.environ.get("DDPM_APP_TRAIN_CONCURRENCY", 2))
 LO = L.LIMITS

@@ -16,6 +16,7 @@ import gradio as gr
 import numpy as np
 import torch
 
+from .app_cores import shares_cores
 from .app_figures import loss_figure
 from .app_logic import (LIMITS, check_int, class_indices, class_names, image_to_x0, registry, session_id, show)
 from .data import ImageDataset, make_loader
@@ -174,6 +175,7 @@ def _bar(done, total, unit, loss, status):
             f"<div style='background:#f97316;height:22px;border-radius:6px;width:{pct:.1f}%'></div></div>")
 
 
+@shares_cores
 def finetune_run(base, source, classes, new_name, files, budget_kind, budget, refresh_every, seed=0,
                  request: gr.Request = None):
     """Fine-tune a copy of `base` (Algorithm 1), streaming progress; the result joins this session's models.

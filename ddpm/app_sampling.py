@@ -11,6 +11,7 @@ import gradio as gr
 import torch
 from PIL import Image, ImageDraw
 
+from .app_cores import shares_cores, take_share
 from .app_logic import (UNCONDITIONAL, check_int, check_range, class_indices, grid_scale, registry, session_id,
                         show)
 from .plots import image_grid, to_uint8
@@ -55,6 +56,7 @@ def _check_sampling(ddpm, sampler, steps, eta, guidance, seed):
     return steps, check_range("eta", eta), check_range("guidance scale", guidance, "guidance"), check_int("seed", seed)
 
 
+@shares_cores
 def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, request: gr.Request = None):
     """Stream one reverse run: yields (x_t image, x0_hat image, step markdown, scrub slider, GIF file).
 
@@ -134,6 +136,7 @@ def frames_to_gif(frames, path, scale=4):
 
 # ---------------------------------------------------------------- tab 3: class-conditional grids
 
+@shares_cores
 def grid_run(model, classes, per_class, guidance, sampler, steps, seed, request: gr.Request = None,
              progress=gr.Progress(track_tqdm=True)):
     """`sample(ddpm, per_class, classes)` as a grid with one labelled row per class.
@@ -150,7 +153,8 @@ def grid_run(model, classes, per_class, guidance, sampler, steps, seed, request:
     per_class = check_int("samples per class", per_class, "per_class")
     steps, _, guidance, seed = _check_sampling(ddpm, sampler, steps, 0.0, guidance, seed)
     x = sample(ddpm, per_class, idx, sampler=sampler, steps=steps, guidance_scale=guidance,
-               generator=torch.Generator().manual_seed(seed), progress=True)     # tqdm, shown by gr.Progress
+               generator=torch.Generator().manual_seed(seed), progress=True,    # tqdm, shown by gr.Progress
+               callback=take_share)                                    # this job's share of the cores, per step
     grid = image_grid(x, per_class, scale=5, row_labels=classes, label_width=190)
     path = os.path.join(reg.session(sid).workdir, f"grid_{int(time.time() * 1000)}.png")
     grid.save(path)

@@ -204,11 +204,12 @@ def _labels(ddpm, n_samples, classes, device):
 
 
 def sample(ddpm, n_samples, classes=None, *, sampler="ddpm", steps=None, eta=0.0, guidance_scale=1.0,
-           clip_x0=True, variance="beta", generator=None, device=None, progress=False):
+           clip_x0=True, variance="beta", generator=None, device=None, progress=False, callback=None):
     """Algorithm 2: draw n_samples images, or n_samples per class (grouped by class in the order given).
 
     Returns a tensor [N, C, H, W] with values in [-1, 1]. Keyword extras pick the sampler
-    ("ddpm": T steps of Alg. 2; "ddim": `steps` steps), guidance scale, clipping and randomness.
+    ("ddpm": T steps of Alg. 2; "ddim": `steps` steps), guidance scale, clipping and randomness;
+    `callback(step)` is called with each `SampleStep` as it is done (to watch x0_hat, or record a run).
     """
     device = torch.device(device) if device is not None else ddpm.device
     y = _labels(ddpm, n_samples, classes, device)
@@ -218,6 +219,8 @@ def sample(ddpm, n_samples, classes=None, *, sampler="ddpm", steps=None, eta=0.0
                        clip_x0=clip_x0, variance=variance, generator=generator)
     for step in tqdm(run, total=len(timesteps(sampler, ddpm.T, steps)), disable=not progress, desc=f"{sampler} sampling"):
         x = step.x_prev
+        if callback is not None:
+            callback(step)
     return x.clamp(-1, 1)
 
 

@@ -11,8 +11,10 @@ import torchvision
 from ddpm import DDPM
 
 # The test machine has 2 shared CPU cores: one intra-op thread avoids oversubscription, which
-# otherwise makes these tiny networks an order of magnitude slower.
+# otherwise makes these tiny networks an order of magnitude slower. The app's handlers and the app
+# servers the tests start read the same budget (ddpm/app_cores.py).
 torch.set_num_threads(1)
+os.environ["DDPM_APP_TORCH_THREADS"] = "1"
 
 TINY_NET = dict(base_channels=8, channel_mults=(1, 2), attn_levels=(1,), emb_channels=32, groups=4)
 

@@ -21,7 +21,7 @@ def models(tmp_path_factory):
     root = make_models_dir(tmp_path_factory.mktemp("models"))
     L.set_registry(root, use_judges=False)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)            # as app.py does: far faster on 2 shared cores
+    torch.set_num_threads(1)            # as conftest.py sets: far faster on 2 shared cores
     yield root
     torch.set_num_threads(threads)
     L.set_registry(L.PRETRAINED_DIR)

@@ -189,6 +189,16 @@ def test_sample_is_deterministic_with_generator(make_ddpm):
     assert a.min() >= -1 and a.max() <= 1
 
 
+def test_sample_calls_back_with_every_step_and_samples_the_same(make_ddpm):
+    ddpm, seen = make_ddpm(T=20), []
+    kw = dict(sampler="ddim", steps=5, guidance_scale=2.0)
+    a = sample(ddpm, 2, [3, 1], generator=torch.Generator().manual_seed(4), callback=seen.append, **kw)
+    b = sample(ddpm, 2, [3, 1], generator=torch.Generator().manual_seed(4), **kw)
+    assert [s.i for s in seen] == [0, 1, 2, 3, 4] and [s.t for s in seen] == [t for t, _ in timesteps("ddim", 20, 5)]
+    torch.testing.assert_close(seen[-1].x_prev.clamp(-1, 1), a, rtol=0, atol=0)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_sample_ddpm_runs_all_steps(make_ddpm, monkeypatch):
     ddpm = make_ddpm(T=20, num_classes=None)
     calls = []
