@@ -104,3 +104,7 @@ def test_the_budget_is_the_setting_else_the_container_quota_else_the_cpus(tmp_pa
     assert C.cpu_budget(quota) == cpus >= 1
     monkeypatch.setenv("DDPM_APP_TORCH_THREADS", "3")
     assert C.cpu_budget(quota) == 3
+    for bad in ("two", "0", "-1", "1.5"):
+        monkeypatch.setenv("DDPM_APP_TORCH_THREADS", bad)
+        with pytest.raises(ValueError, match=f"DDPM_APP_TORCH_THREADS='{bad}': give a whole number of cores"):
+            C.cpu_budget(quota)
