@@ -227,9 +227,9 @@ def sample(ddpm, n_samples, classes=None, *, sampler="ddpm", steps=None, eta=0.0
 def compiled(ddpm):
     """A copy of `ddpm` for sampling, its network run through torch.compile (inductor, weights frozen in).
 
-    Opt-in, for long sampling sessions on a CPU: the network then runs about 20% faster on 2 cores, but the
-    first call at each new batch size compiles for about 40 s (`python -m ddpm bench --compile` measures
-    both). The weights become constants of the compiled code, so later changes to `ddpm` do not reach the
+    Opt-in, for long sampling sessions on a CPU: the network then runs about 10-20% faster on 2 cores, but
+    the first call compiles for 40-50 s, and the first call at a second batch size once more (after that,
+    one graph serves every batch size; `python -m ddpm bench --compile` and `--ablations` measure both). The weights become constants of the compiled code, so later changes to `ddpm` do not reach the
     copy: train or load first, then call this. Sampling gives the same images up to float rounding.
     Inductor needs a C++ compiler on a CPU: `$CXX` or g++.
     """

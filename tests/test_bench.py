@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from ddpm.bench import ablations, compiled_forward, diffusers_loop, lockstep, ours, random_model, undone
+from ddpm.bench import COMPILED, ablations, compiled_forward, diffusers_loop, lockstep, ours, random_model, undone
 
 pytest.importorskip("diffusers")
 
@@ -82,26 +82,31 @@ def test_lockstep_times_both_loops_to_the_end_or_the_limit():
 
 
 def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeypatch):
-    """Each change gets one row per batch size; the torch.compile row notes its first call. A stand-in for
-    torch.compile (sleeping 1.2 s on the first call per batch size, like a compile) keeps the test fast."""
-    compiled_at = []
+    """Each change gets one row per batch size; the row of ddpm.compiled's network notes its first call. A
+    stand-in for torch.compile (sleeping 1.2 s on the first call per batch size, like a compile) keeps the
+    test fast."""
+    compiled_at, options = [], []
 
-    def fake_compile(net):
-        def call(x, t, y):
+    class FakeCompiled(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.inner = net
+
+        def forward(self, x, t, y):
             if len(x) not in compiled_at:
                 compiled_at.append(len(x))
                 time.sleep(1.2)
-            return net(x, t, y)
-        return call
-    monkeypatch.setattr(torch, "compile", fake_compile)
+            return self.inner(x, t, y)
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: options.append(kw) or FakeCompiled(net))
     ddpm = random_model("patch2")
     rows = ablations(ddpm, batches=(2, 3), repeats=4)
-    changes = ("NCHW", "out-of-place", "FULL_RES", "torch.compile")
+    changes = ("NCHW", "out-of-place", "FULL_RES", "ddpm.compiled")
     assert [(r[0].split()[0], r[1]) for r in rows] == [(c, b) for b in (2, 3) for c in changes]
     assert all(r[2] > 0 and r[3] > 0 for r in rows)
-    notes = {r[1]: r[4] for r in rows if r[0] == "torch.compile"}
+    assert options == [{"options": {"freezing": True}}]          # the product's compile, not a plain one
+    notes = {r[1]: r[4] for r in rows if r[0] == COMPILED}
     assert notes == {2: "first call at this batch size: 1 s", 3: "first call at this batch size: 1 s"}
-    assert all(r[4] == "" for r in rows if r[0] != "torch.compile")
+    assert all(r[4] == "" for r in rows if r[0] != COMPILED)
     assert ddpm.net.channels_last_on_cpu and compiled_at == [2, 3]
     assert len(ablations(ddpm, batches=(2,), repeats=4, compile=False)) == 3
 
