@@ -228,9 +228,10 @@ def compiled(ddpm):
     """A copy of `ddpm` for sampling, its network run through torch.compile (inductor, weights frozen in).
 
     Opt-in, for long sampling sessions on a CPU: the network then runs about 10-20% faster on 2 cores, but
-    the first call compiles for 40-50 s, and the first call at a second batch size once more (after that,
-    one graph serves every batch size; `python -m ddpm bench --compile` and `--ablations` measure both). The weights become constants of the compiled code, so later changes to `ddpm` do not reach the
-    copy: train or load first, then call this. Sampling gives the same images up to float rounding.
+    the first call compiles for 40-55 s, and the first call at a second batch size once more (after that,
+    one graph serves every batch size; `python -m ddpm bench --compile` and `--ablations` measure both).
+    The weights become constants of the compiled code, so later changes to `ddpm` do not reach the copy:
+    train or load first, then call this. Sampling gives the same images up to float rounding.
     Inductor needs a C++ compiler on a CPU: `$CXX` or g++.
     """
     if ddpm.device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX"), "g++") if c):

@@ -81,11 +81,11 @@ def test_lockstep_times_both_loops_to_the_end_or_the_limit():
     assert advanced == {"a": 3, "b": 3}
 
 
-def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeypatch):
-    """Each change gets one row per batch size; the row of ddpm.compiled's network notes its first call. A
-    stand-in for torch.compile (sleeping 1.2 s on the first call per batch size, like a compile) keeps the
-    test fast."""
-    compiled_at, options = [], []
+def fake_compile(monkeypatch, runs=1):
+    """Stand in for torch.compile: the "compiled" network sleeps 1.2 s on its first call per batch size (like
+    a compile), then runs the eager network `runs` times. Returns (torch.compile's keyword arguments, the
+    batch sizes it "compiled" for)."""
+    options, compiled_at = [], []
 
     class FakeCompiled(torch.nn.Module):
         def __init__(self, net):
@@ -96,8 +96,18 @@ def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeyp
             if len(x) not in compiled_at:
                 compiled_at.append(len(x))
                 time.sleep(1.2)
+            for _ in range(runs - 1):
+                self.inner(x, t, y)
             return self.inner(x, t, y)
     monkeypatch.setattr(torch, "compile", lambda net, **kw: options.append(kw) or FakeCompiled(net))
+    return options, compiled_at
+
+
+def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeypatch):
+    """Each change gets one row per batch size; the row of ddpm.compiled's network notes its first call. A
+    stand-in for torch.compile (sleeping 1.2 s on the first call per batch size, like a compile) keeps the
+    test fast."""
+    options, compiled_at = fake_compile(monkeypatch)
     ddpm = random_model("patch2")
     rows = ablations(ddpm, batches=(2, 3), repeats=4)
     changes = ("NCHW", "out-of-place", "FULL_RES", "ddpm.compiled")
@@ -116,23 +126,7 @@ def test_compiled_forward_times_each_batch_against_eager_and_the_matmul(monkeypa
     eager one and the matmul in alternating runs, through ddpm.compiled with inductor's freezing. A stand-in
     for torch.compile (sleeping on the first call per batch size, then running the eager net three times, so
     that it is measurably slower) keeps the test fast."""
-    calls = []
-
-    class FakeCompiled(torch.nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.inner = net
-
-        def forward(self, x, t, y):
-            if len(x) not in calls:
-                calls.append(len(x))
-                time.sleep(1.2)
-            for _ in range(2):
-                self.inner(x, t, y)
-            return self.inner(x, t, y)
-
-    options = []
-    monkeypatch.setattr(torch, "compile", lambda net, **kw: options.append(kw) or FakeCompiled(net))
+    options, calls = fake_compile(monkeypatch, runs=3)
     ddpm = random_model("patch2")
     rows = compiled_forward(ddpm, (2, 3), lambda b: 3 * b)
     assert options == [{"options": {"freezing": True}}] and calls == [2, 3]
