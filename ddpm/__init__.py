@@ -1,19 +1,23 @@
 """ddpm: Denoising Diffusion Probabilistic Models (Ho et al. 2020), small and readable.
 
-Where to find what:
-    schedule.py   noise schedules (linear, cosine, sigmoid) and the time-index convention
-    diffusion.py  forward process q (sample_xt, Eq. 4), the posterior q(x_{t-1}|x_t,x_0), the DDPM object
-    unet.py       the network eps_theta(x_t, t, y)
-    training.py   Algorithm 1: train, train_classconditional, EMA
-    sampling.py   Algorithm 2, DDIM, classifier-free guidance: sample, sample_steps; compiled (opt-in speed)
-    data.py       MNIST, FashionMNIST, CIFAR-10/100 through torchvision
-    checkpoint.py safetensors + JSON checkpoints
+The core, one idea per file (each imports only the files above it in this list):
+    schedule.py    noise schedules (linear, cosine, sigmoid) and the time-index convention
+    unet.py        the network eps_theta(x_t, t, y)
+    checkpoint.py  safetensors + JSON files: reading and writing
+    diffusion.py   forward process q (sample_xt, Eq. 4), the posterior q(x_{t-1}|x_t,x_0), the DDPM object, load_model
+    sampling.py    Algorithm 2, DDIM, classifier-free guidance: sample, sample_steps, ddpm_step, ddim_step
+    training.py    Algorithm 1: train, train_classconditional, EMA
+    data.py        MNIST, FashionMNIST, CIFAR-10/100 through torchvision, in [-1, 1]
+    pretrained.py  the bundled models (ddpm/bundled/)
+    plots.py       image grids, upscaled nearest-neighbour
+On top of the core: ddpm/eval/ (judge classifiers, metrics, evaluation), ddpm/tools/ (CLI, bench)
+and ddpm/app/ (the teaching app's handlers).
 """
-from .checkpoint import load_model, load_training_state, save_training_state
-from .data import DATASETS, load_dataset, make_loader
-from .diffusion import DDPM, predict_x0_from_eps, q_posterior, sample_xt
-from .sampling import compiled, ddim_step, ddpm_step, sample, sample_steps, timesteps
-from .schedule import NoiseSchedule
-from .training import EMA, train, train_classconditional
-from .unet import UNet2D
+from .checkpoint import load_training_state, save_training_state
+from .data import DATASETS, load_dataset, make_loader, to_uint8, to_unit_range
+from .diffusion import DDPM, load_model, predict_x0_from_eps, q_posterior, sample_xt
 from .pretrained import load_pretrained
+from .sampling import SAMPLERS, Step, compiled, ddim_step, ddpm_step, sample, sample_steps, timesteps
+from .schedule import SCHEDULES, NoiseSchedule
+from .training import EMA, train, train_classconditional
+from .unet import FULL_RES, PATCH2, UNet2D

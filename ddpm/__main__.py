@@ -1,8 +1,5 @@
-import sys
+"""`python -m ddpm ...` and the `ddpm` console command: see ddpm/tools/cli.py."""
+from .tools.cli import run
 
-from .cli import main
-
-try:
-    main()
-except (ValueError, FileNotFoundError) as err:     # bad input: one clear line, not a traceback
-    sys.exit(f"python -m ddpm: error: {err}")
+if __name__ == "__main__":
+    run()

@@ -5,7 +5,6 @@ A model folder holds `model.safetensors` (the EMA weights when training used EMA
 A training folder adds `training_state.safetensors` (raw weights, optimizer moments) and
 `training_state.json` (step count, optimizer hyperparameters) so a run can resume.
 """
-import inspect
 import json
 import os
 
@@ -54,26 +53,21 @@ def load_weights(module, path, device="cpu"):
     return module
 
 
-def load_model(model_id, device="cpu"):
-    """A DDPM from a checkpoint folder or a Hub repo id, with a clear error for anything missing or foreign."""
-    from .diffusion import DDPM
-    if os.path.isdir(model_id):
-        config = os.path.join(model_id, CONFIG)
-        if not os.path.isfile(config):
-            raise CheckpointError(f"{model_id} has no {CONFIG}; a checkpoint folder holds {WEIGHTS} and {CONFIG}")
-        try:
-            args = json.loads(open(config).read())
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{config} is not valid JSON ({err})") from err
-        # from_pretrained silently drops keys DDPM does not take: a foreign config must not load quietly
-        known = set(inspect.signature(DDPM.__init__).parameters) - {"self"}
-        unknown = sorted(set(args) - known) if isinstance(args, dict) else None
-        if unknown is None or unknown:
-            raise CheckpointError(f"{config} is not a DDPM config: unknown keys {unknown}; "
-                                  f"a DDPM config holds {sorted(known)}")
-    elif os.path.exists(model_id):
-        raise CheckpointError(f"{model_id} is a file; pass the folder that holds {WEIGHTS} and {CONFIG}")
-    return DDPM.from_pretrained(model_id, map_location=str(device))
+def read_config(folder, known, *, what, name=CONFIG):
+    """The JSON config in `folder` as a dict, refusing a missing file, bad JSON and any key not in `known`."""
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{folder} has no {name}; a checkpoint folder holds {WEIGHTS} and {name}")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from err
+    unknown = sorted(set(config) - set(known)) if isinstance(config, dict) else None
+    if unknown is None or unknown:
+        raise CheckpointError(f"{path} is not a {what} config: unknown keys {unknown}; "
+                              f"a {what} config holds {sorted(known)}")
+    return config
 
 
 def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=None, extra=None):

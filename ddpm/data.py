@@ -59,10 +59,18 @@ def dataset_info(name):
 
 
 def to_unit_range(images_uint8):
-    """uint8 images [N, H, W] or [N, H, W, C] -> float [N, C, H, W] in [-1, 1]."""
+    """uint8 pixels [N, H, W] or [N, H, W, C] (array or tensor) -> float [N, C, H, W] in [-1, 1]: x / 127.5 - 1."""
     x = torch.as_tensor(np.asarray(images_uint8))
+    if x.dtype != torch.uint8 or x.dim() not in (3, 4):
+        raise ValueError(f"to_unit_range takes uint8 images [N, H, W] or [N, H, W, C], got {x.dtype} {tuple(x.shape)}")
     x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)             # [N, C, H, W]
     return x.float().div(127.5).sub(1.0).contiguous()
+
+
+def to_uint8(x):
+    """The inverse of to_unit_range: images [N, C, H, W] in [-1, 1] -> uint8 array [N, H, W, C] (clamped, rounded)."""
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
 
 
 def load_dataset(name, root=None, train=True, download=True):

@@ -3,13 +3,18 @@
 The process is not the network: the functions here take `alpha_bar` (or a schedule) as an argument,
 and `DDPM` only bundles a schedule, an eps-network and the metadata needed to rebuild both.
 Time-index convention: see ddpm/schedule.py (t in {0..T-1}, alpha_bar_prev(0) = 1).
+Images are float tensors [B, C, H, W] with values in [-1, 1] (ddpm.data.to_unit_range makes them from uint8).
 """
+import inspect
+import os
+
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .schedule import NoiseSchedule
+from .checkpoint import CheckpointError, load_weights, read_config, weights_path
+from .schedule import NoiseSchedule, check_t
 from .unet import UNet2D
 
 
@@ -18,18 +23,33 @@ def _gather(values, t, x):
     return values.to(x.device)[t].view(-1, *([1] * (x.dim() - 1)))
 
 
+def check_image_range(x, name="x0"):
+    """Raise a ValueError unless x holds float images in [-1, 1], the range every model here is trained on:
+    uint8 pixels (0..255) and [0, 1] images are the usual mistakes, and both train a model silently wrong."""
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        kind = x.dtype if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"{name} must be a float tensor of images in [-1, 1], got {kind}; "
+                         "for uint8 pixels use ddpm.data.to_unit_range(images) (x / 127.5 - 1)")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1.001 or hi > 1.001:
+        raise ValueError(f"{name} must lie in [-1, 1], got values from {lo:.4g} to {hi:.4g}"
+                         + ("; uint8-like pixels: use x / 127.5 - 1" if hi > 2 else ""))
+    if lo >= 0 and x.dim() == 4 and bool((x != x[:1]).any()):       # several different images, none with a negative pixel
+        raise ValueError(f"{name} looks like images in [0, 1] (values from {lo:.4g} to {hi:.4g}, none negative); "
+                         "this package works in [-1, 1]: use x * 2 - 1")
+
+
 def sample_xt(x0, t, epsilon, alphaBars, *, generator=None):
     """Sample from q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), Eq. (4).
 
-    x0: [B, C, H, W] clean images in [-1, 1]; t: [B] integer steps in {0..T-1};
-    epsilon: noise of x0's shape, or None to draw it (from `generator`); alphaBars: [T].
+    x0: [B, C, H, W] clean images in [-1, 1]; t: [B] integer steps in {0..T-1} (or one step for all);
+    epsilon: noise of x0's shape, or None to draw it (from `generator`); alphaBars: [T], e.g.
+    `ddpm.schedule.alpha_bar` or `NoiseSchedule("linear", 1000).alpha_bar`.
     """
-    t = torch.as_tensor(t, device=x0.device)
+    check_image_range(x0)
+    t = check_t(t, len(alphaBars)).to(x0.device)
     if t.dim() == 0:
         t = t.expand(x0.shape[0])
-    T = len(alphaBars)
-    if t.is_floating_point() or int(t.min()) < 0 or int(t.max()) >= T:
-        raise ValueError(f"t must be integer steps in [0, {T}), got {t.tolist()}")
     if t.shape[0] != x0.shape[0]:
         raise ValueError(f"t has {t.shape[0]} entries but x0 holds {x0.shape[0]} images")
     if epsilon is None:
@@ -53,26 +73,53 @@ def q_posterior(x0, x_t, t, schedule):
 
 
 class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
-    """A diffusion model: noise schedule + eps-network + what is needed to rebuild it.
+    """A diffusion model: a noise schedule, the network eps_theta(x_t, t, y), and what rebuilds both.
 
-    `save_pretrained(dir)` writes model.safetensors and config.json (every __init__ argument);
-    `DDPM.from_pretrained(dir_or_hub_id)` rebuilds it (see ddpm/checkpoint.py for the checks).
-    Classes: labels 0..num_classes-1; label `num_classes` is the *null* class used for
-    unconditional prediction and classifier-free guidance.
+    Arguments (all are stored in config.json by `save_pretrained`):
+        image_size:   side of the square images, e.g. 28 (MNIST) or 32 (CIFAR)
+        in_channels:  1 for grey-scale, 3 for RGB
+        num_classes:  number of classes for a class-conditional model, None for an unconditional one.
+                      Labels are 0..num_classes-1; label `num_classes` is the *null* class that
+                      classifier-free guidance uses for the unconditional prediction
+        class_names:  optional names of the classes (len == num_classes), shown by the app and the CLI
+        schedule:     "linear" (Ho et al.), "cosine" (Nichol & Dhariwal) or "sigmoid"; see ddpm/schedule.py
+        T:            number of diffusion steps. With the linear schedule's default betas, x_T is pure noise
+                      only for T around 1000: at T = 100 alpha_bar_T is still 0.36 (scale the betas by 1000 / T
+                      or take the cosine schedule)
+        beta_start, beta_end: first and last beta of the linear and sigmoid schedules, each in (0, 1)
+        net:          the network: a `UNet2D` module, or a dict of UNet2D settings (e.g. ddpm.unet.PATCH2);
+                      None takes UNet2D's defaults. in_channels and num_classes come from the arguments above
+        dataset:      name of the training set ("mnist", ...), for the model card and the evaluation
+
+    `save_pretrained(dir)` writes model.safetensors and config.json; `load_model(dir_or_hub_id)` (or
+    `DDPM.from_pretrained`) rebuilds it.
     """
 
     def __init__(self, image_size=28, in_channels=1, num_classes=None, class_names=None,
                  schedule="linear", T=1000, beta_start=1e-4, beta_end=0.02, net=None, dataset=None):
         super().__init__()
-        if class_names is not None and num_classes is not None and len(class_names) != num_classes:
+        if class_names is not None and (num_classes is None or len(class_names) != num_classes):
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes must be an integer >= 1 (or None: unconditional), got {num_classes!r}")
         self.image_size, self.in_channels = image_size, in_channels
         self.num_classes, self.class_names, self.dataset = num_classes, class_names, dataset
         self.schedule = NoiseSchedule(schedule, T, beta_start, beta_end)
-        self.net = UNet2D(in_channels=in_channels, num_classes=num_classes, **(net or {}))
+        if isinstance(net, UNet2D):
+            if (net.in_channels, net.num_classes) != (in_channels, num_classes):
+                raise ValueError(f"the UNet2D given as net has in_channels={net.in_channels}, num_classes="
+                                 f"{net.num_classes}; this DDPM has in_channels={in_channels}, num_classes={num_classes}")
+            self.net = net
+        elif net is None or isinstance(net, dict):
+            self.net = UNet2D(in_channels=in_channels, num_classes=num_classes, **(net or {}))
+        else:
+            raise ValueError(f"net must be a UNet2D or a dict of its settings, got {type(net).__name__}")
         if image_size % self.net.size_divisor:
             raise ValueError(f"image_size {image_size} does not fit this network: it must be a multiple of "
                              f"{self.net.size_divisor} (patch_size x 2 per downsampling)")
+        # config.json holds the network's full settings, also when a module was passed
+        self._hub_mixin_config["net"] = self.net.config
 
     @property
     def T(self):
@@ -91,8 +138,9 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         return next(self.parameters()).device
 
     def check_images(self, x):
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"images must have shape [B, {', '.join(map(str, self.image_shape))}], got {tuple(x.shape)}")
+        if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"images must have shape [B, {', '.join(map(str, self.image_shape))}], got {shape}")
 
     def check_classes(self, y):
         """Raise unless every label is a class of this model (or its null class, `num_classes`)."""
@@ -101,6 +149,8 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         if self.num_classes is None:
             raise ValueError("this model is unconditional: it takes no class labels")
         y = torch.as_tensor(y)
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise ValueError(f"class labels must be integers, got a {y.dtype} tensor")
         if y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
             raise ValueError(f"class labels must lie in [0, {self.num_classes}) (or {self.num_classes} for "
                              f"the null class), got {sorted(set(y.flatten().tolist()))}")
@@ -124,9 +174,20 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
     def _from_pretrained(cls, *, model_id, revision=None, cache_dir=None, force_download=False,
                          local_files_only=False, token=None, map_location="cpu", strict=True, **model_kwargs):
         """Called by `from_pretrained` with the config already read: load model.safetensors only, strictly."""
-        from .checkpoint import load_weights, weights_path
         model = cls(**model_kwargs)
         path = weights_path(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
                             local_files_only=local_files_only, token=token)
         load_weights(model, path, device=map_location)
         return model.eval()
+
+
+def load_model(model_id, device="cpu"):
+    """A DDPM from a checkpoint folder or a Hub repo id, in eval mode, with a clear error for anything
+    missing or foreign (a folder without config.json, a config of another library, weights that do not fit)."""
+    model_id = os.fspath(model_id)
+    if os.path.isdir(model_id):
+        # from_pretrained silently drops keys DDPM does not take: a foreign config must not load quietly
+        read_config(model_id, set(inspect.signature(DDPM.__init__).parameters) - {"self"}, what="DDPM")
+    elif os.path.exists(model_id):
+        raise CheckpointError(f"{model_id} is a file; pass the folder that holds model.safetensors and config.json")
+    return DDPM.from_pretrained(model_id, map_location=str(device))

@@ -1,13 +1,8 @@
 """Images and figures: sample grids upscaled with nearest-neighbour so 28x28 digits read from afar."""
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
-
-def to_uint8(x):
-    """[N, C, H, W] in [-1, 1] -> uint8 array [N, H, W, C]."""
-    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+from .data import to_uint8
 
 
 def upscale(image, scale):

@@ -12,6 +12,7 @@ References:
     Jabri et al. (2022) / GeoDiff, the sigmoid schedule as diffusers implements it.
 """
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -38,15 +39,41 @@ def sigmoid_betas(T, beta_start=1e-4, beta_end=0.02):
 
 
 def make_betas(name, T, beta_start=1e-4, beta_end=0.02):
-    if not isinstance(T, int) or T < 2:
+    """The betas [T] (float64) of schedule `name`; every beta must lie strictly inside (0, 1)."""
+    if not isinstance(T, int) or isinstance(T, bool) or T < 2:
         raise ValueError(f"T must be an integer >= 2, got {T!r}")
     if name == "linear":
-        return linear_betas(T, beta_start, beta_end)
-    if name == "cosine":
-        return cosine_betas(T)
-    if name == "sigmoid":
-        return sigmoid_betas(T, beta_start, beta_end)
-    raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+        betas = linear_betas(T, beta_start, beta_end)
+    elif name == "cosine":
+        betas = cosine_betas(T)
+    elif name == "sigmoid":
+        betas = sigmoid_betas(T, beta_start, beta_end)
+    else:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+    if not (0 < betas.min() and betas.max() < 1):
+        raise ValueError(f"beta_start = {beta_start!r} and beta_end = {beta_end!r} give betas from "
+                         f"{float(betas.min()):g} to {float(betas.max()):g}; every beta must lie in (0, 1), "
+                         "e.g. beta_start = 1e-4, beta_end = 0.02 (the paper's, for T = 1000)")
+    return betas
+
+
+def check_t(t, T):
+    """Raise a ValueError naming the bad value unless every entry of t is an integer step in {0, ..., T-1}."""
+    t = torch.as_tensor(t)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.numel() == 0:
+        raise ValueError(f"t must be integer time steps in [0, {T}), got {t.tolist()!r}")
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 0 or hi >= T:
+        raise ValueError(f"t must lie in [0, {T}) (T = {T}), got values from {lo} to {hi}")
+    return t
+
+
+class Scalars(NamedTuple):
+    """The schedule at one step t, as Python floats (what a sampler's update needs; see NoiseSchedule.at)."""
+    beta: float            # beta_t
+    alpha: float           # alpha_t = 1 - beta_t
+    alpha_bar: float       # bar(alpha)_t
+    alpha_bar_prev: float  # bar(alpha)_{t-1}, 1 at t = 0
 
 
 class NoiseSchedule(nn.Module):
@@ -83,23 +110,17 @@ class NoiseSchedule(nn.Module):
         for key, value in buffers.items():
             # non-persistent: the schedule is rebuilt from the config, never read from a checkpoint
             self.register_buffer(key, value.float(), persistent=False)
+        # the same quantities as Python floats (from float64), so a sampling step runs no scalar tensor ops
+        self._scalars = [Scalars(*row) for row in zip(*(v.tolist() for v in (betas, alphas, alpha_bar, alpha_bar_prev)))]
 
-    def sigma(self, t, variance="beta"):
-        """sigma_t of Alg. 2, line 4: sqrt(beta_t) ("beta", the paper's choice) or sqrt(tilde(beta)_t) ("beta_tilde")."""
-        if variance == "beta":
-            return self.betas[t].sqrt()
-        if variance == "beta_tilde":
-            return self.posterior_variance[t].sqrt()
-        raise ValueError(f"unknown variance {variance!r}; choose 'beta' or 'beta_tilde'")
-
-    def check_t(self, t):
-        """Raise a ValueError naming the bad value unless every t lies in {0, ..., T-1}."""
-        t = torch.as_tensor(t)
-        if t.is_floating_point() or t.numel() == 0:
-            raise ValueError(f"t must be integer time steps in [0, {self.T}), got {t!r}")
-        lo, hi = int(t.min()), int(t.max())
-        if lo < 0 or hi >= self.T:
-            raise ValueError(f"t must lie in [0, {self.T}) (T = {self.T}), got values from {lo} to {hi}")
+    def at(self, t):
+        """beta_t, alpha_t, bar(alpha)_t and bar(alpha)_{t-1} of one step t as Python floats; t = -1 is the clean
+        image x_0 (bar(alpha) = 1), the target of a sampler's last jump."""
+        if t == -1:
+            return Scalars(0.0, 1.0, 1.0, 1.0)
+        if isinstance(t, bool) or t != int(t) or not 0 <= t < self.T:
+            raise ValueError(f"t must be an integer step in [0, {self.T}) (or -1 for the clean image), got {t!r}")
+        return self._scalars[int(t)]
 
     def extra_repr(self):
         return f"name={self.name!r}, T={self.T}"

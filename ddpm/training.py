@@ -1,6 +1,6 @@
 """Algorithm 1 (training), with label dropout for classifier-free guidance and an EMA of the weights.
 
-    repeat                                   (one iteration of `_fit`'s inner loop per batch)
+    repeat                                   (one iteration of `_fit`'s loop per batch)
         x_0 ~ q(x_0)                         the loader's batch
         t ~ Uniform({0, ..., T-1})           DDPM.loss
         eps ~ N(0, I)                        DDPM.loss
@@ -50,62 +50,92 @@ def warmup_stable_decay(warmup, total=None, decay=0):
     return factor
 
 
-def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond=0.1, ema=None, grad_clip=1.0,
-         lr_scheduler=None, callback=None, stop=None, max_steps=None, max_seconds=None, progress=True,
-         generator=None):
-    if not 0.0 <= p_uncond <= 1.0:
-        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
+def _batches(loader, n_epochs, conditional):
+    """(x0, y) per batch over n_epochs passes (None: without end); a loader may yield x0 alone or (x0, y)."""
+    epoch = 0
+    while n_epochs is None or epoch < n_epochs:
+        for batch in loader:
+            if torch.is_tensor(batch):
+                x0, y = batch, None
+            elif isinstance(batch, (tuple, list)) and len(batch) in (1, 2) and torch.is_tensor(batch[0]):
+                x0, y = batch[0], batch[1] if len(batch) == 2 else None
+            else:
+                kind = f"a {type(batch).__name__} of {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch).__name__
+                raise ValueError(f"the loader must yield images x0 or pairs (x0, y) of tensors, got {kind}")
+            if conditional and y is None:
+                raise ValueError("train_classconditional needs a loader that yields (x0, y) pairs with class labels; "
+                                 "this one yields images alone (use train for an unconditional model)")
+            yield x0, y
+        epoch += 1
+
+
+def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond, ema, grad_clip, lr_scheduler, callback,
+         stop, max_steps, max_seconds, progress, generator):
+    if n_epochs is None and max_steps is None and max_seconds is None and stop is None:
+        raise ValueError("n_epochs=None trains without end: give max_steps, max_seconds or stop as well")
+    if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, int) or n_epochs < 0):
+        raise ValueError(f"n_epochs must be an integer >= 0 (or None: until max_steps / max_seconds), got {n_epochs!r}")
     if conditional and ddpm.num_classes is None:
         raise ValueError("train_classconditional needs a model built with num_classes")
     ddpm.to(device).train()
-    losses, step, start = [], 0, time.perf_counter()
-    bar = tqdm(total=max_steps or n_epochs * len(loader), disable=not progress, desc="training", unit="step")
+    losses, start = [], time.perf_counter()
+    total = max_steps if max_steps is not None else (n_epochs * len(loader) if n_epochs is not None else None)
+    bar = tqdm(total=total, disable=not progress, desc="training", unit="step")
     try:
-        for _ in range(n_epochs):
-            for x0, y in loader:
-                x0 = x0.to(device)
-                if conditional:
-                    y = y.to(device)
-                    drop = torch.rand(y.shape, device=device, generator=generator) < p_uncond  # CFG label dropout
-                    y = torch.where(drop, torch.full_like(y, ddpm.null_class), y)
-                loss = ddpm.loss(x0, y if conditional else None, generator=generator)
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip:
-                    torch.nn.utils.clip_grad_norm_(ddpm.parameters(), grad_clip)
-                optim.step()
-                if lr_scheduler is not None:
-                    lr_scheduler.step()
-                if ema is not None:
-                    ema.update(ddpm)
-                step += 1
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-                if callback is not None:
-                    callback(step, losses[-1])
-                if ((max_steps is not None and step >= max_steps)
-                        or (max_seconds is not None and time.perf_counter() - start >= max_seconds)
-                        or (stop is not None and stop())):
-                    return losses
+        for x0, y in _batches(loader, n_epochs, conditional):
+            x0 = x0.to(device)
+            if conditional:
+                y = y.to(device)
+                drop = torch.rand(y.shape, device=device, generator=generator) < p_uncond      # CFG label dropout
+                y = torch.where(drop, torch.full_like(y, ddpm.null_class), y)
+            loss = ddpm.loss(x0, y if conditional else None, generator=generator)           # Alg. 1, lines 2-5
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(ddpm.parameters(), grad_clip)
+            optim.step()
+            if lr_scheduler is not None:
+                lr_scheduler.step()
+            if ema is not None:
+                ema.update(ddpm)
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+            if callback is not None:
+                callback(len(losses), losses[-1])
+            if ((max_steps is not None and len(losses) >= max_steps)
+                    or (max_seconds is not None and time.perf_counter() - start >= max_seconds)
+                    or (stop is not None and stop())):
+                break
         return losses
     finally:
         bar.close()
         ddpm.eval()
 
 
-def train(ddpm, loader, n_epochs, optim, device, **kwargs):
-    """Algorithm 1 for an unconditional model. Returns the per-step losses.
+def train(ddpm, loader, n_epochs, optim, device, *, ema=None, grad_clip=1.0, lr_scheduler=None, callback=None,
+          stop=None, max_steps=None, max_seconds=None, progress=True, generator=None):
+    """Algorithm 1 for an unconditional model: n_epochs passes over `loader`. Returns the per-step losses.
 
-    Keyword extras: ema (an EMA to update), grad_clip, lr_scheduler, callback(step, loss),
-    stop() -> bool (checked after every step; the weights trained so far stay in `ddpm`),
-    max_steps, max_seconds, progress (tqdm bar), generator.
+    loader: yields batches of images x0 [B, C, H, W] in [-1, 1], or (x0, y) pairs (the labels are ignored).
+    n_epochs: passes over the loader, or None to train until max_steps / max_seconds / stop.
+    Keyword extras: ema (an EMA to update), grad_clip (max gradient norm; 0 = none), lr_scheduler (stepped
+    after every optimizer step), callback(step, loss), stop() -> bool (checked after every step; the weights
+    trained so far stay in `ddpm`), max_steps, max_seconds, progress (tqdm bar), generator (for t and eps).
     """
-    return _fit(ddpm, loader, n_epochs, optim, device, conditional=False, **kwargs)
+    return _fit(ddpm, loader, n_epochs, optim, device, conditional=False, p_uncond=0.0, ema=ema, grad_clip=grad_clip,
+                lr_scheduler=lr_scheduler, callback=callback, stop=stop, max_steps=max_steps, max_seconds=max_seconds,
+                progress=progress, generator=generator)
 
 
-def train_classconditional(ddpm, loader, n_epochs, optim, device, **kwargs):
-    """Algorithm 1 with class labels; each label is replaced by the null class with probability p_uncond
-    (default 0.1), so one network learns eps(x_t, t, y) and eps(x_t, t) for classifier-free guidance.
-    Takes the same keyword extras as `train`, plus p_uncond."""
-    return _fit(ddpm, loader, n_epochs, optim, device, conditional=True, **kwargs)
+def train_classconditional(ddpm, loader, n_epochs, optim, device, *, p_uncond=0.1, ema=None, grad_clip=1.0,
+                           lr_scheduler=None, callback=None, stop=None, max_steps=None, max_seconds=None,
+                           progress=True, generator=None):
+    """Algorithm 1 with class labels: the loader yields (x0, y) pairs. Each label is replaced by the null class
+    with probability p_uncond, so one network learns eps(x_t, t, y) and eps(x_t, t) for classifier-free
+    guidance. Takes the same keyword extras as `train`."""
+    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
+    return _fit(ddpm, loader, n_epochs, optim, device, conditional=True, p_uncond=p_uncond, ema=ema,
+                grad_clip=grad_clip, lr_scheduler=lr_scheduler, callback=callback, stop=stop, max_steps=max_steps,
+                max_seconds=max_seconds, progress=progress, generator=generator)

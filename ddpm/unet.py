@@ -83,6 +83,20 @@ class UNet2D(nn.Module):
     def __init__(self, in_channels=1, num_classes=None, base_channels=16, channel_mults=(1, 4, 4),
                  emb_channels=128, num_res_blocks=1, attn_levels=(2,), groups=8, dropout=0.0, patch_size=1):
         super().__init__()
+        if not channel_mults:
+            raise ValueError("channel_mults must name at least one level, e.g. (1, 2)")
+        bad = [level for level in attn_levels if level not in range(len(channel_mults))]
+        if bad:
+            raise ValueError(f"attn_levels {list(attn_levels)} name levels {bad} that this network does not have; "
+                             f"with channel_mults={tuple(channel_mults)} the levels are 0..{len(channel_mults) - 1}")
+        if base_channels % groups or emb_channels % 2:
+            raise ValueError(f"base_channels = {base_channels} must be a multiple of groups = {groups}, "
+                             f"and emb_channels = {emb_channels} even")
+        # the settings that rebuild this network (DDPM stores them in config.json; it supplies the other two)
+        self.config = dict(base_channels=base_channels, channel_mults=list(channel_mults), emb_channels=emb_channels,
+                           num_res_blocks=num_res_blocks, attn_levels=list(attn_levels), groups=groups,
+                           dropout=dropout, patch_size=patch_size)
+        self.in_channels = in_channels
         self.patch_size = patch_size
         self.channels_last_on_cpu = True      # see forward; `python -m ddpm bench --ablations` times it off
         self.size_divisor = patch_size * 2 ** (len(channel_mults) - 1)     # image sides must be multiples of it

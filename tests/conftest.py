@@ -12,7 +12,7 @@ from ddpm import DDPM
 
 # The test machine has 2 shared CPU cores: one intra-op thread avoids oversubscription, which
 # otherwise makes these tiny networks an order of magnitude slower. The app's handlers and the app
-# servers the tests start read the same budget (ddpm/app_cores.py).
+# servers the tests start read the same budget (ddpm/app/cores.py).
 torch.set_num_threads(1)
 os.environ["DDPM_APP_TORCH_THREADS"] = "1"
 

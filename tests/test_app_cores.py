@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ddpm import app_cores as C
+from ddpm.app import cores as C
 from ddpm import sample
 
 

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from ddpm.bench import COMPILED, ablations, compiled_forward, diffusers_loop, lockstep, ours, random_model, undone
+from ddpm.tools.bench import COMPILED, ablations, compiled_forward, diffusers_loop, lockstep, ours, random_model, undone
 
 pytest.importorskip("diffusers")
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from ddpm import load_model
-from ddpm.cli import main
+from ddpm.tools.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from ddpm.evaluate import format_table, run, sample_balanced
-from ddpm.judge import Judge, train_judge
-from ddpm.metrics import conditional_accuracy, frechet_distance
+from ddpm.eval.evaluate import format_table, run, sample_balanced
+from ddpm.eval.judge import Judge, train_judge
+from ddpm.eval.metrics import conditional_accuracy, frechet_distance
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero_and_grows_with_noise():

@@ -4,6 +4,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from ddpm import NoiseSchedule
+from ddpm.schedule import check_t
 
 # diffusers builds its buffers in float32; ours are computed in float64 and stored as float32
 TOL = dict(rtol=1e-4, atol=1e-6)
@@ -46,14 +47,17 @@ def test_buffers_match_diffusers(ours, theirs, T):
     torch.testing.assert_close(s.posterior_variance, _diffusers_posterior_variance(ref), rtol=1e-3, atol=2e-7)
 
 
-def test_sigma_choices():
+def test_at_gives_the_buffers_as_python_floats():
     s = NoiseSchedule("linear", 100)
-    t = 37
-    torch.testing.assert_close(s.sigma(t, "beta"), s.betas[t].sqrt())
-    torch.testing.assert_close(s.sigma(t, "beta_tilde"), s.posterior_variance[t].sqrt())
-    assert s.sigma(t, "beta_tilde") < s.sigma(t, "beta")       # tilde(beta)_t < beta_t for t > 0
-    with pytest.raises(ValueError, match="'large'"):
-        s.sigma(t, "large")
+    for t in (0, 37, 99):
+        beta, alpha, alpha_bar, alpha_bar_prev = s.at(t)
+        assert all(type(v) is float for v in s.at(t))
+        torch.testing.assert_close(torch.tensor([beta, alpha, alpha_bar, alpha_bar_prev], dtype=torch.float32),
+                                   torch.stack([s.betas[t], s.alphas[t], s.alpha_bar[t], s.alpha_bar_prev[t]]))
+    assert s.at(-1).alpha_bar == 1.0 and s.at(0).alpha_bar_prev == 1.0   # the clean image, t = -1
+    for bad in (100, -2, 3.5):
+        with pytest.raises(ValueError, match=repr(bad)):
+            s.at(bad)
 
 
 def test_unknown_schedule_names_the_value():
@@ -68,10 +72,16 @@ def test_too_few_steps_names_the_value(T):
 
 
 def test_check_t():
-    s = NoiseSchedule("linear", 10)
-    s.check_t(torch.tensor([0, 9]))
+    check_t(torch.tensor([0, 9]), 10)
     for bad, shown in ((torch.tensor([3, 10]), "10"), (torch.tensor([-1]), "-1")):
         with pytest.raises(ValueError, match=shown):
-            s.check_t(bad)
+            check_t(bad, 10)
     with pytest.raises(ValueError, match="integer"):
-        s.check_t(torch.tensor([1.5]))
+        check_t(torch.tensor([1.5]), 10)
+
+
+@pytest.mark.parametrize("kwargs, shown", [(dict(beta_end=1.5), "beta_end = 1.5"), (dict(beta_start=0.0), "beta_start = 0.0"),
+                                           (dict(beta_start=-0.1), "beta_start = -0.1")])
+def test_betas_outside_zero_one_name_the_value(kwargs, shown):
+    with pytest.raises(ValueError, match=f"{shown}.*every beta must lie in \\(0, 1\\)"):
+        NoiseSchedule("linear", 100, **kwargs)

@@ -1,7 +1,7 @@
-"""The optimized sampling loop (`sample_steps`: per-step scalars precomputed as Python floats, in-place
-updates, labels built once, channels_last activations) gives the same numbers as the straightforward loop
-written here from the public pieces: ddpm.eps, ddpm_step and ddim_step; the opt-in compiled model gives the
-eager one's images. No timing here: see ddpm/bench.py.
+"""The sampling loop (`sample_steps`: the schedule's scalars as Python floats, guidance in one batched pass,
+channels_last activations) gives the same numbers as the straightforward loop written here from the public
+pieces (ddpm.eps twice for guidance, ddpm_step and ddim_step); the opt-in compiled model gives the eager one's
+images. No timing here: see ddpm/tools/bench.py.
 """
 import pytest
 import torch
@@ -69,8 +69,8 @@ def test_sample_matches_reference_loop_guided_ddim(make_ddpm):
 def test_step_coefs_are_python_floats(make_ddpm):
     ddpm = make_ddpm(T=20)
     x = torch.randn(2, *ddpm.image_shape)
-    for sampler in ("ddpm", "ddim"):
-        for step in sample_steps(ddpm, x, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0)):
+    for sampler, steps in (("ddpm", None), ("ddim", 4)):
+        for step in sample_steps(ddpm, x, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0)):
             assert all(type(v) is float for v in step.coefs.values())
 
 

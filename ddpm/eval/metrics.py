@@ -1,4 +1,4 @@
-"""Sample-quality metrics judged by a small classifier trained on the same dataset (ddpm/judge.py).
+"""Sample-quality metrics judged by a small classifier trained on the same dataset (ddpm/eval/judge.py).
 
 - Conditional accuracy: how often the judge sees the class that was asked for.
 - Fréchet distance between Gaussians fitted to the judge's 128-d penultimate features of two image sets:

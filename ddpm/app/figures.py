@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .schedule import SCHEDULES, NoiseSchedule
+from ..schedule import SCHEDULES, NoiseSchedule
 
 plt_lock = threading.Lock()          # matplotlib is not thread-safe; Gradio runs handlers in threads
 COLORS = {"linear": "tab:blue", "cosine": "tab:orange", "sigmoid": "tab:green"}

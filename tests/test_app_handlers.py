@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 from app_fixtures import make_models_dir
-from ddpm import app_explain, app_finetune as FT, app_logic as L, app_sampling as S
+from ddpm.app import explain, finetune, forward, grid, registry, reverse
+from ddpm.app.inputs import UNCONDITIONAL
+from ddpm.pretrained import PRETRAINED_DIR
 
 A, B = SimpleNamespace(session_hash="visitor-a"), SimpleNamespace(session_hash="visitor-b")
 
@@ -19,12 +21,12 @@ A, B = SimpleNamespace(session_hash="visitor-a"), SimpleNamespace(session_hash="
 @pytest.fixture(scope="module", autouse=True)
 def models(tmp_path_factory):
     root = make_models_dir(tmp_path_factory.mktemp("models"))
-    L.set_registry(root, use_judges=False)
+    registry.set_registry(root, use_judges=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)            # as conftest.py sets: far faster on 2 shared cores
     yield root
     torch.set_num_threads(threads)
-    L.set_registry(L.PRETRAINED_DIR)
+    registry.set_registry(PRETRAINED_DIR)
 
 
 def drain(gen):
@@ -35,49 +37,49 @@ def drain(gen):
 
 
 def test_registry_lists_the_injected_models_and_examples():
-    assert L.model_choices() == ["mnist", "fashion_mnist"]
-    images, labels = L.dataset_examples("mnist")
+    assert registry.registry().model_names() == ["mnist", "fashion_mnist"]
+    images, labels = registry.registry().examples("mnist")
     assert images.dtype == torch.uint8 and images.shape == (30, 28, 28) and labels.dtype == torch.int64
     with pytest.raises(gr.Error, match="not available"):
-        L.registry().model("cifar10")
+        registry.registry().model("cifar10")
     with pytest.raises(gr.Error, match="no examples"):
-        L.dataset_examples("nope")
+        registry.registry().examples("nope")
 
 
 def test_forward_view_outputs_and_speed():
-    x0, preview = L.forward_example("mnist", 3)
+    x0, preview = forward.forward_example("mnist", 3)
     assert x0.shape == (28, 28) and preview.size == (224, 224)
-    L.forward_view(x0, "cosine", 1000, 10, 0)                       # warm the caches
+    forward.forward_view(x0, "cosine", 1000, 10, 0)                       # warm the caches
     start = time.perf_counter()
-    xt, eps, formula, strip, plot, hist, warning = L.forward_view(x0, "cosine", 1000, 500, 0)
+    xt, eps, formula, strip, plot, hist, warning = forward.forward_view(x0, "cosine", 1000, 500, 0)
     assert time.perf_counter() - start < 1.0
     assert xt.size == (280, 280) and eps.size == (280, 280)       # 28 x 28 upscaled 10x
     assert "\\bar\\alpha_t" in formula and "t = 500" in formula
     assert strip.width >= 10 * 28 * 4 and plot.width >= 800 and hist.width >= 500
     assert warning == ""                                           # T = 1000 reaches pure noise
-    assert "far from pure noise" in L.forward_view(x0, "linear", 20, 5, 0)[-1]
-    a = np.asarray(L.forward_view(x0, "linear", 1000, 1, 0)[0])
-    b = np.asarray(L.forward_view(x0, "linear", 1000, 900, 0)[0])
+    assert "far from pure noise" in forward.forward_view(x0, "linear", 20, 5, 0)[-1]
+    a = np.asarray(forward.forward_view(x0, "linear", 1000, 1, 0)[0])
+    b = np.asarray(forward.forward_view(x0, "linear", 1000, 900, 0)[0])
     assert not np.array_equal(a, b)
 
 
 def test_forward_rejects_bad_inputs_and_accepts_drawings():
     with pytest.raises(gr.Error, match=r"T = 5 .*\[10, 2000\]"):
-        L.forward_view(None, "linear", 5, 0, 0)
+        forward.forward_view(None, "linear", 5, 0, 0)
     with pytest.raises(gr.Error, match=r"t = 100 .*\[0, 99\]"):
-        L.forward_view(None, "linear", 100, 100, 0)
+        forward.forward_view(None, "linear", 100, 100, 0)
     with pytest.raises(gr.Error, match="schedule 'quadratic'"):
-        L.forward_view(None, "quadratic", 100, 1, 0)
+        forward.forward_view(None, "quadratic", 100, 1, 0)
     drawing = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
     drawing.paste((0, 0, 0, 255), (100, 40, 140, 240))              # a black bar on transparent white
-    x0, _ = L.forward_upload({"background": None, "layers": [], "composite": drawing})
+    x0, _ = forward.forward_upload({"background": None, "layers": [], "composite": drawing})
     assert x0.shape == (28, 28) and x0.max() > 200 and x0[0, 0] == 0   # inverted: white stroke on black
     with pytest.raises(gr.Error, match="empty"):
-        L.forward_upload(Image.new("RGB", (100, 100), "white"))
+        forward.forward_upload(Image.new("RGB", (100, 100), "white"))
 
 
 def test_reverse_streams_records_and_makes_a_gif():
-    gen = S.reverse_run("mnist", "3 - three", "ddpm", 50, 0.0, 2.0, 0, 4, request=A)
+    gen = reverse.reverse_run("mnist", "3 - three", "ddpm", 50, 0.0, 2.0, 0, 4, request=A)
     start = time.perf_counter()
     first = next(gen)
     assert time.perf_counter() - start < 5.0
@@ -87,25 +89,25 @@ def test_reverse_streams_records_and_makes_a_gif():
     *_, text, scrub, gif = drain(gen)
     assert "step 100 / 100" in text and os.path.isfile(gif) and Image.open(gif).n_frames > 10
     n = scrub["maximum"] + 1
-    frame_xt, _, caption = S.reverse_scrub(n - 1, request=A)
+    frame_xt, _, caption = reverse.reverse_scrub(n - 1, request=A)
     assert frame_xt.size == xt.size and "result" in caption
     with pytest.raises(gr.Error, match="frame"):
-        S.reverse_scrub(n + 5, request=A)
+        reverse.reverse_scrub(n + 5, request=A)
     with pytest.raises(gr.Error, match="nothing recorded"):
-        S.reverse_scrub(0, request=B)
+        reverse.reverse_scrub(0, request=B)
 
 
 def test_reverse_ddim_formula_and_determinism():
-    run = lambda: drain(S.reverse_run("mnist", L.UNCONDITIONAL, "ddim", 10, 0.0, 1.0, 7, 1, request=A))
+    run = lambda: drain(reverse.reverse_run("mnist", UNCONDITIONAL, "ddim", 10, 0.0, 1.0, 7, 1, request=A))
     a, b = run(), run()
     assert np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
     assert "DDIM" in a[2] and "step 10 / 10" in a[2]
 
 
 def test_stop_ends_a_reverse_run():
-    gen = S.reverse_run("mnist", "1 - one", "ddpm", 50, 0.0, 1.0, 0, 2, request=B)
+    gen = reverse.reverse_run("mnist", "1 - one", "ddpm", 50, 0.0, 1.0, 0, 2, request=B)
     next(gen)
-    S.reverse_stop(request=B)
+    reverse.reverse_stop(request=B)
     *_, text, scrub, gif = drain(gen)
     assert "stopped" in text and ("step 1 / 100" in text or "step 2 / 100" in text)
     assert os.path.isfile(gif)
@@ -113,27 +115,27 @@ def test_stop_ends_a_reverse_run():
 
 def test_reverse_rejects_bad_inputs():
     with pytest.raises(gr.Error, match=r"batch = 17 .*\[1, 16\]"):
-        next(S.reverse_run("mnist", "1 - one", "ddpm", 50, 0.0, 1.0, 0, 17, request=A))
+        next(reverse.reverse_run("mnist", "1 - one", "ddpm", 50, 0.0, 1.0, 0, 17, request=A))
     with pytest.raises(gr.Error, match=r"DDIM steps = 500 .*\[1, 100\]"):
-        next(S.reverse_run("mnist", "1 - one", "ddim", 500, 0.0, 1.0, 0, 1, request=A))
+        next(reverse.reverse_run("mnist", "1 - one", "ddim", 500, 0.0, 1.0, 0, 1, request=A))
     with pytest.raises(gr.Error, match="unknown classes"):
-        next(S.reverse_run("mnist", "Trouser", "ddim", 5, 0.0, 1.0, 0, 1, request=A))
+        next(reverse.reverse_run("mnist", "Trouser", "ddim", 5, 0.0, 1.0, 0, 1, request=A))
 
 
 def test_grid_has_one_labelled_row_per_class():
     classes = ["0 - zero", "7 - seven", "3 - three"]
-    img, judge, png = S.grid_run("mnist", classes, 4, 2.0, "ddim", 5, 0, request=A)
+    img, judge, png = grid.grid_run("mnist", classes, 4, 2.0, "ddim", 5, 0, request=A)
     assert img.height == (3 * 30 + 2) * 5 and img.width == 190 + (4 * 30 + 2) * 5
     assert "No judge" in judge and os.path.isfile(png)
     with pytest.raises(gr.Error, match=r"samples per class = 11 .*\[1, 10\]"):
-        S.grid_run("mnist", classes, 11, 2.0, "ddim", 5, 0, request=A)
+        grid.grid_run("mnist", classes, 11, 2.0, "ddim", 5, 0, request=A)
     with pytest.raises(gr.Error, match="at least one class"):
-        S.grid_run("mnist", [], 2, 2.0, "ddim", 5, 0, request=A)
+        grid.grid_run("mnist", [], 2, 2.0, "ddim", 5, 0, request=A)
 
 
 def test_judge_report_counts_hits():
     judge = SimpleNamespace(classify=lambda x: torch.tensor([0, 0, 1, 2]))
-    text = S.judge_report(judge, torch.zeros(4, 1, 28, 28), [0, 7], ["zero", "seven"], 2, n_known=10)
+    text = grid.judge_report(judge, torch.zeros(4, 1, 28, 28), [0, 7], ["zero", "seven"], 2, n_known=10)
     assert "| zero | 2 / 2 |" in text and "| seven | 0 / 2 |" in text and "2 / 4" in text
 
 
@@ -142,34 +144,34 @@ def _weights(model):
 
 
 def test_finetune_changes_a_copy_and_registers_it_for_this_session_only():
-    base = L.registry().model("mnist")
+    base = registry.registry().model("mnist")
     before = _weights(base)
-    out = drain(FT.finetune_run("mnist", "classes", ["0 - zero", "1 - one"], "", None, "steps", 6, 5, request=A))
+    out = drain(finetune.finetune_run("mnist", "classes", ["0 - zero", "1 - one"], "", None, "steps", 6, 5, request=A))
     bar, loss, grid_before, grid_now, status, ckpt, rev_dd, grid_dd, _ = out
     assert "Done after 6 steps" in status and "done" in bar
     name = rev_dd["value"]
-    assert name in L.model_choices(A) and name not in L.model_choices(B)
-    tuned = L.registry().model(name, "visitor-a")
+    assert name in registry.registry().model_names(A.session_hash) and name not in registry.registry().model_names(B.session_hash)
+    tuned = registry.registry().model(name, "visitor-a")
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())      # the shared model is untouched
     assert any(not torch.equal(before[k], v) for k, v in tuned.state_dict().items())
     with zipfile.ZipFile(ckpt) as z:
         assert {"model.safetensors", "config.json"} <= set(z.namelist())
     with pytest.raises(gr.Error, match="not available"):
-        L.registry().model(name, "visitor-b")
-    img, _, _ = S.grid_run(name, ["1 - one"], 2, 1.0, "ddim", 3, 0, request=A)        # usable in the other tabs
+        registry.registry().model(name, "visitor-b")
+    img, _, _ = grid.grid_run(name, ["1 - one"], 2, 1.0, "ddim", 3, 0, request=A)        # usable in the other tabs
     assert img.width > 0
 
 
 def test_finetune_stop_keeps_the_trained_weights():
-    gen = FT.finetune_run("mnist", "classes", ["2 - two"], "", None, "seconds", 30, 5, request=B)
+    gen = finetune.finetune_run("mnist", "classes", ["2 - two"], "", None, "seconds", 30, 5, request=B)
     next(gen)                       # "before" grid
     next(gen)                       # first 5 steps
-    FT.finetune_stop(request=B)
+    finetune.finetune_stop(request=B)
     *_, status, ckpt, rev_dd, _, _ = drain(gen)
     assert "Stopped after" in status
     steps = int(status.split("Stopped after ")[1].split()[0])
     assert 5 <= steps < 100
-    base, tuned = L.registry().model("mnist"), L.registry().model(rev_dd["value"], "visitor-b")
+    base, tuned = registry.registry().model("mnist"), registry.registry().model(rev_dd["value"], "visitor-b")
     assert any(not torch.equal(v, tuned.state_dict()[k]) for k, v in base.state_dict().items())
 
 
@@ -181,17 +183,17 @@ def test_finetune_own_images_become_a_new_class(tmp_path):
         img.paste(0, (10 + k, 10, 50, 20 + k))
         img.save(path)
         paths.append(str(path))
-    FT.clear_drawings(request=A)
+    finetune.clear_drawings(request=A)
     sketch = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
     sketch.paste((0, 0, 0, 255), (50, 50, 230, 90))
-    assert len(FT.add_drawing({"composite": sketch}, request=A)) == 1
-    out = drain(FT.finetune_run("mnist", "own", [], "zigzag", paths, "steps", 5, 5, request=A))
+    assert len(finetune.add_drawing({"composite": sketch}, request=A)) == 1
+    out = drain(finetune.finetune_run("mnist", "own", [], "zigzag", paths, "steps", 5, 5, request=A))
     name = out[6]["value"]
-    tuned = L.registry().model(name, "visitor-a")
+    tuned = registry.registry().model(name, "visitor-a")
     assert tuned.num_classes == 11 and tuned.class_names[-1] == "zigzag"
-    base_emb = L.registry().model("mnist").net.class_emb.weight
+    base_emb = registry.registry().model("mnist").net.class_emb.weight
     assert tuned.net.class_emb.weight.shape[0] == base_emb.shape[0] + 1
-    img, _, _ = S.grid_run(name, ["zigzag"], 2, 2.0, "ddim", 3, 0, request=A)
+    img, _, _ = grid.grid_run(name, ["zigzag"], 2, 2.0, "ddim", 3, 0, request=A)
     assert img.width > 0
 
 
@@ -199,20 +201,20 @@ def test_finetune_rejects_bad_inputs_and_stays_usable(tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
     with pytest.raises(gr.Error, match="notes.txt: file type not allowed"):
-        drain(FT.finetune_run("mnist", "own", [], "x", [str(bad)], "steps", 5, 5, request=B))
+        drain(finetune.finetune_run("mnist", "own", [], "x", [str(bad)], "steps", 5, 5, request=B))
     fake = tmp_path / "broken.png"
     fake.write_bytes(b"garbage")
     with pytest.raises(gr.Error, match="broken.png is not a readable image"):
-        drain(FT.finetune_run("mnist", "own", [], "x", [str(fake)], "steps", 5, 5, request=B))
+        drain(finetune.finetune_run("mnist", "own", [], "x", [str(fake)], "steps", 5, 5, request=B))
     with pytest.raises(gr.Error, match=r"budget \(seconds\) = 100000 .*\[5, "):
-        drain(FT.finetune_run("mnist", "classes", ["0 - zero"], "", None, "seconds", 100000, 5, request=B))
+        drain(finetune.finetune_run("mnist", "classes", ["0 - zero"], "", None, "seconds", 100000, 5, request=B))
     with pytest.raises(gr.Error, match="exists already"):
-        drain(FT.finetune_run("mnist", "own", [], "3 - three", None, "steps", 5, 5, request=B))
-    out = drain(FT.finetune_run("scratch:fashion_mnist", "classes", ["Bag"], "", None, "steps", 5, 5, request=B))
+        drain(finetune.finetune_run("mnist", "own", [], "3 - three", None, "steps", 5, 5, request=B))
+    out = drain(finetune.finetune_run("scratch:fashion_mnist", "classes", ["Bag"], "", None, "steps", 5, 5, request=B))
     assert "Done after 5 steps" in out[4]
 
 
 def test_every_tab_has_an_explanation_and_source():
     for key in ("forward", "reverse", "grid", "finetune"):
-        assert "def " in app_explain.source(*app_explain.SOURCES[key])
-    assert "Algorithm 2" in app_explain.REVERSE and "Eq. 4" in app_explain.FORWARD
+        assert "def " in explain.source(*explain.SOURCES[key])
+    assert "Algorithm 2" in explain.REVERSE and "Eq. 4" in explain.FORWARD

@@ -1,7 +1,8 @@
 """The app's plain-language explanations and the ddpm source code a lecturer shows next to each output."""
 import inspect
 
-from . import app_finetune, diffusion, plots, sampling, schedule, training
+from .. import diffusion, plots, sampling, schedule, training
+from . import finetune
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
@@ -53,7 +54,7 @@ def source(*objects):
 
 SOURCES = {
     "forward": (diffusion.sample_xt, schedule.make_betas, schedule.NoiseSchedule.__init__),
-    "reverse": (sampling.sample_steps, sampling.ddpm_step, sampling.ddim_step, sampling.guided_eps),
+    "reverse": (sampling.sample_steps, sampling.guided_eps, sampling.ddpm_step, sampling.ddim_step),
     "grid": (sampling.sample, plots.image_grid),
-    "finetune": (training._fit, diffusion.DDPM.loss, app_finetune.with_new_class),
+    "finetune": (training._fit, diffusion.DDPM.loss, finetune.with_new_class),
 }

@@ -1,4 +1,4 @@
-"""Command line: python -m ddpm {train, sample, judge, evaluate, bench} ... (each with --help)."""
+"""Command line: `ddpm` or `python -m ddpm` {train, sample, judge, evaluate, bench} ... (each with --help)."""
 import argparse
 import json
 import os
@@ -7,14 +7,15 @@ import time
 
 import torch
 
-from .checkpoint import load_model, load_training_state, save_training_state
-from .data import DATASETS, dataset_info, load_dataset, make_loader
-from .diffusion import DDPM
-from .plots import image_grid
-from .sampling import SAMPLERS, compiled, sample
-from .schedule import SCHEDULES
-from .training import EMA, train, train_classconditional, warmup_stable_decay
-from .unet import PATCH2
+from ..checkpoint import load_training_state, save_training_state
+from ..data import DATASETS, dataset_info, load_dataset, make_loader
+from ..diffusion import DDPM
+from ..plots import image_grid
+from ..pretrained import bundled_folder, load_pretrained
+from ..sampling import SAMPLERS, compiled, sample
+from ..schedule import SCHEDULES
+from ..training import EMA, train, train_classconditional, warmup_stable_decay
+from ..unet import PATCH2
 
 # Network defaults per image size: small enough to train and sample on 2 CPU cores (see ddpm/unet.py).
 NET_DEFAULTS = {28: PATCH2, 32: dict(base_channels=32, channel_mults=(1, 2, 2))}
@@ -26,6 +27,22 @@ def _ints(text):
 
 def _classes(text):
     return "all" if text == "all" else _ints(text)
+
+
+def check_device(name):
+    """torch.device(name), refusing a device this machine does not have with one clear line."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r} is not a device name ({err}); use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
+    return device
 
 
 def add_train_args(p):
@@ -59,6 +76,7 @@ def cmd_train(args):
     if args.decay_steps and args.steps is None:
         raise SystemExit(f"--decay-steps {args.decay_steps} needs --steps: the decay ends at that total step")
     out = args.out or os.path.join("runs", args.dataset)
+    args.device = check_device(args.device)
     torch.manual_seed(args.seed)
     data = load_dataset(args.dataset, args.data, train=True)
     C, H, _ = dataset_info(args.dataset).image_shape
@@ -110,7 +128,7 @@ def cmd_train(args):
 
     fit = train if args.unconditional else train_classconditional
     extra = {} if args.unconditional else {"p_uncond": args.p_uncond}
-    losses = fit(ddpm, loader, 10 ** 9, optim, args.device, ema=ema, lr_scheduler=lr_schedule, callback=on_step,
+    losses = fit(ddpm, loader, None, optim, args.device, ema=ema, lr_scheduler=lr_schedule, callback=on_step,
                  max_steps=total - step, progress=not args.no_progress,
                  max_seconds=args.max_minutes * 60 if args.max_minutes else None, **extra)
     step += len(losses)
@@ -125,7 +143,7 @@ def add_sample_args(p):
     p.add_argument("--n", type=int, default=8, help="samples (per class, with --classes)")
     p.add_argument("--classes", type=_classes, default=None, help="comma-separated class indices, e.g. 0,1,2; 'all' for all")
     p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps (DDPM always takes T)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (the ddpm sampler always takes all T)")
     p.add_argument("--eta", type=float, default=0.0)
     p.add_argument("--guidance", type=float, default=3.0, help="guidance scale s (1 = none)")
     p.add_argument("--seed", type=int, default=0)
@@ -136,7 +154,6 @@ def add_sample_args(p):
 
 
 def cmd_sample(args):
-    from .pretrained import load_pretrained
     ddpm = load_pretrained(args.model)
     if args.classes == "all":
         if ddpm.num_classes is None:
@@ -169,7 +186,7 @@ def add_judge_args(p):
 
 
 def cmd_judge(args):
-    from .judge import train_judge
+    from ..eval.judge import train_judge
     train_set, test_set = load_dataset(args.dataset, args.data, train=True), load_dataset(args.dataset, args.data, train=False)
     start = time.perf_counter()
     judge, accuracy = train_judge(train_set, test_set, epochs=args.epochs, width=args.width, batch_size=args.batch_size,
@@ -191,12 +208,10 @@ def add_evaluate_args(p):
 
 
 def cmd_evaluate(args):
-    from .evaluate import format_table, plan, run
-    from .judge import load_judge
-    from .pretrained import BUNDLED, PRETRAINED_DIR, load_pretrained
+    from ..eval.evaluate import format_table, plan, run
+    from ..eval.judge import load_judge
     ddpm = load_pretrained(args.model)
-    folder = os.path.join(PRETRAINED_DIR, args.model) if args.model in BUNDLED else args.model
-    judge = load_judge(args.judge or folder)
+    judge = load_judge(args.judge or bundled_folder(args.model))
     test_set, train_set = load_dataset(ddpm.dataset, args.data, train=False), load_dataset(ddpm.dataset, args.data, train=True)
     cells = [("ddim", 10, 1.0, 20), ("ddim", 10, 3.0, 20)] if args.quick else plan(args.n_sweep)
     header = (f"Model `{args.model}` ({ddpm.dataset}), judge test accuracy measured separately; "
@@ -216,7 +231,7 @@ def cmd_evaluate(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ddpm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ddpm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = [("train", "train a DDPM (Algorithm 1), saving safetensors checkpoints", add_train_args, cmd_train),
                 ("sample", "draw samples (Algorithm 2 or DDIM) into a PNG grid", add_sample_args, cmd_sample),
@@ -234,3 +249,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.argv = argv[1:]
     args.func(args)
+
+
+def run(argv=None):
+    """The console entry point: bad input (a value, a missing file) ends in one clear line, not a traceback."""
+    from ..checkpoint import CheckpointError
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, CheckpointError) as err:
+        sys.exit(f"ddpm: error: {err}")

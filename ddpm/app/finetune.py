@@ -16,14 +16,16 @@ import gradio as gr
 import numpy as np
 import torch
 
-from .app_cores import shares_cores
-from .app_figures import loss_figure
-from .app_logic import (LIMITS, check_int, class_indices, class_names, image_to_x0, registry, session_id, show)
-from .data import ImageDataset, make_loader
-from .plots import image_grid
-from .diffusion import DDPM
-from .sampling import sample
-from .training import train_classconditional
+from ..data import ImageDataset, make_loader, to_unit_range
+from ..diffusion import DDPM
+from ..plots import image_grid
+from ..sampling import sample
+from ..training import train_classconditional
+from .cores import shares_cores
+from .figures import loss_figure
+from .images import image_to_x0, show_uint8
+from .inputs import LIMITS, check_int, class_indices, class_names
+from .registry import registry, session_id
 
 SCRATCH = "scratch:"        # base-model value prefix for "a tiny model from scratch", e.g. "scratch:mnist"
 TINY_NET = dict(base_channels=16, channel_mults=(1, 2), attn_levels=(1,), emb_channels=64, groups=8)
@@ -115,7 +117,7 @@ def clear_drawings(request: gr.Request = None):
 
 
 def drawings_gallery(drawings):
-    return [show(torch.as_tensor(d).float().div(127.5).sub(1)[None, None], 4) for d in drawings]
+    return [show_uint8(d[None], 4) for d in drawings]
 
 
 def _prepare(base, source, classes, new_name, files, sid):
@@ -136,7 +138,7 @@ def _prepare(base, source, classes, new_name, files, sid):
         idx = class_indices(model, classes)
         images, labels = reg.examples(folder)
         keep = torch.isin(labels, torch.tensor(idx))
-        x = images[keep].float().div(127.5).sub(1)[:, None]                               # [N, 1, 28, 28]
+        x = to_unit_range(images[keep])                                                   # [N, 1, 28, 28]
         return model, ImageDataset(x, labels[keep], folder, class_names(model)), idx[:4], folder
     if source != "own":
         raise gr.Error(f"data source {source!r} is unknown; choose 'classes' or 'own'")
@@ -145,13 +147,13 @@ def _prepare(base, source, classes, new_name, files, sid):
         raise gr.Error(f"class name {name!r}: use 1-24 letters, digits, spaces, '-' or '_'")
     if name in class_names(model):
         raise gr.Error(f"class name {name!r} exists already; the model's classes are {class_names(model)}")
-    own = torch.as_tensor(images_from_uploads(files, reg.session(sid).drawings)).float().div(127.5).sub(1)[:, None]
+    own = to_unit_range(images_from_uploads(files, reg.session(sid).drawings))           # [N, 1, 28, 28]
     model = with_new_class(model, name)
     new = model.num_classes - 1
     x, y = own, torch.full((len(own),), new)
     if folder in reg.datasets():                              # replay old classes so they are not forgotten
         images, labels = reg.examples(folder)
-        old = images.float().div(127.5).sub(1)[:, None]
+        old = to_unit_range(images)
         reps = max(1, len(old) // len(own))                   # new class ~ half of every batch
         x, y = torch.cat([own.repeat(reps, 1, 1, 1), old]), torch.cat([y.repeat(reps), labels])
         preview = [new] + sorted(labels.unique().tolist())[:3]
@@ -208,7 +210,7 @@ def finetune_run(base, source, classes, new_name, files, budget_kind, budget, re
         chunk = refresh_every - len(losses) % refresh_every
         if budget_kind == "steps":
             chunk = min(chunk, budget - len(losses))
-        losses += train_classconditional(model, loader, 10**6, optim, "cpu", stop=stop.is_set, max_steps=chunk,
+        losses += train_classconditional(model, loader, None, optim, "cpu", stop=stop.is_set, max_steps=chunk,
                                          max_seconds=budget - elapsed if budget_kind == "seconds" else None,
                                          progress=False, generator=g)
         if len(losses) % refresh_every == 0:

@@ -1,10 +1,10 @@
 """Speed benchmark: training throughput, sampling time, the diffusers loop as a peer, and the hardware limit.
 
-    python -m ddpm.bench            # full run (a few minutes on 2 cores)
-    python -m ddpm.bench --quick    # short run: fewer repeats; long sampling runs timed on their first steps and scaled
-    python -m ddpm.bench --out artifacts/bench.md
-    python -m ddpm.bench --compile    # also: the network at batch 16 and 100 through `ddpm.compiled` (opt-in)
-    python -m ddpm.bench --ablations  # instead: the network against it without each kept change, and compiled
+    python -m ddpm bench            # full run (a few minutes on 2 cores)
+    python -m ddpm bench --quick    # short run: fewer repeats; long sampling runs timed on their first steps and scaled
+    python -m ddpm bench --out artifacts/bench.md
+    python -m ddpm bench --compile    # also: the network at batch 16 and 100 through `ddpm.compiled` (opt-in)
+    python -m ddpm bench --ablations  # instead: the network against it without each kept change, and compiled
 
 Every figure is the median of several repeats, measured on an MNIST-shaped model (28x28, 10 classes) with
 *random* weights: speed does not depend on the weights' values. conv_out, which starts at zero, is given
@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .diffusion import DDPM, sample_xt
-from .sampling import compiled, sample, sample_steps
-from .training import EMA, train_classconditional
-from .unet import FULL_RES, PATCH2, ResBlock
+from ..diffusion import DDPM
+from ..sampling import compiled, sample, sample_steps
+from ..training import EMA, train_classconditional
+from ..unet import FULL_RES, PATCH2, ResBlock
 
 
 def _median_time(fn, repeats, warmup=1):
@@ -117,7 +117,8 @@ def train_reference(ddpm, batch, steps, warmup=2):
         x0, y = next(batches)
         t = torch.randint(0, len(alpha_bar), (batch,))
         eps = torch.randn_like(x0)
-        loss = F.mse_loss(net(sample_xt(x0, t, eps, alpha_bar), t, y), eps)
+        a = alpha_bar[t].view(-1, 1, 1, 1)
+        loss = F.mse_loss(net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, y), eps)        # Eq. (4), unchecked
         optim.zero_grad()
         loss.backward()
         optim.step()
@@ -327,7 +328,7 @@ def _interleaved(*fns, repeats):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m ddpm.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="ddpm bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats; long runs timed on their first steps and scaled")
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")

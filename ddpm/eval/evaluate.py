@@ -1,7 +1,7 @@
 """`python -m ddpm evaluate`: conditional accuracy and Fréchet distance over samplers and guidance scales.
 
 Every cell samples n images, an equal number per class, with a fixed seed, and reports what the judge
-classifier (ddpm/judge.py) makes of them. The floor row compares n real training images with n real
+classifier (ddpm/eval/judge.py) makes of them. The floor row compares n real training images with n real
 test images: no generator can be expected to beat it at the same n.
 """
 import time
@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .metrics import conditional_accuracy, frechet_distance, judge_features
-from .sampling import sample
+from ..sampling import sample
 
 GUIDANCE = (1.0, 2.0, 3.0, 5.0)
 

@@ -1,8 +1,9 @@
 """Judge classifiers: a small CNN per dataset that tells which class a (generated) image shows.
 
-Its penultimate features (128 numbers per image) also feed the Fréchet distance in ddpm/metrics.py.
+Its penultimate features (128 numbers per image) also feed the Fréchet distance in ddpm/eval/metrics.py.
 Saved beside the DDPM as judge.safetensors + judge_config.json.
 """
+import inspect
 import json
 import os
 
@@ -12,7 +13,8 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_weights
+from ..checkpoint import load_weights, read_config
+from ..pretrained import bundled_folder
 
 WEIGHTS, CONFIG = "judge.safetensors", "judge_config.json"
 
@@ -54,14 +56,11 @@ class Judge(nn.Module):
 
 def load_judge(name_or_folder):
     """The judge beside a bundled model ("mnist", "fashion_mnist") or in a folder; eval mode."""
-    from .pretrained import BUNDLED, PRETRAINED_DIR
-    folder = os.path.join(PRETRAINED_DIR, name_or_folder) if name_or_folder in BUNDLED else name_or_folder
-    path = os.path.join(folder, CONFIG)
-    if not os.path.isfile(path):
+    folder = bundled_folder(name_or_folder)
+    if not os.path.isfile(os.path.join(folder, CONFIG)):
         raise FileNotFoundError(f"no judge in {folder}: expected {CONFIG} and {WEIGHTS}")
-    with open(path) as f:
-        judge = Judge(**json.load(f))
-    return load_weights(judge, os.path.join(folder, WEIGHTS)).eval()
+    config = read_config(folder, set(inspect.signature(Judge.__init__).parameters) - {"self"}, what="judge", name=CONFIG)
+    return load_weights(Judge(**config), os.path.join(folder, WEIGHTS)).eval()
 
 
 def _shift(x, max_shift, generator):

@@ -1,0 +1,13 @@
+"""The teaching app's handlers, one module per job; app.py at the repository root lays them out and wires them.
+
+    registry.py  the bundled models, their examples and judges, and each visitor's session
+    inputs.py    input checks (ranges, choices) that raise gr.Error naming the value and what is allowed
+    images.py    images for the screen: upscaled grids, uploads and drawings as 28x28 x_0, GIFs
+    forward.py   tab 1: the forward process q(x_t | x_0)
+    reverse.py   tab 2: the reverse process, streamed step by step
+    grid.py      tab 3: class-conditional grids, checked by the judge
+    finetune.py  tab 4: Algorithm 1 in the browser
+    figures.py   matplotlib figures (schedules, histogram, loss)
+    explain.py   the explanations and the source shown beside each output
+    cores.py     the CPU cores, shared among the jobs running at once
+"""

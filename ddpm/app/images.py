@@ -1,0 +1,103 @@
+"""Images for the screen: grids upscaled nearest-neighbour (a 28x28 digit must read from the back of a
+lecture hall), any upload or drawing turned into an MNIST-style x_0, and a recorded run as a GIF."""
+import os
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+from ..data import to_unit_range
+from ..plots import image_grid, upscale
+
+
+def show(x, scale=10, nrow=None):
+    """Images [B, 1, H, W] in [-1, 1] as one big PIL image, upscaled nearest-neighbour."""
+    nrow = nrow or int(np.ceil(np.sqrt(x.shape[0])))
+    return image_grid(x, nrow, scale=scale, pad=1 if x.shape[0] > 1 else 0)
+
+
+def show_uint8(images, scale):
+    """`show` for uint8 images [B, H, W, C] (recorded frames) or [B, H, W] (drawings)."""
+    return show(to_unit_range(images), scale)
+
+
+def grid_scale(batch):
+    return 10 if batch == 1 else 8 if batch <= 4 else 6
+
+
+def to_unit(img_uint8):
+    """One uint8 image [H, W] -> tensor [1, 1, H, W] in [-1, 1]."""
+    return to_unit_range(np.asarray(img_uint8)[None])
+
+
+def default_x0():
+    """A ring ("0") drawn in code, so the forward tab works without any bundled examples."""
+    yy, xx = np.mgrid[:28, :28]
+    r = np.sqrt((yy - 14) ** 2 / 1.6 + (xx - 14) ** 2)
+    return (np.clip(1 - abs(r - 7) / 2.2, 0, 1) * 255).astype(np.uint8)
+
+
+def image_to_x0(image):
+    """Any uploaded or drawn image -> uint8 [28, 28], white strokes on black like MNIST.
+
+    Light backgrounds are inverted; drawings are cropped to their strokes, fitted into 20x20 and centred
+    (MNIST's own preprocessing), so a sketch on a big canvas looks like a dataset image.
+    """
+    if isinstance(image, dict):            # gr.Sketchpad / ImageEditor value
+        image = image.get("composite")
+    if image is None:
+        raise gr.Error("no image: upload a file or draw something first")
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            image = Image.open(image)
+            image.load()
+        except Exception as err:
+            raise gr.Error(f"{os.path.basename(str(image))} is not a readable image ({err})") from err
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image.astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        white = Image.new("RGBA", image.size, "white")
+        image = Image.alpha_composite(white, image)
+    gray = np.array(image.convert("L"), dtype=np.uint8)
+    if gray.mean() > 127:                  # dark strokes on a light background: invert to MNIST style
+        gray = 255 - gray
+    if gray.shape == (28, 28):
+        return gray
+    ys, xs = np.nonzero(gray > 40)
+    if len(ys) == 0:
+        raise gr.Error("the image is empty: draw or upload a shape first")
+    crop = Image.fromarray(gray[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+    crop = ImageOps.contain(crop, (20, 20), Image.LANCZOS)
+    out = Image.new("L", (28, 28), 0)
+    out.paste(crop, ((28 - crop.width) // 2, (28 - crop.height) // 2))
+    return np.array(out, dtype=np.uint8)
+
+
+def labelled_strip(x, ts, scale=4):
+    """One row of images with 't = ...' written under each."""
+    row = image_grid(x, len(ts), scale=scale, pad=2)
+    canvas = Image.new("RGB", (row.width, row.height + 34), "white")
+    canvas.paste(row, (0, 0))
+    draw, cell = ImageDraw.Draw(canvas), (x.shape[-1] + 2) * scale
+    for k, t in enumerate(ts):
+        draw.text((2 * scale + k * cell + cell // 2 - 4 * len(f"t={t}"), row.height + 4), f"t={t}",
+                  fill="black", font_size=20)
+    return canvas
+
+
+def frames_to_gif(frames, path, scale=4):
+    """Side-by-side x_t | x0_hat frames (uint8 [B, H, W, C] each) with their caption, as an animated GIF
+    (last frame held longer)."""
+    images = []
+    for xt, x0, caption in frames:
+        a, b = show_uint8(xt, scale), show_uint8(x0, scale)
+        canvas = Image.new("RGB", (a.width + b.width + 20, a.height + 30), "white")
+        canvas.paste(a, (0, 30))
+        canvas.paste(b, (a.width + 20, 30))
+        ImageDraw.Draw(canvas).text((4, 4), f"x_t | x0_hat   {caption}", fill="black", font_size=18)
+        images.append(canvas.convert("P", palette=Image.ADAPTIVE))
+    durations = [80] * (len(images) - 1) + [2000]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return path

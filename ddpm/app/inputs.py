@@ -1,0 +1,61 @@
+"""Input checks of the app: each raises gr.Error naming the input, the value and what is allowed.
+
+The sliders use the same bounds (LIMITS), so a value from the page is always allowed; the checks are for
+values that come from elsewhere (the API, a crafted request) and for a session that must stay usable.
+"""
+import os
+
+import gradio as gr
+
+from ..sampling import SAMPLERS
+
+# (low, high) of every numeric input; the UI sliders use the same bounds
+LIMITS = {
+    "T": (10, 2000), "batch": (1, 16), "ddim_steps": (1, 1000), "eta": (0.0, 1.0), "guidance": (0.0, 10.0),
+    "seed": (0, 2**31 - 1), "per_class": (1, 10), "n_classes": (1, 20),
+    "train_seconds": (5, int(os.environ.get("DDPM_APP_MAX_TRAIN_SECONDS", 300))), "train_steps": (1, 5000),
+    "refresh_every": (5, 1000), "uploads": (1, 64), "upload_mb": (0, 5),
+}
+UNCONDITIONAL = "unconditional"
+
+
+def check_range(name, value, key=None, *, bounds=None):
+    """Raise gr.Error naming the value and its allowed range unless low <= value <= high (NaN never is)."""
+    lo, hi = bounds or LIMITS[key or name]
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise gr.Error(f"{name} = {value!r} is outside the allowed range [{lo}, {hi}]")
+    return value
+
+
+def check_int(name, value, key=None, *, bounds=None):
+    """check_range, and the value must be a whole number; returns it as an int."""
+    check_range(name, value, key, bounds=bounds)
+    if float(value) != int(value):
+        raise gr.Error(f"{name} = {value!r} must be a whole number")
+    return int(value)
+
+
+def class_names(ddpm):
+    """The model's class names, or "0".."K-1" when it has none; [] for an unconditional model."""
+    return list(ddpm.class_names or [str(i) for i in range(ddpm.num_classes or 0)])
+
+
+def class_indices(ddpm, chosen):
+    """Class names chosen in a picker -> their indices, refusing names the model does not have."""
+    names = class_names(ddpm)
+    if not names:
+        raise gr.Error("this model is unconditional: it has no classes to choose")
+    bad = [c for c in chosen if c not in names]
+    if bad:
+        raise gr.Error(f"unknown classes {bad}; this model's classes are {names}")
+    return [names.index(c) for c in chosen]
+
+
+def check_sampling(ddpm, sampler, steps, eta, guidance, seed):
+    """The sampler settings shared by the reverse and grid tabs: (steps or None, eta, guidance, seed)."""
+    if sampler not in SAMPLERS:
+        raise gr.Error(f"sampler {sampler!r} is unknown; choose one of {list(SAMPLERS)}")
+    steps = check_int("DDIM steps", steps, "ddim_steps") if sampler == "ddim" else None
+    if steps is not None and steps > ddpm.T:
+        raise gr.Error(f"DDIM steps = {steps} is outside the allowed range [1, {ddpm.T}] (T of this model)")
+    return steps, check_range("eta", eta), check_range("guidance scale", guidance, "guidance"), check_int("seed", seed)

@@ -1,0 +1,171 @@
+"""The app's model registry and its visitors' sessions.
+
+Bundled models are sub-folders of one models folder (DDPM_APP_MODELS, default ddpm/bundled), each with
+model.safetensors + config.json and optionally examples.safetensors ("images" uint8 [N, 28, 28], "labels"
+int64 [N]) and a judge; fine-tuned models live in a per-session registry keyed by Gradio's session hash, so
+one visitor never sees or changes another visitor's models.
+"""
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import gradio as gr
+import torch
+
+from ..checkpoint import CheckpointError
+from ..eval.judge import load_judge
+from ..pretrained import EXAMPLES, PRETRAINED_DIR, load_examples, load_pretrained
+
+
+def session_id(request):
+    """Gradio's per-browser session hash; tests pass any object with `session_hash`, or None."""
+    return getattr(request, "session_hash", None) or "local"
+
+
+@dataclass
+class Session:
+    models: "OrderedDict[str, object]" = field(default_factory=OrderedDict)   # fine-tuned DDPMs, by name
+    bases: dict = field(default_factory=dict)       # fine-tuned name -> bundled folder its examples come from
+    stops: dict = field(default_factory=dict)       # "reverse" / "finetune" -> threading.Event
+    frames: list = field(default_factory=list)      # the last reverse run: (x_t uint8, x0_hat uint8, caption)
+    drawings: list = field(default_factory=list)    # sketches collected for fine-tuning, uint8 [28, 28]
+    n_finetuned: int = 0
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="ddpm_app_"))
+
+
+class Registry:
+    """Bundled models, their examples and judges (loaded lazily, cached), and per-session models."""
+
+    MAX_SESSIONS, MAX_SESSION_MODELS = 64, 3
+
+    def __init__(self, models_dir, use_judges=True):
+        self.models_dir, self.use_judges = models_dir, use_judges
+        self._models, self._examples, self._judges = {}, {}, {}
+        self._sessions = OrderedDict()
+        self._lock = threading.Lock()
+
+    def bundled(self):
+        if not os.path.isdir(self.models_dir):
+            return []
+        return sorted((d for d in os.listdir(self.models_dir)
+                       if os.path.isfile(os.path.join(self.models_dir, d, "config.json"))),
+                      key=lambda d: (d != "mnist", d))          # MNIST first: the default of every tab
+
+    def datasets(self):
+        """Bundled folders that hold examples.safetensors."""
+        if not os.path.isdir(self.models_dir):
+            return []
+        return sorted((d for d in os.listdir(self.models_dir)
+                       if os.path.isfile(os.path.join(self.models_dir, d, "examples.safetensors"))),
+                      key=lambda d: (d != "mnist", d))
+
+    def session(self, sid):
+        with self._lock:
+            if sid not in self._sessions:
+                self._sessions[sid] = Session()
+                while len(self._sessions) > self.MAX_SESSIONS:      # forget the least recently used visitor
+                    self._sessions.popitem(last=False)
+            self._sessions.move_to_end(sid)
+            return self._sessions[sid]
+
+    def model_names(self, sid=None):
+        names = self.bundled()
+        if sid is not None and sid in self._sessions:
+            names += list(self._sessions[sid].models)
+        return names
+
+    def add_session_model(self, sid, name, ddpm, base):
+        s = self.session(sid)
+        s.models[name], s.bases[name] = ddpm, base
+        while len(s.models) > self.MAX_SESSION_MODELS:
+            old, _ = s.models.popitem(last=False)
+            s.bases.pop(old, None)
+
+    def model(self, name, sid=None):
+        """A DDPM by name: this session's fine-tuned models first, then the bundled ones (loaded once)."""
+        if sid is not None and name in self.session(sid).models:
+            return self.session(sid).models[name]
+        if name not in self.bundled():
+            raise gr.Error(f"model {name!r} is not available; choose one of {self.model_names(sid)}"
+                           + ("" if self.bundled() else f" (no bundled models in {self.models_dir} yet)"))
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = load_pretrained(os.path.join(self.models_dir, name)).eval()
+            return self._models[name]
+
+    def config(self, name):
+        with open(os.path.join(self.models_dir, name, "config.json")) as f:
+            return json.load(f)
+
+    def base_folder(self, name, sid=None):
+        """The bundled folder whose examples and judge fit model `name`."""
+        if sid is not None and name in self.session(sid).bases:
+            return self.session(sid).bases[name]
+        return name
+
+    def examples(self, name):
+        with self._lock:
+            if name not in self._examples:
+                folder = os.path.join(self.models_dir, name)
+                try:
+                    images, labels = load_examples(folder)
+                except FileNotFoundError:
+                    raise gr.Error(f"no examples for {name!r}: {folder} has no {EXAMPLES}; "
+                                   f"datasets with examples: {self.datasets()}") from None
+                if images.dtype != torch.uint8 or images.dim() != 3 or len(labels) != len(images):
+                    raise gr.Error(f"{folder}/{EXAMPLES} must hold 'images' uint8 [N, H, W] and 'labels' [N], got "
+                                   f"{images.dtype} {tuple(images.shape)} and {tuple(labels.shape)}")
+                self._examples[name] = (images, labels.long())
+            return self._examples[name]
+
+    def judge(self, name):
+        """The judge classifier of bundled folder `name`, or None (no judge, or judges switched off)."""
+        if not self.use_judges:
+            return None
+        with self._lock:
+            if name not in self._judges:
+                try:
+                    self._judges[name] = load_judge(os.path.join(self.models_dir, name))
+                except (FileNotFoundError, CheckpointError):     # no judge here: the tab shows a note instead
+                    self._judges[name] = None
+            return self._judges[name]
+
+
+_REGISTRY = None
+
+
+def registry():
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry(os.environ.get("DDPM_APP_MODELS", PRETRAINED_DIR),
+                             use_judges=os.environ.get("DDPM_APP_JUDGE", "1") != "0")
+    return _REGISTRY
+
+
+def set_registry(models_dir, use_judges=True):
+    """Point the app at another models folder (tests use a folder of tiny models)."""
+    global _REGISTRY
+    _REGISTRY = Registry(models_dir, use_judges)
+    return _REGISTRY
+
+
+def app_init(request: gr.Request = None):
+    """On page load: (dataset picker, reverse model, grid model) filled with what exists now."""
+    reg = registry()
+    datasets, models = reg.datasets(), reg.model_names(session_id(request))
+    first = models[0] if models else None
+    return (gr.update(choices=datasets, value=datasets[0] if datasets else None),
+            gr.update(choices=models, value=first), gr.update(choices=models, value=first))
+
+
+def end_session(request: gr.Request = None):
+    """When a browser tab closes: forget its fine-tuned models, recorded frames and files."""
+    sid, reg = session_id(request), registry()
+    with reg._lock:
+        session = reg._sessions.pop(sid, None)
+    if session is not None:
+        shutil.rmtree(session.workdir, ignore_errors=True)

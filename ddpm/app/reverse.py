@@ -1,0 +1,114 @@
+"""Tab 2: the reverse process streamed step by step (Algorithm 2 or DDIM).
+
+The stream shows the true trajectory of `ddpm.sample_steps`, which calls `ddpm_step` / `ddim_step`:
+the code panel of this tab shows exactly those functions.
+"""
+import os
+import threading
+import time
+
+import gradio as gr
+import torch
+
+from ..data import to_uint8
+from ..sampling import sample_steps, timesteps
+from .cores import shares_cores
+from .images import frames_to_gif, grid_scale, show, show_uint8
+from .inputs import UNCONDITIONAL, check_int, check_sampling, class_indices, class_names
+from .registry import registry, session_id
+
+MAX_FRAMES = 100           # recorded frames per reverse run (for the scrub slider and the GIF)
+STREAM_EVERY_S = 0.25      # the reverse stream sends at most ~4 updates per second
+
+
+def _x(t):
+    """x_t's LaTeX; t = -1 is this package's name for the clean image (see ddpm/schedule.py)."""
+    return f"x_{{{t}}}" if t >= 0 else "x_{-1}\\,(\\text{clean})"
+
+
+def _formula(sampler, step):
+    c = step.coefs
+    if sampler == "ddpm":
+        return ("**Alg. 2, line 4:** "
+                "$$x_{t-1} = \\frac{1}{\\sqrt{\\alpha_t}}\\Big(x_t - \\frac{\\beta_t}{\\sqrt{1-\\bar\\alpha_t}}"
+                "\\,\\epsilon_\\theta(x_t, t)\\Big) + \\sigma_t z$$\n"
+                f"$${_x(step.t_prev)} = {c['1/sqrt(alpha_t)']:.4f}\\,\\big({_x(step.t)}"
+                f" - {c['beta_t/sqrt(1-alpha_bar_t)']:.4f}\\,\\epsilon_\\theta\\big) + {c['sigma_t']:.4f}\\,z$$")
+    return ("**DDIM, Song et al. (2021) Eq. (12):** "
+            "$$x_{t'} = \\sqrt{\\bar\\alpha_{t'}}\\,\\hat x_0 + \\sqrt{1-\\bar\\alpha_{t'}-\\sigma_t^2}"
+            "\\,\\epsilon_\\theta(x_t, t) + \\sigma_t z$$\n"
+            f"$${_x(step.t_prev)} = {c['sqrt(alpha_bar_prev)']:.4f}\\,\\hat x_0 + "
+            f"{c['sqrt(1-alpha_bar_prev-sigma_t^2)']:.4f}\\,\\epsilon_\\theta + {c['sigma_t']:.4f}\\,z$$")
+
+
+def _step_text(sampler, step, stopped=False):
+    head = (f"### step {step.i + 1} / {step.n_steps} &nbsp; t = {step.t} → "
+            f"{'the clean image' if step.t_prev < 0 else step.t_prev}" + ("  — **stopped**" if stopped else ""))
+    return head + "\n\n" + _formula(sampler, step)
+
+
+def reverse_class_choices(model, request: gr.Request = None):
+    """The class picker for `model`: "unconditional" plus the class names."""
+    names = class_names(registry().model(model, session_id(request))) if model else []
+    return gr.update(choices=[UNCONDITIONAL] + names, value=names[0] if names else UNCONDITIONAL)
+
+
+@shares_cores
+def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, request: gr.Request = None):
+    """Stream one reverse run: yields (x_t image, x0_hat image, step markdown, scrub slider, GIF file).
+
+    The frames are the true trajectory of `sample_steps`; every ~MAX_FRAMES-th step is recorded for
+    scrubbing and the GIF. The session's Stop button sets an Event that ends the loop after the current step.
+    """
+    sid, reg = session_id(request), registry()
+    ddpm = reg.model(model, sid)
+    batch = check_int("batch", batch)
+    steps, eta, guidance, seed = check_sampling(ddpm, sampler, steps, eta, guidance, seed)
+    y = None
+    if class_name and class_name != UNCONDITIONAL:
+        y = torch.tensor(class_indices(ddpm, [class_name]) * batch)
+    else:
+        guidance = 1.0              # null-class samples: guidance has nothing to push towards
+    session = reg.session(sid)
+    stop = session.stops["reverse"] = threading.Event()
+    session.frames = []
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((batch, *ddpm.image_shape), generator=g)                              # Alg. 2, line 1
+    n = len(timesteps(sampler, ddpm.T, steps))
+    stride, scale, last = max(1, n // MAX_FRAMES), grid_scale(batch), 0.0
+    step = None
+    for step in sample_steps(ddpm, x, y=y, sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance, generator=g):
+        final = step.i == n - 1 or stop.is_set()
+        if step.i % stride == 0 or final:
+            session.frames.append((to_uint8(step.x_t), to_uint8(step.x0_hat), f"step {step.i + 1}/{n}, t = {step.t}"))
+        if step.i == 0 or final or time.perf_counter() - last > STREAM_EVERY_S:
+            last = time.perf_counter()
+            yield show(step.x_t, scale), show(step.x0_hat, scale), _step_text(sampler, step), gr.update(), gr.update()
+        if stop.is_set():
+            break
+    session.frames.append((to_uint8(step.x_prev), to_uint8(step.x0_hat), f"result (after step {step.i + 1}/{n})"))
+    gif = os.path.join(session.workdir, f"reverse_{int(time.time() * 1000)}.gif")
+    frames_to_gif(session.frames, gif)
+    yield (show(step.x_prev.clamp(-1, 1), scale), show(step.x0_hat, scale), _step_text(sampler, step, stop.is_set()),
+           gr.update(minimum=0, maximum=len(session.frames) - 1, value=len(session.frames) - 1, step=1, interactive=True),
+           gif)
+
+
+def reverse_stop(request: gr.Request = None):
+    """Ask this session's running reverse run to stop after its current step."""
+    event = registry().session(session_id(request)).stops.get("reverse")
+    if event is not None:
+        event.set()
+
+
+def reverse_scrub(frame, request: gr.Request = None):
+    """Recorded frame `frame` of this session's last run: (x_t image, x0_hat image, caption)."""
+    frames = registry().session(session_id(request)).frames
+    if not frames:
+        raise gr.Error("nothing recorded yet: press Start first")
+    frame = int(frame or 0)
+    if not 0 <= frame < len(frames):
+        raise gr.Error(f"frame {frame} is outside [0, {len(frames) - 1}]")
+    xt, x0, caption = frames[frame]
+    scale = grid_scale(xt.shape[0])
+    return show_uint8(xt, scale), show_uint8(x0, scale), f"### recorded frame {frame}: {caption}"
