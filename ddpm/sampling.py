@@ -102,7 +102,7 @@ def ddpm_step(x_t, t, eps, schedule, *, noise=None, clip_x0=True, variance="beta
         raise ValueError(f"ddpm_step at t = {t} > 0 needs noise z (a tensor of x_t's shape)")
     x0_hat = (x_t - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)               # Eq. (15)
     if clip_x0:
-        x0_hat = x0_hat.clamp(-1, 1)
+        x0_hat.clamp_(-1, 1)                                                            # a fresh tensor: in place
     coef_x0 = math.sqrt(a_prev) * beta_t / (1 - alpha_bar)                               # Eq. (7): tilde(mu)_t
     coef_xt = math.sqrt(alpha_t) * (1 - a_prev) / (1 - alpha_bar)
     x_prev = coef_x0 * x0_hat + coef_xt * x_t
@@ -125,7 +125,7 @@ def ddim_step(x_t, t, t_prev, eps, schedule, *, eta=0.0, noise=None, clip_x0=Tru
         raise ValueError(f"ddim_step with eta = {eta} > 0 needs noise z (a tensor of x_t's shape)")
     x0_hat = (x_t - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)               # Eq. (12): "predicted x_0"
     if clip_x0:
-        x0_hat = x0_hat.clamp(-1, 1)
+        x0_hat.clamp_(-1, 1)                                                            # a fresh tensor: in place
         # the direction term uses the eps that fits the clipped x0_hat (diffusers' use_clipped_model_output=True):
         # the raw eps drives guided samples off the data manifold
         eps = (x_t - math.sqrt(alpha_bar) * x0_hat) / math.sqrt(1 - alpha_bar)
@@ -137,13 +137,8 @@ def ddim_step(x_t, t, t_prev, eps, schedule, *, eta=0.0, noise=None, clip_x0=Tru
     return x_prev, x0_hat, coefs
 
 
-@torch.inference_mode()
-def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidance_scale=1.0,
-                 clip_x0=True, variance="beta", t_start=None, generator=None):
-    """Run the reverse process from x (pure noise x_{T-1}, or an image noised to step t_start) and yield each Step.
-
-    The network runs in eval mode and inference mode; the mode `ddpm` was in comes back when the run ends.
-    """
+def _check_settings(ddpm, x, y, guidance_scale, eta, variance):
+    """The checks of sample_steps' inputs, each naming the bad value and what is allowed."""
     ddpm.check_images(x)
     ddpm.check_classes(y)
     if not isinstance(guidance_scale, numbers.Real) or not 0 <= guidance_scale < math.inf:
@@ -155,10 +150,20 @@ def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidan
         raise ValueError(f"eta must lie in [0, 1] (0 = deterministic DDIM), got {eta!r}")
     if variance not in VARIANCES:
         raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
-    T = ddpm.T if t_start is None else t_start + 1
-    if not 1 <= T <= ddpm.T:
-        raise ValueError(f"t_start must lie in [0, {ddpm.T}), got {t_start}")
-    pairs = timesteps(sampler, T, steps)
+
+
+@torch.inference_mode()
+def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidance_scale=1.0,
+                 clip_x0=True, variance="beta", t_start=None, generator=None):
+    """Run the reverse process from x (pure noise x_{T-1}, or an image noised to step t_start) and yield each Step.
+
+    The network runs in eval mode and inference mode; the mode `ddpm` was in comes back when the run ends.
+    """
+    _check_settings(ddpm, x, y, guidance_scale, eta, variance)
+    if t_start is not None and (isinstance(t_start, bool) or not isinstance(t_start, numbers.Integral)
+                                or not 0 <= t_start < ddpm.T):
+        raise ValueError(f"t_start must be an integer in [0, {ddpm.T}), got {t_start!r}")
+    pairs = timesteps(sampler, ddpm.T if t_start is None else t_start + 1, steps)
     was_training = ddpm.training
     ddpm.eval()
     try:

@@ -38,7 +38,7 @@ def test_bundled_shapes_map_28x28_images_to_28x28(shape):
 
 
 def test_patch2_is_the_cheaper_shape():
-    """The reason PATCH2 is the default: less than half the forward FLOPs of FULL_RES (see ddpm/bench.py)."""
+    """The reason PATCH2 is the default: less than half the forward FLOPs of FULL_RES (see ddpm/tools/bench.py)."""
     from ddpm.tools.bench import forward_flops
     patch2, full = forward_flops(DDPM(num_classes=10, net=PATCH2)), forward_flops(DDPM(num_classes=10, net=FULL_RES))
     assert patch2 < 0.5 * full

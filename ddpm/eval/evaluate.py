@@ -9,8 +9,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .metrics import conditional_accuracy, frechet_distance, judge_features
 from ..sampling import sample
+from .metrics import conditional_accuracy, frechet_distance, judge_features
 
 GUIDANCE = (1.0, 2.0, 3.0, 5.0)
 
