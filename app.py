@@ -10,7 +10,7 @@ import gradio as gr
 import torch
 
 from ddpm.app import cores, explain, finetune, forward, grid, registry, reverse
-from ddpm.app.inputs import LIMITS, UNCONDITIONAL
+from ddpm.app.inputs import LIMITS, SAMPLER_CHOICES, SAMPLER_HELP, UNCONDITIONAL
 
 CSS = """
 .pixel img, .pixel canvas { image-rendering: pixelated; image-rendering: crisp-edges; }
@@ -35,9 +35,9 @@ def code(key):
 
 
 def sampler_inputs(tab, steps):
-    sampler = gr.Radio([("DDPM (Algorithm 2, all T steps)", "ddpm"), ("DDIM (fewer steps)", "ddim")],
-                       value="ddim", label="sampler")
-    steps = gr.Slider(*LIMITS["ddim_steps"], value=steps, step=1, label="DDIM steps (1 to T)", elem_id=f"{tab}_steps")
+    sampler = gr.Radio(SAMPLER_CHOICES, value="ddim", label="sampler", info=SAMPLER_HELP.replace("**", ""))
+    steps = gr.Slider(*LIMITS["steps"], value=steps, step=1, label="steps of DDIM / DPM-Solver++ (1 to T)",
+                      elem_id=f"{tab}_steps")
     return sampler, steps
 
 

@@ -17,7 +17,7 @@ from .checkpoint import load_training_state, save_training_state
 from .data import DATASETS, load_dataset, make_loader, to_uint8, to_unit_range
 from .diffusion import DDPM, load_model, predict_x0_from_eps, q_posterior, sample_xt
 from .pretrained import load_pretrained
-from .sampling import SAMPLERS, Step, compiled, ddim_step, ddpm_step, sample, sample_steps, timesteps
+from .sampling import SAMPLERS, Step, compiled, ddim_step, ddpm_step, dpmpp_2m_step, sample, sample_steps, timesteps
 from .schedule import SCHEDULES, NoiseSchedule
 from .training import EMA, train, train_classconditional
 from .unet import FULL_RES, PATCH2, UNet2D

@@ -47,6 +47,7 @@ def sample_xt(x0, t, epsilon, alphaBars, *, generator=None):
     `ddpm.schedule.alpha_bar` or `NoiseSchedule("linear", 1000).alpha_bar`.
     """
     check_image_range(x0)
+    alphaBars = torch.as_tensor(alphaBars, dtype=x0.dtype, device=x0.device)      # a tensor, an array or a list
     t = check_t(t, len(alphaBars)).to(x0.device)
     if t.dim() == 0:
         t = t.expand(x0.shape[0])

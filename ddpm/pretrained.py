@@ -10,14 +10,14 @@ from safetensors.torch import load_file
 
 from .diffusion import load_model
 
-PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
 BUNDLED = ("mnist", "fashion_mnist")
 EXAMPLES = "examples.safetensors"
 
 
 def bundled_folder(name_or_folder):
     """The folder of a bundled model by name; any other value is taken as a folder already."""
-    return os.path.join(PRETRAINED_DIR, name_or_folder) if name_or_folder in BUNDLED else os.fspath(name_or_folder)
+    return os.path.join(BUNDLED_DIR, name_or_folder) if name_or_folder in BUNDLED else os.fspath(name_or_folder)
 
 
 def load_pretrained(name_or_path, device="cpu"):

@@ -1,11 +1,12 @@
-"""Reverse process: Algorithm 2 (DDPM ancestral sampling), DDIM, and classifier-free guidance.
+"""Reverse process: Algorithm 2 (DDPM ancestral sampling), DDIM, DPM-Solver++(2M), classifier-free guidance.
 
-Each sampler's step is one function that reads top to bottom: `ddpm_step` (Alg. 2, line 4) and
-`ddim_step` (DDIM, Eq. 12). `sample_steps` is the loop: it calls `guided_eps` and exactly these step
+Each sampler's step is one function that reads top to bottom: `ddpm_step` (Alg. 2, line 4), `ddim_step`
+(DDIM, Eq. 12) and `dpmpp_2m_step` (DPM-Solver++(2M), Alg. 2 of Lu et al. 2022). `sample_steps` is the loop: it calls `guided_eps` and exactly these step
 functions and yields every reverse step as a `Step` (the app streams it); `sample` drains it.
 Every sampler walks a list of (t, t_prev) pairs, t_prev = -1 meaning "the clean image":
     DDPM:           [(T-1, T-2), (T-2, T-3), ..., (0, -1)]
     DDIM, S steps:  "trailing" spacing, e.g. T = 1000, S = 50: [(999, 979), (979, 959), ..., (19, -1)]
+    DPM-Solver++:   the same pairs as DDIM
 Guidance convention (Ho & Salimans 2021): eps = eps_uncond + s * (eps_cond - eps_uncond), s = 1 + w;
 s = 1 is plain conditional sampling, and both halves run in one batched forward pass.
 
@@ -14,7 +15,7 @@ alpha_bar = bar(alpha)_t, a_prev = bar(alpha)_{t_prev}, sigma_t = the step's noi
 The schedule's scalars come as Python floats (`NoiseSchedule.at`), so a step runs tensor ops only on images.
 
 References: Ho et al. (2020) Alg. 2, Eqs. (7), (15); Song et al. (2021) DDIM Eqs. (12), (16);
-Ho & Salimans (2021) Eq. (6).
+Lu et al. (2022) DPM-Solver++ Alg. 2 (multistep, second order); Ho & Salimans (2021) Eq. (6).
 """
 import copy
 import math
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
 VARIANCES = ("beta", "beta_tilde")
 
 
@@ -48,17 +49,17 @@ class Step:
 def timesteps(sampler, T, steps=None):
     """The (t, t_prev) pairs a sampler walks, from t = T-1 down to t_prev = -1.
 
-    "ddpm" walks all T steps (`steps` must be None or T); "ddim" walks `steps` of them, "trailing"
-    spacing (Lin et al. 2024), as diffusers' DDIMScheduler(timestep_spacing="trailing")."""
+    "ddpm" walks all T steps (`steps` must be None or T); "ddim" and "dpmpp_2m" walk `steps` of them, "trailing"
+    spacing (Lin et al. 2024), as diffusers' schedulers with timestep_spacing="trailing"."""
     if sampler == "ddpm":
         if steps is not None and steps != T:
             raise ValueError(f"the ddpm sampler (Algorithm 2) always takes all T = {T} steps, got steps={steps!r}; "
                              "for fewer steps use sampler='ddim'")
         ts = list(range(T - 1, -1, -1))
-    elif sampler == "ddim":
+    elif sampler in ("ddim", "dpmpp_2m"):
         steps = T if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= T:
-            raise ValueError(f"DDIM steps must be an integer in [1, {T}], got {steps!r}")
+            raise ValueError(f"{sampler} steps must be an integer in [1, {T}], got {steps!r}")
         ts = [round(T - i * T / int(steps)) - 1 for i in range(int(steps))]
     else:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
@@ -119,6 +120,10 @@ def ddim_step(x_t, t, t_prev, eps, schedule, *, eta=0.0, noise=None, clip_x0=Tru
     eta = 0 is deterministic; eta = 1 takes DDPM's posterior noise. noise: z, of x_t's shape, needed for eta > 0.
     Returns x_{t_prev}, x0_hat and the scalars of Eq. (12) by symbol.
     """
+    if not -1 <= t_prev < t:
+        raise ValueError(f"ddim_step jumps from t to an earlier t_prev in [-1, t), got t = {t}, t_prev = {t_prev}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must lie in [0, 1] (0 = deterministic), got {eta!r}")
     alpha_bar, a_prev = schedule.at(t).alpha_bar, schedule.at(t_prev).alpha_bar          # bar(alpha)_{-1} = 1
     sigma_t = eta * math.sqrt((1 - a_prev) / (1 - alpha_bar) * (1 - alpha_bar / a_prev))  # Eq. (16)
     if sigma_t > 0 and noise is None:
@@ -129,12 +134,43 @@ def ddim_step(x_t, t, t_prev, eps, schedule, *, eta=0.0, noise=None, clip_x0=Tru
         # the direction term uses the eps that fits the clipped x0_hat (diffusers' use_clipped_model_output=True):
         # the raw eps drives guided samples off the data manifold
         eps = (x_t - math.sqrt(alpha_bar) * x0_hat) / math.sqrt(1 - alpha_bar)
-    direction = math.sqrt(max(0.0, 1 - a_prev - sigma_t ** 2))                          # Eq. (12): "direction to x_t"
+    direction = math.sqrt(max(0.0, 1 - a_prev - sigma_t ** 2))       # Eq. (12): "direction to x_t" (>= 0 up to rounding)
     x_prev = math.sqrt(a_prev) * x0_hat + direction * eps
     if sigma_t > 0:
         x_prev = x_prev + sigma_t * noise                                                # Eq. (12): + sigma_t z
     coefs = {"sqrt(alpha_bar_prev)": math.sqrt(a_prev), "sqrt(1-alpha_bar_prev-sigma_t^2)": direction, "sigma_t": sigma_t}
     return x_prev, x0_hat, coefs
+
+
+def dpmpp_2m_step(x_t, t, t_prev, eps, schedule, *, previous=None, clip_x0=True):
+    """DPM-Solver++(2M), Lu et al. (2022) Algorithm 2: one step from t to t_prev < t (-1: the clean image).
+
+    The solver works on the data prediction x0_hat and the half log-SNR lambda = log(alpha / sigma), with
+    alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar). previous = (t of the step before, its x0_hat), or
+    None at the first step; the first and the last step are first order (then it equals DDIM with eta = 0).
+    Returns x_{t_prev}, x0_hat and the step's scalars by symbol.
+    """
+    if not -1 <= t_prev < t:
+        raise ValueError(f"dpmpp_2m_step jumps from t to an earlier t_prev in [-1, t), got t = {t}, t_prev = {t_prev}")
+    alpha_bar, a_prev = schedule.at(t).alpha_bar, schedule.at(t_prev).alpha_bar
+    alpha_t, sigma_t = math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
+    x0_hat = (x_t - sigma_t * eps) / alpha_t                                             # data prediction, Eq. (4)
+    if clip_x0:
+        x0_hat.clamp_(-1, 1)                                                            # a fresh tensor: in place
+    if t_prev == -1:                                                                     # sigma = 0: the clean image
+        return x0_hat, x0_hat, {"sigma_prev/sigma_t": 0.0, "alpha_prev(1-e^-h)": 1.0, "order": 1, "r": 0.0}
+    alpha_p, sigma_p = math.sqrt(a_prev), math.sqrt(1 - a_prev)
+    lam = lambda a_bar: 0.5 * math.log(a_bar / (1 - a_bar))                             # lambda = log(alpha / sigma)
+    h = lam(a_prev) - lam(alpha_bar)                                                     # the step in lambda
+    D, order, r = x0_hat, 1, 0.0
+    if previous is not None:
+        t_before, x0_before = previous
+        r = (lam(alpha_bar) - lam(schedule.at(t_before).alpha_bar)) / h                 # r_i = h_{i-1} / h_i
+        D = x0_hat + (x0_hat - x0_before) / (2 * r)                                     # (1 + 1/2r) x0_i - 1/2r x0_{i-1}
+        order = 2
+    x_prev = (sigma_p / sigma_t) * x_t + alpha_p * (1 - math.exp(-h)) * D               # Alg. 2, the update
+    return x_prev, x0_hat, {"sigma_prev/sigma_t": sigma_p / sigma_t, "alpha_prev(1-e^-h)": alpha_p * (1 - math.exp(-h)),
+                            "order": order, "r": r}
 
 
 def _check_settings(ddpm, x, y, guidance_scale, eta, variance):
@@ -146,6 +182,9 @@ def _check_settings(ddpm, x, y, guidance_scale, eta, variance):
     if guidance_scale != 1.0 and ddpm.num_classes is None:
         raise ValueError(f"guidance_scale = {guidance_scale} needs a class-conditional model; this one is "
                          "unconditional: use guidance_scale=1")
+    if guidance_scale != 1.0 and y is None:
+        raise ValueError(f"guidance_scale = {guidance_scale} needs class labels y (guidance pushes samples towards "
+                         "a class); without classes use guidance_scale=1")
     if not isinstance(eta, numbers.Real) or not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1] (0 = deterministic DDIM), got {eta!r}")
     if variance not in VARIANCES:
@@ -166,15 +205,20 @@ def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidan
     pairs = timesteps(sampler, ddpm.T if t_start is None else t_start + 1, steps)
     was_training = ddpm.training
     ddpm.eval()
+    previous = None                                           # DPM-Solver++: (t, x0_hat) of the step before
     try:
         for i, (t, t_prev) in enumerate(pairs):
             eps = guided_eps(ddpm, x, t, y, guidance_scale)
             if sampler == "ddpm":
                 z = torch.randn(x.shape, generator=generator, device=x.device) if t > 0 else None   # Alg. 2, line 3
                 x_prev, x0_hat, coefs = ddpm_step(x, t, eps, ddpm.schedule, noise=z, clip_x0=clip_x0, variance=variance)
-            else:
+            elif sampler == "ddim":
                 z = torch.randn(x.shape, generator=generator, device=x.device) if eta > 0 else None
                 x_prev, x0_hat, coefs = ddim_step(x, t, t_prev, eps, ddpm.schedule, eta=eta, noise=z, clip_x0=clip_x0)
+            else:
+                x_prev, x0_hat, coefs = dpmpp_2m_step(x, t, t_prev, eps, ddpm.schedule, previous=previous,
+                                                      clip_x0=clip_x0)
+                previous = (t, x0_hat)
             yield Step(i, len(pairs), t, t_prev, x, x_prev, x0_hat, eps, coefs)
             x = x_prev
     finally:

@@ -8,6 +8,7 @@
     until converged
 """
 import copy
+import numbers
 import time
 
 import torch
@@ -54,7 +55,9 @@ def _batches(loader, n_epochs, conditional):
     """(x0, y) per batch over n_epochs passes (None: without end); a loader may yield x0 alone or (x0, y)."""
     epoch = 0
     while n_epochs is None or epoch < n_epochs:
+        empty = True
         for batch in loader:
+            empty = False
             if torch.is_tensor(batch):
                 x0, y = batch, None
             elif isinstance(batch, (tuple, list)) and len(batch) in (1, 2) and torch.is_tensor(batch[0]):
@@ -66,6 +69,8 @@ def _batches(loader, n_epochs, conditional):
                 raise ValueError("train_classconditional needs a loader that yields (x0, y) pairs with class labels; "
                                  "this one yields images alone (use train for an unconditional model)")
             yield x0, y
+        if empty:
+            raise ValueError("the loader yielded no batch: it is empty (too few images for its batch size with drop_last?)")
         epoch += 1
 
 
@@ -73,7 +78,7 @@ def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond, ema, g
          stop, max_steps, max_seconds, progress, generator):
     if n_epochs is None and max_steps is None and max_seconds is None and stop is None:
         raise ValueError("n_epochs=None trains without end: give max_steps, max_seconds or stop as well")
-    if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, int) or n_epochs < 0):
+    if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 0):
         raise ValueError(f"n_epochs must be an integer >= 0 (or None: until max_steps / max_seconds), got {n_epochs!r}")
     if conditional and ddpm.num_classes is None:
         raise ValueError("train_classconditional needs a model built with num_classes")

@@ -75,20 +75,24 @@ class UNet2D(nn.Module):
     channel_mults:   channels per level as multiples of base_channels; each level after the first halves H, W
     emb_channels:    width of the time (and class) embedding
     num_res_blocks:  residual blocks per level on the way down (one more on the way up)
-    attn_levels:     indices of levels with self-attention after each block (the middle always has one)
+    attn_levels:     indices of levels with self-attention after each block (the middle always has one);
+                     None: level 2 when the network has three or more levels (Ho et al.'s 16x16 attention), else none
     groups:          GroupNorm groups
     dropout:         dropout inside residual blocks
     """
 
     def __init__(self, in_channels=1, num_classes=None, base_channels=16, channel_mults=(1, 4, 4),
-                 emb_channels=128, num_res_blocks=1, attn_levels=(2,), groups=8, dropout=0.0, patch_size=1):
+                 emb_channels=128, num_res_blocks=1, attn_levels=None, groups=8, dropout=0.0, patch_size=1):
         super().__init__()
         if not channel_mults:
             raise ValueError("channel_mults must name at least one level, e.g. (1, 2)")
+        if attn_levels is None:
+            attn_levels = (2,) if len(channel_mults) > 2 else ()
         bad = [level for level in attn_levels if level not in range(len(channel_mults))]
         if bad:
             raise ValueError(f"attn_levels {list(attn_levels)} name levels {bad} that this network does not have; "
-                             f"with channel_mults={tuple(channel_mults)} the levels are 0..{len(channel_mults) - 1}")
+                             f"with channel_mults={tuple(channel_mults)} the levels are 0..{len(channel_mults) - 1} "
+                             f"(e.g. attn_levels=({len(channel_mults) - 1},), or () for attention only in the middle)")
         if base_channels % groups or emb_channels % 2:
             raise ValueError(f"base_channels = {base_channels} must be a multiple of groups = {groups}, "
                              f"and emb_channels = {emb_channels} even")

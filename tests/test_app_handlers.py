@@ -13,7 +13,7 @@ from PIL import Image
 from app_fixtures import make_models_dir
 from ddpm.app import explain, finetune, forward, grid, registry, reverse
 from ddpm.app.inputs import UNCONDITIONAL
-from ddpm.pretrained import PRETRAINED_DIR
+from ddpm.pretrained import BUNDLED_DIR
 
 A, B = SimpleNamespace(session_hash="visitor-a"), SimpleNamespace(session_hash="visitor-b")
 
@@ -26,7 +26,7 @@ def models(tmp_path_factory):
     torch.set_num_threads(1)            # as conftest.py sets: far faster on 2 shared cores
     yield root
     torch.set_num_threads(threads)
-    registry.set_registry(PRETRAINED_DIR)
+    registry.set_registry(BUNDLED_DIR)
 
 
 def drain(gen):
@@ -104,6 +104,13 @@ def test_reverse_ddim_formula_and_determinism():
     assert "DDIM" in a[2] and "step 10 / 10" in a[2]
 
 
+def test_reverse_dpm_solver_streams_its_formula():
+    out = drain(reverse.reverse_run("mnist", "3 - three", "dpmpp_2m", 6, 0.0, 2.0, 0, 1, request=A))
+    assert "DPM-Solver++(2M)" in out[2] and "step 6 / 6" in out[2] and "order 1" in out[2]   # the last step: order 1
+    img, _, _ = grid.grid_run("mnist", ["0 - zero"], 2, 2.0, "dpmpp_2m", 5, 0, request=A)
+    assert img.width > 0
+
+
 def test_stop_ends_a_reverse_run():
     gen = reverse.reverse_run("mnist", "1 - one", "ddpm", 50, 0.0, 1.0, 0, 2, request=B)
     next(gen)
@@ -116,7 +123,7 @@ def test_stop_ends_a_reverse_run():
 def test_reverse_rejects_bad_inputs():
     with pytest.raises(gr.Error, match=r"batch = 17 .*\[1, 16\]"):
         next(reverse.reverse_run("mnist", "1 - one", "ddpm", 50, 0.0, 1.0, 0, 17, request=A))
-    with pytest.raises(gr.Error, match=r"DDIM steps = 500 .*\[1, 100\]"):
+    with pytest.raises(gr.Error, match=r"steps = 500 .*\[1, 100\]"):
         next(reverse.reverse_run("mnist", "1 - one", "ddim", 500, 0.0, 1.0, 0, 1, request=A))
     with pytest.raises(gr.Error, match="unknown classes"):
         next(reverse.reverse_run("mnist", "Trouser", "ddim", 5, 0.0, 1.0, 0, 1, request=A))

@@ -9,7 +9,7 @@ from ddpm import load_pretrained, sample
 from ddpm.data import load_dataset
 from ddpm.eval.judge import load_judge
 from ddpm.eval.metrics import conditional_accuracy
-from ddpm.pretrained import BUNDLED, PRETRAINED_DIR, load_examples
+from ddpm.pretrained import BUNDLED, BUNDLED_DIR, load_examples
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets")
 
@@ -19,7 +19,7 @@ def test_bundled_model_loads_with_documented_config(name):
     model = load_pretrained(name)
     assert (model.T, model.schedule.name, model.num_classes, model.image_shape) == (1000, "linear", 10, (1, 28, 28))
     assert model.dataset == name and len(model.class_names) == 10
-    card = open(os.path.join(PRETRAINED_DIR, name, "README.md")).read()
+    card = open(os.path.join(BUNDLED_DIR, name, "README.md")).read()
     stated = re.search(r"^\| parameters \| ([\d,]+) \|$", card, re.M)
     assert stated and int(stated.group(1).replace(",", "")) == sum(p.numel() for p in model.parameters())
 

@@ -166,3 +166,51 @@ def test_device_cuda_without_a_gpu_is_one_line(monkeypatch, capsys):
     assert str(stop.value) == "ddpm: error: --device cuda: this machine has no CUDA GPU that torch can use; use --device cpu"
     with pytest.raises(SystemExit, match="--device 'gpu' is not a device name"):
         run(["train", "--device", "gpu", "--steps", "1"])
+
+
+# ------------------------------------------------------------------ more inputs, from review
+
+def test_old_configs_without_attn_levels_still_build():
+    """Configs written before attn_levels was checked name no levels: two-level networks then have none."""
+    assert UNet2D(base_channels=8, channel_mults=(1, 2), groups=4).config["attn_levels"] == []
+    assert UNet2D(base_channels=8, channel_mults=(1, 2, 2), groups=4).config["attn_levels"] == [2]
+
+
+def test_ddim_step_checks_its_own_arguments():
+    from ddpm import ddim_step
+    s, x = NoiseSchedule("linear", 100), torch.zeros(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="t = 10, t_prev = 20"):
+        ddim_step(x, 10, 20, x, s)
+    with pytest.raises(ValueError, match="eta must lie in \\[0, 1\\].*3"):
+        ddim_step(x, 20, 10, x, s, eta=3, noise=x)
+
+
+def test_guidance_without_classes_is_refused(make_ddpm):
+    with pytest.raises(ValueError, match="needs class labels y"):
+        sample(make_ddpm(T=10), 1, sampler="ddim", steps=2, guidance_scale=2.0)
+
+
+def test_alpha_bars_may_be_an_array_or_a_list():
+    a = NoiseSchedule("linear", 100).alpha_bar
+    x0, eps = _images(2), torch.randn(2, 1, 28, 28)
+    ref = sample_xt(x0, torch.tensor([3, 70]), eps, a)
+    for other in (a.double().numpy(), a.tolist()):
+        out = sample_xt(x0, torch.tensor([3, 70]), eps, other)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, ref)
+
+
+def test_numpy_epochs_and_an_empty_loader(make_ddpm):
+    ddpm = make_ddpm(num_classes=None)
+    optim = torch.optim.SGD(ddpm.parameters(), lr=1e-3)
+    assert len(train(ddpm, [_images()], np.int64(2), optim, "cpu", progress=False)) == 2
+    with pytest.raises(ValueError, match="yielded no batch"):
+        train(ddpm, [], None, optim, "cpu", max_steps=5, progress=False)
+
+
+def test_cli_sample_of_an_unconditional_model_needs_no_guidance_flag(make_ddpm, tmp_path):
+    make_ddpm(num_classes=None, T=10).save_pretrained(tmp_path / "m")
+    run(["sample", "--model", str(tmp_path / "m"), "--n", "2", "--steps", "2", "--out", str(tmp_path / "a.png")])
+    assert (tmp_path / "a.png").is_file()
+    with pytest.raises(SystemExit, match="--guidance 3 needs --classes"):
+        run(["sample", "--model", str(tmp_path / "m"), "--guidance", "3", "--out", str(tmp_path / "b.png")])

@@ -9,9 +9,16 @@ import gradio as gr
 
 from ..sampling import SAMPLERS
 
+# the sampler choice of every tab: (label, value) and one line on what each does
+SAMPLER_CHOICES = [("DDPM (Algorithm 2, all T steps)", "ddpm"), ("DDIM (fewer steps)", "ddim"),
+                   ("DPM-Solver++ (fewest steps)", "dpmpp_2m")]
+SAMPLER_HELP = ("**DDPM** walks all T steps of Algorithm 2, adding fresh noise at each; **DDIM** jumps over steps "
+                "along the same marginals (deterministic at η = 0); **DPM-Solver++(2M)** solves the same ODE as DDIM "
+                "with a second-order step that reuses the previous prediction, so 10-20 steps are enough.")
+
 # (low, high) of every numeric input; the UI sliders use the same bounds
 LIMITS = {
-    "T": (10, 2000), "batch": (1, 16), "ddim_steps": (1, 1000), "eta": (0.0, 1.0), "guidance": (0.0, 10.0),
+    "T": (10, 2000), "batch": (1, 16), "steps": (1, 1000), "eta": (0.0, 1.0), "guidance": (0.0, 10.0),
     "seed": (0, 2**31 - 1), "per_class": (1, 10), "n_classes": (1, 20),
     "train_seconds": (5, int(os.environ.get("DDPM_APP_MAX_TRAIN_SECONDS", 300))), "train_steps": (1, 5000),
     "refresh_every": (5, 1000), "uploads": (1, 64), "upload_mb": (0, 5),
@@ -55,7 +62,7 @@ def check_sampling(ddpm, sampler, steps, eta, guidance, seed):
     """The sampler settings shared by the reverse and grid tabs: (steps or None, eta, guidance, seed)."""
     if sampler not in SAMPLERS:
         raise gr.Error(f"sampler {sampler!r} is unknown; choose one of {list(SAMPLERS)}")
-    steps = check_int("DDIM steps", steps, "ddim_steps") if sampler == "ddim" else None
+    steps = None if sampler == "ddpm" else check_int("steps", steps, "steps")
     if steps is not None and steps > ddpm.T:
-        raise gr.Error(f"DDIM steps = {steps} is outside the allowed range [1, {ddpm.T}] (T of this model)")
+        raise gr.Error(f"steps = {steps} is outside the allowed range [1, {ddpm.T}] (T of this model)")
     return steps, check_range("eta", eta), check_range("guidance scale", guidance, "guidance"), check_int("seed", seed)

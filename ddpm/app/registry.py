@@ -18,7 +18,7 @@ import torch
 
 from ..checkpoint import CheckpointError
 from ..eval.judge import load_judge
-from ..pretrained import EXAMPLES, PRETRAINED_DIR, load_examples, load_pretrained
+from ..pretrained import BUNDLED_DIR, EXAMPLES, load_examples, load_pretrained
 
 
 def session_id(request):
@@ -141,7 +141,7 @@ _REGISTRY = None
 def registry():
     global _REGISTRY
     if _REGISTRY is None:
-        _REGISTRY = Registry(os.environ.get("DDPM_APP_MODELS", PRETRAINED_DIR),
+        _REGISTRY = Registry(os.environ.get("DDPM_APP_MODELS", BUNDLED_DIR),
                              use_judges=os.environ.get("DDPM_APP_JUDGE", "1") != "0")
     return _REGISTRY
 

@@ -34,6 +34,14 @@ def _formula(sampler, step):
                 "\\,\\epsilon_\\theta(x_t, t)\\Big) + \\sigma_t z$$\n"
                 f"$${_x(step.t_prev)} = {c['1/sqrt(alpha_t)']:.4f}\\,\\big({_x(step.t)}"
                 f" - {c['beta_t/sqrt(1-alpha_bar_t)']:.4f}\\,\\epsilon_\\theta\\big) + {c['sigma_t']:.4f}\\,z$$")
+    if sampler == "dpmpp_2m":
+        D = ("\\hat x_0" if c["order"] == 1 else
+             f"\\big(1 + \\tfrac{{1}}{{2r}}\\big)\\hat x_0 - \\tfrac{{1}}{{2r}}\\hat x_0^{{\\text{{prev}}}},\\ r = {c['r']:.3f}")
+        return (f"**DPM-Solver++(2M), Lu et al. (2022), order {c['order']}:** "
+                "$$x_{t'} = \\frac{\\sigma_{t'}}{\\sigma_t}\\,x_t + \\alpha_{t'}\\big(1 - e^{-h}\\big)\\,D,"
+                "\\qquad h = \\lambda_{t'} - \\lambda_t,\\ \\lambda = \\log(\\alpha / \\sigma)$$\n"
+                f"$${_x(step.t_prev)} = {c['sigma_prev/sigma_t']:.4f}\\,{_x(step.t)} + "
+                f"{c['alpha_prev(1-e^-h)']:.4f}\\,D,\\qquad D = {D}$$")
     return ("**DDIM, Song et al. (2021) Eq. (12):** "
             "$$x_{t'} = \\sqrt{\\bar\\alpha_{t'}}\\,\\hat x_0 + \\sqrt{1-\\bar\\alpha_{t'}-\\sigma_t^2}"
             "\\,\\epsilon_\\theta(x_t, t) + \\sigma_t z$$\n"

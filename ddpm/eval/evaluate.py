@@ -36,7 +36,7 @@ def sample_balanced(ddpm, n, *, sampler, steps, guidance, seed, chunk=250):
     for k, start in enumerate(range(0, len(labels), chunk)):
         ys = labels[start:start + chunk]
         # sample(ddpm, 1, classes) draws one image per listed class, in the order given
-        images.append(sample(ddpm, 1, ys.tolist(), sampler=sampler, steps=steps if sampler == "ddim" else None,
+        images.append(sample(ddpm, 1, ys.tolist(), sampler=sampler, steps=None if sampler == "ddpm" else steps,
                              guidance_scale=guidance, generator=torch.Generator().manual_seed(seed + k)))
     return torch.cat(images), labels
 

@@ -64,6 +64,9 @@ def add_train_args(p):
     p.add_argument("--T", type=int, default=1000, help="number of diffusion steps")
     p.add_argument("--base-channels", type=int, default=None, help="UNet width at the first level")
     p.add_argument("--channel-mults", type=_ints, default=None, help="comma-separated, e.g. 1,4,4")
+    p.add_argument("--attn-levels", type=_ints, default=None,
+                   help="comma-separated levels with self-attention (default: the coarsest level when --channel-mults "
+                        "is given, else the preset's)")
     p.add_argument("--patch-size", type=int, default=None, help="fold p x p pixel patches into channels first")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -85,6 +88,9 @@ def cmd_train(args):
         net["base_channels"] = args.base_channels
     if args.channel_mults:
         net["channel_mults"] = args.channel_mults
+        net["attn_levels"] = (len(args.channel_mults) - 1,)
+    if args.attn_levels is not None:
+        net["attn_levels"] = args.attn_levels
     if args.patch_size:
         net["patch_size"] = args.patch_size
     conditional = not args.unconditional
@@ -143,9 +149,10 @@ def add_sample_args(p):
     p.add_argument("--n", type=int, default=8, help="samples (per class, with --classes)")
     p.add_argument("--classes", type=_classes, default=None, help="comma-separated class indices, e.g. 0,1,2; 'all' for all")
     p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps (the ddpm sampler always takes all T)")
-    p.add_argument("--eta", type=float, default=0.0)
-    p.add_argument("--guidance", type=float, default=3.0, help="guidance scale s (1 = none)")
+    p.add_argument("--steps", type=int, default=50, help="steps of ddim and dpmpp_2m (the ddpm sampler always takes all T)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise, in [0, 1] (0 = deterministic)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale s (1 = none; default 3 with --classes, 1 without)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the PNG")
     p.add_argument("--compile", action="store_true",
@@ -160,14 +167,17 @@ def cmd_sample(args):
             raise SystemExit("--classes all: this model is unconditional")
         args.classes = range(ddpm.num_classes)
     classes = list(args.classes) if args.classes is not None else None
-    steps = args.steps if args.sampler == "ddim" else None
+    steps = None if args.sampler == "ddpm" else args.steps
     if args.compile:
         try:
             ddpm = compiled(ddpm)
         except RuntimeError as e:                  # no C++ compiler: say so, without a traceback
             raise SystemExit(str(e)) from None
+    guidance = args.guidance if args.guidance is not None else (3.0 if classes else 1.0)
+    if guidance != 1.0 and not classes:
+        raise ValueError(f"--guidance {guidance:g} needs --classes: guidance pushes samples towards a class")
     x = sample(ddpm, args.n, classes, sampler=args.sampler, steps=steps, eta=args.eta,
-               guidance_scale=args.guidance, generator=torch.Generator().manual_seed(args.seed), progress=True)
+               guidance_scale=guidance, generator=torch.Generator().manual_seed(args.seed), progress=True)
     labels = [ddpm.class_names[c] if ddpm.class_names else c for c in classes] if classes else None
     image_grid(x, args.n if classes else min(args.n, 10), scale=args.scale, row_labels=labels).save(args.out)
     print(f"wrote {args.out}: {len(x)} images")
