@@ -9,7 +9,7 @@ import os
 import gradio as gr
 import torch
 
-from ddpm.app import cores, explain, finetune, forward, grid, registry, reverse
+from ddpm.app import cores, edit, explain, finetune, forward, grid, playground, registry, reverse
 from ddpm.app.inputs import LIMITS, SAMPLER_CHOICES, SAMPLER_HELP, UNCONDITIONAL
 
 CSS = """
@@ -165,13 +165,107 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 ft_ckpt = gr.File(label="download the fine-tuned checkpoint (safetensors + config.json, zipped)")
         code("finetune")
 
+    # ------------------------------------------------------------------ 5. sketch to image, interpolation
+    with gr.Tab("5. Sketch to image & interpolation", id="edit"):
+        gr.Markdown(explain.EDIT, latex_delimiters=explain.LATEX)
+        gr.Markdown("#### Sketch to image (SDEdit)")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                sd_model = gr.Dropdown(label="model", choices=[], allow_custom_value=True)
+                sd_class = gr.Dropdown(label="class", choices=[UNCONDITIONAL], value=UNCONDITIONAL,
+                                       allow_custom_value=True)
+                sd_sketch = gr.Sketchpad(label="draw (or paste / upload) an image", type="pil", height=280, elem_id="sd_sketch",
+                                         canvas_size=(280, 280))
+                sd_t = gr.Slider(0, 999, value=500, step=1, label="strength t_start (0 = keep my image, T-1 = ignore it)",
+                                 elem_id="sd_t")
+                sd_sampler, sd_steps = sampler_inputs("sd", 20)
+                sd_guid = gr.Slider(*LIMITS["guidance"], value=2.0, step=0.1, label="guidance scale s (1 = none)")
+                sd_seed = gr.Number(value=0, precision=0, label="noise seed", minimum=0)
+                with gr.Row():
+                    sd_go = gr.Button("Denoise my image", variant="primary", elem_id="sd_go")
+                    sd_stop = gr.Button("Stop", variant="stop")
+            with gr.Column(scale=3):
+                sd_text = gr.Markdown("*Draw, then press the button.*")
+                with gr.Row():
+                    sd_mine = image("your x_0", height=230)
+                    sd_noised = image("x_{t_start}: noised with Eq. 4", height=230)
+                    sd_xt = image("x_t now", height=230, elem_id="sd_xt")
+                    sd_x0 = image("predicted x̂_0", height=230)
+                sd_strip = image("the same noise, growing t_start: faithful → realistic", elem_id="sd_strip")
+        gr.Markdown("#### Interpolation between two seeds")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                ip_model = gr.Dropdown(label="model", choices=[], allow_custom_value=True)
+                with gr.Row():
+                    ip_class_a = gr.Dropdown(label="class A", choices=[], allow_custom_value=True)
+                    ip_class_b = gr.Dropdown(label="class B", choices=[], allow_custom_value=True)
+                ip_mix = gr.Checkbox(value=False, label="also mix the class embeddings from A to B")
+                with gr.Row():
+                    ip_seed_a = gr.Number(value=0, precision=0, label="seed A", minimum=0)
+                    ip_seed_b = gr.Number(value=1, precision=0, label="seed B", minimum=0)
+                ip_n = gr.Slider(*LIMITS["frames"], value=10, step=1, label="images")
+                ip_sampler = gr.Radio(SAMPLER_CHOICES[1:], value="dpmpp_2m", label="deterministic sampler")
+                ip_steps = gr.Slider(*LIMITS["steps"], value=10, step=1, label="steps", elem_id="ip_steps")
+                ip_guid = gr.Slider(*LIMITS["guidance"], value=2.0, step=0.1, label="guidance scale s (1 = none)")
+                ip_go = gr.Button("Interpolate", variant="primary", elem_id="ip_go")
+            with gr.Column(scale=3):
+                ip_strip = image("from seed A (left) to seed B (right)", elem_id="ip_strip")
+                ip_text = gr.Markdown()
+                ip_gif = gr.File(label="the walk as an animated GIF")
+        code("edit")
+
+    # ------------------------------------------------------------------ 6. 2-D playground
+    with gr.Tab("6. Playground (2-D)", id="playground"):
+        gr.Markdown(explain.PLAYGROUND, latex_delimiters=explain.LATEX)
+        d = playground.DEFAULTS
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                pg_shape = gr.Radio([("two moons", "two_moons"), ("swiss roll", "swiss_roll"),
+                                     ("ring of Gaussians", "gaussian_ring"), ("text", "text"), ("my drawing", "drawing")],
+                                    value=d["shape"], label="data")
+                pg_word = gr.Textbox(value="DDPM", label="text (for 'text')", max_length=12)
+                with gr.Accordion("my drawing (for 'my drawing')", open=False):
+                    pg_sketch = gr.Sketchpad(label="draw a shape", type="pil", height=260, canvas_size=(280, 280))
+                with gr.Row():
+                    pg_schedule = gr.Radio(["linear", "cosine", "sigmoid"], value=d["schedule"], label="schedule")
+                    pg_T = gr.Slider(*LIMITS["pg_T"], value=d["T"], step=1, label="T", elem_id="pg_T")
+                with gr.Row():
+                    pg_b0 = gr.Number(value=d["beta_start"], label="beta_start")
+                    pg_b1 = gr.Number(value=d["beta_end"], label="beta_end")
+                with gr.Row():
+                    pg_width = gr.Slider(*LIMITS["width"], value=d["width"], step=8, label="network width")
+                    pg_depth = gr.Slider(*LIMITS["depth"], value=d["depth"], step=1, label="depth")
+                with gr.Row():
+                    pg_lr = gr.Number(value=d["lr"], label="learning rate")
+                    pg_batch = gr.Slider(*LIMITS["pg_batch"], value=d["batch"], step=8, label="batch size")
+                pg_seconds = gr.Slider(*LIMITS["pg_seconds"], value=d["seconds"], step=1, label="training seconds",
+                                       elem_id="pg_seconds")
+                pg_tview = gr.Slider(0, 999, value=50, step=1, label="show the forward process at t")
+                with gr.Row():
+                    pg_go = gr.Button("Start training", variant="primary", elem_id="pg_go")
+                    pg_stop = gr.Button("Stop (keeps the model)", variant="stop")
+            with gr.Column(scale=3):
+                pg_status = gr.Markdown("*Press Start: about 10 s on 2 cores.*", elem_id="pg_status")
+                pg_points = image("samples over the data · the forward process", elem_id="pg_points", show_label=False)
+                pg_loss = image("loss", show_label=False)
+                gr.Markdown("#### Reverse trajectories of a few points (after training)")
+                with gr.Row():
+                    pg_sampler = gr.Radio(SAMPLER_CHOICES, value="ddpm", label="sampler")
+                    pg_steps = gr.Slider(1, 1000, value=20, step=1, label="steps (DDIM / DPM-Solver++)")
+                    pg_npaths = gr.Slider(*LIMITS["paths"], value=12, step=1, label="paths")
+                pg_draw = gr.Button("Draw trajectories", elem_id="pg_draw")
+                with gr.Row():
+                    pg_paths = image("trajectories", elem_id="pg_paths", show_label=False)
+                    pg_paths_text = gr.Markdown()
+        code("playground")
+
     # ------------------------------------------------------------------ wiring
     fwd = dict(fn=forward.forward_view, inputs=[x0, schedule, T, t, seed_f],
                outputs=[xt_view, eps_view, formula, strip, sched_plot, hist, warning],
                concurrency_limit=4, concurrency_id="forward", show_progress="hidden")
     pick = dict(fn=forward.forward_example, inputs=[dataset, example], outputs=[x0, x0_view], api_name="forward_example")
 
-    demo.load(registry.app_init, outputs=[dataset, rev_model, grid_model], api_name=False).then(
+    demo.load(registry.app_init, outputs=[dataset, rev_model, grid_model, sd_model, ip_model], api_name=False).then(
         finetune.base_choices_update, outputs=[ft_base], api_name=False).then(**fwd, api_name=False)
     dataset.change(forward.forward_gallery, inputs=[dataset], outputs=[gallery], api_name="forward_gallery").then(
         **pick).then(**fwd, api_name=False)
@@ -206,8 +300,28 @@ with gr.Blocks(title="DDPM, step by step") as demo:
     ft_start.click(finetune.finetune_run, inputs=[ft_base, ft_source, ft_classes, ft_name, ft_files, ft_kind, ft_budget,
                                             ft_refresh],
                    outputs=[ft_bar, ft_loss, ft_before, ft_now, ft_status, ft_ckpt, rev_model, grid_model, ft_base],
-                   api_name="finetune", concurrency_limit=TRAIN_LIMIT, concurrency_id="train", show_progress="minimal")
+                   api_name="finetune", concurrency_limit=TRAIN_LIMIT, concurrency_id="train", show_progress="minimal").then(
+        registry.model_picker, outputs=[sd_model], api_name=False).then(
+        registry.model_picker, outputs=[ip_model], api_name=False)
     ft_stop.click(finetune.finetune_stop, api_name="finetune_stop", queue=False)
+    sd_model.change(edit.sdedit_choices, inputs=[sd_model, sd_t], outputs=[sd_class, sd_t], api_name=False)
+    sd_go.click(edit.sdedit_run, inputs=[sd_model, sd_class, sd_sketch, sd_t, sd_sampler, sd_steps, sd_guid, sd_seed],
+                outputs=[sd_mine, sd_noised, sd_xt, sd_x0, sd_text, sd_strip], api_name="sdedit",
+                concurrency_limit=SAMPLING_LIMIT, concurrency_id="sampling", show_progress="minimal")
+    sd_stop.click(edit.sdedit_stop, api_name="sdedit_stop", queue=False)
+    ip_model.change(edit.interpolate_class_choices, inputs=[ip_model], outputs=[ip_class_a, ip_class_b], api_name=False)
+    ip_go.click(edit.interpolate_run, inputs=[ip_model, ip_class_a, ip_class_b, ip_seed_a, ip_seed_b, ip_n, ip_sampler,
+                                              ip_steps, ip_guid, ip_mix],
+                outputs=[ip_strip, ip_gif, ip_text], api_name="interpolate",
+                concurrency_limit=SAMPLING_LIMIT, concurrency_id="sampling")
+
+    pg_go.click(playground.playground_train, inputs=[pg_shape, pg_word, pg_sketch, pg_schedule, pg_T, pg_b0, pg_b1,
+                                                     pg_width, pg_depth, pg_lr, pg_batch, pg_seconds, pg_tview],
+                outputs=[pg_loss, pg_points, pg_status], api_name="playground_train",
+                concurrency_limit=TRAIN_LIMIT, concurrency_id="train", show_progress="minimal")
+    pg_stop.click(playground.playground_stop, api_name="playground_stop", queue=False)
+    pg_draw.click(playground.playground_paths, inputs=[pg_sampler, pg_steps, pg_npaths], outputs=[pg_paths, pg_paths_text],
+                  api_name="playground_paths", concurrency_limit=SAMPLING_LIMIT, concurrency_id="sampling")
     demo.unload(registry.end_session)
 
 demo.queue(default_concurrency_limit=2, max_size=64)

@@ -14,6 +14,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .checkpoint import CheckpointError, load_weights, read_config, weights_path
+from .mlp import MLP
 from .schedule import NoiseSchedule, check_t
 from .unet import UNet2D
 
@@ -42,11 +43,12 @@ def check_image_range(x, name="x0"):
 def sample_xt(x0, t, epsilon, alphaBars, *, generator=None):
     """Sample from q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), Eq. (4).
 
-    x0: [B, C, H, W] clean images in [-1, 1]; t: [B] integer steps in {0..T-1} (or one step for all);
+    x0: [B, C, H, W] clean images in [-1, 1] (or [B, D] vectors); t: [B] integer steps in {0..T-1} (or one for all);
     epsilon: noise of x0's shape, or None to draw it (from `generator`); alphaBars: [T], e.g.
     `ddpm.schedule.alpha_bar` or `NoiseSchedule("linear", 1000).alpha_bar`.
     """
-    check_image_range(x0)
+    if x0.dim() == 4:                       # images; other data (points of the playground) has no fixed range
+        check_image_range(x0)
     alphaBars = torch.as_tensor(alphaBars, dtype=x0.dtype, device=x0.device)      # a tensor, an array or a list
     t = check_t(t, len(alphaBars)).to(x0.device)
     if t.dim() == 0:
@@ -89,15 +91,18 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
                       or take the cosine schedule)
         beta_start, beta_end: first and last beta of the linear and sigmoid schedules, each in (0, 1)
         net:          the network: a `UNet2D` module, or a dict of UNet2D settings (e.g. ddpm.unet.PATCH2);
-                      None takes UNet2D's defaults. in_channels and num_classes come from the arguments above
+                      None takes UNet2D's defaults. in_channels and num_classes come from the arguments above.
+                      With data_dim: an `MLP` module or a dict of its settings (width, depth, emb_channels)
         dataset:      name of the training set ("mnist", ...), for the model card and the evaluation
+        data_dim:     None for images; a number D for data that are vectors of D numbers (2: points in the
+                      plane, as in the app's playground). image_size and in_channels are then unused
 
     `save_pretrained(dir)` writes model.safetensors and config.json; `load_model(dir_or_hub_id)` (or
     `DDPM.from_pretrained`) rebuilds it.
     """
 
     def __init__(self, image_size=28, in_channels=1, num_classes=None, class_names=None,
-                 schedule="linear", T=1000, beta_start=1e-4, beta_end=0.02, net=None, dataset=None):
+                 schedule="linear", T=1000, beta_start=1e-4, beta_end=0.02, net=None, dataset=None, data_dim=None):
         super().__init__()
         if class_names is not None and (num_classes is None or len(class_names) != num_classes):
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
@@ -105,8 +110,12 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
                                         or num_classes < 1):
             raise ValueError(f"num_classes must be an integer >= 1 (or None: unconditional), got {num_classes!r}")
         self.image_size, self.in_channels = image_size, in_channels
-        self.num_classes, self.class_names, self.dataset = num_classes, class_names, dataset
+        self.num_classes, self.class_names, self.dataset, self.data_dim = num_classes, class_names, dataset, data_dim
         self.schedule = NoiseSchedule(schedule, T, beta_start, beta_end)
+        if data_dim is not None:
+            self.net = self._vector_net(net, data_dim, num_classes)
+            self._hub_mixin_config["net"] = self.net.config
+            return
         if isinstance(net, UNet2D):
             if (net.in_channels, net.num_classes) != (in_channels, num_classes):
                 raise ValueError(f"the UNet2D given as net has in_channels={net.in_channels}, num_classes="
@@ -122,13 +131,27 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         # config.json holds the network's full settings, also when a module was passed
         self._hub_mixin_config["net"] = self.net.config
 
+    @staticmethod
+    def _vector_net(net, data_dim, num_classes):
+        if isinstance(data_dim, bool) or not isinstance(data_dim, int) or data_dim < 1:
+            raise ValueError(f"data_dim must be an integer >= 1 (or None for images), got {data_dim!r}")
+        if isinstance(net, MLP):
+            if (net.dim, net.num_classes) != (data_dim, num_classes):
+                raise ValueError(f"the MLP given as net has dim={net.dim}, num_classes={net.num_classes}; this DDPM "
+                                 f"has data_dim={data_dim}, num_classes={num_classes}")
+            return net
+        if net is None or isinstance(net, dict):
+            return MLP(dim=data_dim, num_classes=num_classes, **(net or {}))
+        raise ValueError(f"with data_dim, net must be an MLP or a dict of its settings, got {type(net).__name__}")
+
     @property
     def T(self):
         return self.schedule.T
 
     @property
-    def image_shape(self):
-        return (self.in_channels, self.image_size, self.image_size)
+    def sample_shape(self):
+        """The shape of one sample: (C, H, W) for images, (data_dim,) for vectors."""
+        return (self.data_dim,) if self.data_dim is not None else (self.in_channels, self.image_size, self.image_size)
 
     @property
     def null_class(self):
@@ -139,9 +162,11 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         return next(self.parameters()).device
 
     def check_images(self, x):
-        if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+        """Raise unless x is a batch of this model's samples, [B, *sample_shape]."""
+        if not torch.is_tensor(x) or tuple(x.shape[1:]) != self.sample_shape or x.dim() != len(self.sample_shape) + 1:
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise ValueError(f"images must have shape [B, {', '.join(map(str, self.image_shape))}], got {shape}")
+            what = "images" if self.data_dim is None else "samples"
+            raise ValueError(f"{what} must have shape [B, {', '.join(map(str, self.sample_shape))}], got {shape}")
 
     def check_classes(self, y):
         """Raise unless every label is a class of this model (or its null class, `num_classes`)."""
@@ -150,6 +175,11 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         if self.num_classes is None:
             raise ValueError("this model is unconditional: it takes no class labels")
         y = torch.as_tensor(y)
+        if y.is_floating_point() and y.dim() == 2:            # class weights: a mixture of class embeddings
+            if y.shape[1] != self.num_classes + 1 or (y < 0).any() or not torch.allclose(y.sum(1), torch.ones(len(y))):
+                raise ValueError(f"class weights must be [B, {self.num_classes + 1}] (the classes and the null class), "
+                                 f"non-negative, each row summing to 1; got shape {tuple(y.shape)}")
+            return
         if y.is_floating_point() or y.dtype == torch.bool:
             raise ValueError(f"class labels must be integers, got a {y.dtype} tensor")
         if y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):

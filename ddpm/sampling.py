@@ -69,12 +69,13 @@ def timesteps(sampler, T, steps=None):
 def guided_eps(ddpm, x_t, t, y=None, guidance_scale=1.0):
     """eps_theta(x_t, t, y) with classifier-free guidance; y = None predicts with the null class (unconditional).
 
+    y: class labels [B], or class weights [B, K + 1] (a mixture of class embeddings, for class interpolation).
     With s = guidance_scale != 1 both halves run in one batched forward pass of [x_t, x_t] with labels [y, null].
     """
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None or guidance_scale == 1.0:
         return ddpm.eps(x_t, t_batch, y)
-    y_null = torch.full_like(y, ddpm.null_class)
+    y_null = torch.full_like(y, ddpm.null_class) if y.dim() == 1 else torch.eye(y.shape[1], dtype=y.dtype)[[-1] * len(y)]
     eps_cond, eps_uncond = ddpm.eps(torch.cat([x_t, x_t]), t_batch.repeat(2), torch.cat([y, y_null])).chunk(2)
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)                  # Ho & Salimans (2021) Eq. (6)
 
@@ -254,7 +255,8 @@ def sample(ddpm, n_samples, classes=None, *, sampler="ddpm", steps=None, eta=0.0
     """Algorithm 2: draw n_samples images, or n_samples per class (grouped by class in the order given).
 
     classes: None (unconditional), a class index, a list of them (Python or NumPy ints) or a 1-D integer tensor.
-    Returns a tensor [N, C, H, W] with values in [-1, 1]. Keyword extras pick the sampler ("ddpm": all T
+    Returns a tensor [N, C, H, W] with values in [-1, 1] (or [N, D] vectors for a model with data_dim).
+    Keyword extras pick the sampler ("ddpm": all T
     steps of Alg. 2; "ddim": `steps` steps, `eta`), guidance scale, clipping of x0_hat, sigma_t^2 (`variance`)
     and randomness; `callback(step)` is called with each `Step` as it is done (to watch x0_hat, or record a run).
     """
@@ -265,14 +267,27 @@ def sample(ddpm, n_samples, classes=None, *, sampler="ddpm", steps=None, eta=0.0
     if classes is not None:
         y = torch.tensor(as_class_list(classes, ddpm.num_classes), device=device).repeat_interleave(int(n_samples))
     n = int(n_samples) if y is None else len(y)
-    x = torch.randn((n, *ddpm.image_shape), generator=generator, device=device)           # Alg. 2, line 1
+    x = torch.randn((n, *ddpm.sample_shape), generator=generator, device=device)           # Alg. 2, line 1
     run = sample_steps(ddpm, x, y=y, sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance_scale,
                        clip_x0=clip_x0, variance=variance, generator=generator)
     for step in tqdm(run, total=len(timesteps(sampler, ddpm.T, steps)), disable=not progress, desc=f"{sampler} sampling"):
         x = step.x_prev
         if callback is not None:
             callback(step)
-    return x.clamp(-1, 1)
+    return x.clamp(-1, 1) if ddpm.data_dim is None else x          # images live in [-1, 1]; points have no range
+
+
+def slerp(a, b, w):
+    """Spherical interpolation between two noise tensors of one shape at weights w [n] in [0, 1]: [n, *a.shape].
+
+    Gaussian noise lives near a sphere; a straight line between two draws passes through lower-norm noise
+    that the model never starts from, the great circle keeps the norm (Shoemake 1985; DDIM Sec. 5.4)."""
+    w = torch.as_tensor(w, dtype=a.dtype).view(-1, *([1] * a.dim()))
+    cos = (a * b).sum() / (a.norm() * b.norm())
+    theta = torch.arccos(cos.clamp(-1, 1))
+    if theta < 1e-4:                                           # (nearly) the same direction: a straight line
+        return (1 - w) * a + w * b
+    return (torch.sin((1 - w) * theta) * a + torch.sin(w * theta) * b) / torch.sin(theta)
 
 
 def compiled(ddpm):

@@ -157,7 +157,8 @@ class UNet2D(nn.Module):
         if self.class_emb is not None:
             if y is None:
                 raise ValueError("this network is class-conditional: pass y (use num_classes for the null class)")
-            emb = emb + self.class_emb(y)
+            # y: class labels [B], or class weights [B, num_classes + 1] that mix the class embeddings
+            emb = emb + (y @ self.class_emb.weight if y.is_floating_point() else self.class_emb(y))
         if self.patch_size > 1:
             x = F.pixel_unshuffle(x, self.patch_size)                          # [B, C p^2, H / p, W / p]
         h = self.conv_in(x)

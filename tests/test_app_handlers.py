@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from app_fixtures import make_models_dir
-from ddpm.app import explain, finetune, forward, grid, registry, reverse
+from ddpm.app import edit, explain, finetune, forward, grid, playground, registry, reverse
 from ddpm.app.inputs import UNCONDITIONAL
 from ddpm.pretrained import BUNDLED_DIR
 
@@ -225,3 +225,115 @@ def test_every_tab_has_an_explanation_and_source():
     for key in ("forward", "reverse", "grid", "finetune"):
         assert "def " in explain.source(*explain.SOURCES[key])
     assert "Algorithm 2" in explain.REVERSE and "Eq. 4" in explain.FORWARD
+
+
+# ------------------------------------------------------------------ tab 5: SDEdit and interpolation
+
+def _sketch():
+    img = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    img.paste((0, 0, 0, 255), (120, 40, 160, 240))                  # a black bar: a "1"
+    return {"composite": img}
+
+
+def test_sdedit_streams_from_the_noised_drawing_and_ends_with_a_strip():
+    outs = list(edit.sdedit_run("mnist", "1 - one", _sketch(), 60, "ddim", 10, 2.0, 0, request=A))
+    mine, noised, xt, x0_hat, text, strip = outs[-1]
+    assert len(outs) >= 2 and "done: t_start = 60, 10 steps" in text
+    assert strip.width >= 6 * 28 * 6                                # yours + 5 values of t_start
+    assert not np.array_equal(np.asarray(mine), np.asarray(noised))
+    ddim = list(edit.sdedit_run("mnist", "1 - one", _sketch(), 0, "ddim", 10, 1.0, 0, request=A))[-1]
+    assert "1 steps" in ddim[4]                                     # t_start = 0: one step, the image cleaned up
+
+
+def test_sdedit_rejects_bad_input_and_stays_usable():
+    with pytest.raises(gr.Error, match="no image"):
+        next(edit.sdedit_run("mnist", "1 - one", None, 50, "ddim", 10, 2.0, 0, request=B))
+    with pytest.raises(gr.Error, match="empty"):
+        next(edit.sdedit_run("mnist", "1 - one", Image.new("RGB", (64, 64), "white"), 50, "ddim", 10, 2.0, 0, request=B))
+    with pytest.raises(gr.Error, match=r"t_start = 100 is outside the allowed range \[0, 99\]"):
+        next(edit.sdedit_run("mnist", "1 - one", _sketch(), 100, "ddim", 10, 2.0, 0, request=B))
+    assert "done" in list(edit.sdedit_run("mnist", UNCONDITIONAL, _sketch(), 30, "dpmpp_2m", 5, 2.0, 0, request=B))[-1][4]
+
+
+def test_interpolation_strip_gif_and_class_mixing():
+    strip, gif, text = edit.interpolate_run("mnist", "3 - three", "8 - eight", 0, 1, 6, "ddim", 5, 2.0, False, request=A)
+    assert strip.width >= 6 * 28 * 5 and Image.open(gif).n_frames == 10 and "seed 0 to seed 1" in text
+    same = edit.interpolate_run("mnist", "3 - three", "8 - eight", 0, 1, 6, "ddim", 5, 2.0, False, request=A)[0]
+    assert np.array_equal(np.asarray(strip), np.asarray(same))           # deterministic
+    mixed = edit.interpolate_run("mnist", "3 - three", "8 - eight", 0, 1, 6, "ddim", 5, 2.0, True, request=A)
+    assert "mixed class embeddings" in mixed[2]            # (the tiny model predicts eps = 0: see test_sampling)
+    with pytest.raises(gr.Error, match="deterministic sampler"):
+        edit.interpolate_run("mnist", "3 - three", "8 - eight", 0, 1, 6, "ddpm", 5, 2.0, False, request=A)
+    with pytest.raises(gr.Error, match="needs two classes"):
+        edit.interpolate_run("mnist", UNCONDITIONAL, "8 - eight", 0, 1, 6, "ddim", 5, 1.0, True, request=A)
+
+
+def test_slerp_keeps_the_ends_and_the_norm():
+    from ddpm.sampling import slerp
+    a, b = torch.randn(1, 28, 28), torch.randn(1, 28, 28)
+    x = slerp(a, b, torch.linspace(0, 1, 5))
+    torch.testing.assert_close(x[0], a)
+    torch.testing.assert_close(x[-1], b)
+    line = 0.5 * (a + b)
+    assert abs(float(x[2].norm()) - float(a.norm())) < 0.05 * float(a.norm()) < float(a.norm() - line.norm())
+
+
+# ------------------------------------------------------------------ tab 6: the 2-D playground
+
+PG = dict(shape="two_moons", word="DDPM", drawing=None, schedule="linear", T=50, beta_start=2e-3, beta_end=0.4,
+          width=32, depth=2, lr=3e-3, batch=128, seconds=2, t_view=25)
+
+
+def _pg(request, **changes):
+    args = dict(PG, **changes)
+    return playground.playground_train(*args.values(), request=request)
+
+
+def test_playground_trains_with_the_package_train_and_sample_and_keeps_the_model(monkeypatch):
+    import ddpm
+    assert playground.train is ddpm.train and playground.sample is ddpm.sample     # the package's own functions
+    calls = {"train": 0, "sample": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+    monkeypatch.setattr(playground, "train", counted("train", ddpm.train))
+    monkeypatch.setattr(playground, "sample", counted("sample", ddpm.sample))
+    outs = list(_pg(A))
+    loss, pts, status = outs[-1]
+    assert len(outs) >= 3 and "Done after" in status and "Sliced Wasserstein distance" in status
+    assert calls["train"] >= 1 and calls["sample"] >= 2 and pts.width >= 900 and loss.width > 0
+    run = registry.registry().session("visitor-a").playground
+    assert run["model"].sample_shape == (2,) and run["steps"] == len(run["losses"]) > 0
+    fig, text = playground.playground_paths("ddim", 10, 5, 0, request=A)
+    assert fig.width > 400 and "5 trajectories, 10 steps" in text
+
+
+def test_playground_stop_keeps_the_model_and_visitors_are_separate():
+    gen = _pg(B, seconds=30)
+    next(gen)
+    next(gen)
+    playground.playground_stop(request=B)
+    *_, status = list(gen)[-1]
+    assert "Stopped after" in status
+    assert registry.registry().session("visitor-b").playground["model"] is not None
+    C = SimpleNamespace(session_hash="visitor-c")
+    with pytest.raises(gr.Error, match="no 2-D model yet"):
+        playground.playground_paths("ddpm", 10, 5, 0, request=C)          # C never trained: sees nobody's model
+    assert playground.playground_paths("ddpm", 10, 3, 0, request=B)[0].width > 0
+
+
+@pytest.mark.parametrize("changes, shown", [
+    (dict(T=1), r"T = 1 is outside the allowed range \[2, 1000\]"),
+    (dict(seconds=1000), r"training seconds = 1000 is outside the allowed range \[1, "),
+    (dict(shape="drawing"), "the sketch is empty"),
+    (dict(shape="text", word=""), "1 to 12 characters"),
+    (dict(beta_start=0.5, beta_end=0.1), "beta_start = 0.5 is above beta_end = 0.1"),
+    (dict(width=4), r"width = 4 is outside the allowed range \[8, 512\]"),
+])
+def test_playground_rejects_bad_input_and_stays_usable(changes, shown):
+    with pytest.raises(gr.Error, match=shown):
+        next(_pg(A, **changes))
+    assert "Done after" in list(_pg(A, seconds=1))[-1][2]

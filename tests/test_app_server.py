@@ -106,3 +106,39 @@ def test_two_visitors_finetune_at_once_without_interfering(url, tmp_path):
     c = client(url)                                                                    # a third visitor sees neither
     with pytest.raises(Exception, match="not available"):
         c.predict(name_a, ["0 - zero"], 2, 2.0, "ddim", 3, 0, api_name="/grid")
+
+
+def _sketch_file(tmp_path):
+    path = tmp_path / "one.png"
+    img = Image.new("RGB", (280, 280), "white")
+    img.paste((0, 0, 0), (120, 40, 160, 240))
+    img.save(path)
+    f = handle_file(str(path))
+    return {"background": f, "layers": [], "composite": f}
+
+
+def test_sdedit_and_interpolate_endpoints(url, tmp_path):
+    c = client(url)
+    job = c.submit("mnist", "1 - one", _sketch_file(tmp_path), 60, "ddim", 8, 2.0, 0, api_name="/sdedit")
+    *_, text, strip = job.result(timeout=120)
+    assert "done: t_start = 60, 8 steps" in text and is_png(strip, 6 * 28 * 6)
+    with pytest.raises(Exception, match=r"t_start = 500 is outside the allowed range \[0, 99\]"):
+        c.predict("mnist", "1 - one", _sketch_file(tmp_path), 500, "ddim", 8, 2.0, 0, api_name="/sdedit")
+    strip, gif, text = c.predict("mnist", "3 - three", "8 - eight", 0, 1, 5, "dpmpp_2m", 4, 2.0, True,
+                                 api_name="/interpolate")
+    assert is_png(strip, 5 * 28 * 5) and gif.endswith(".gif") and "mixed class embeddings" in text
+
+
+def test_playground_endpoints_train_stop_and_draw(url):
+    c = client(url)
+    job = c.submit("two_moons", "DDPM", None, "linear", 50, 2e-3, 0.4, 32, 2, 3e-3, 128, 20, 25,
+                   api_name="/playground_train")
+    while len(job.outputs()) < 2 and not job.done():
+        time.sleep(0.1)
+    c.predict(api_name="/playground_stop")
+    loss, pts, status = job.result(timeout=120)
+    assert "Stopped after" in status and is_png(pts, 900)
+    fig, text = c.predict("ddim", 10, 4, api_name="/playground_paths")
+    assert is_png(fig, 400) and "4 trajectories" in text
+    with pytest.raises(Exception, match="no 2-D model yet"):                       # another visitor has none
+        client(url).predict("ddim", 10, 4, api_name="/playground_paths")

@@ -29,7 +29,7 @@ def test_ablation_undoes_one_change_keeps_the_numbers_and_restores_it(change):
     """`bench --ablations` times the network without each kept change: that network must compute the same
     function, must really lack the change while timed, and must get it back afterwards."""
     ddpm = random_model("patch2")
-    x, t, y = torch.randn(3, *ddpm.image_shape), torch.tensor([10, 500, 990]), torch.tensor([0, 4, 10])
+    x, t, y = torch.randn(3, *ddpm.sample_shape), torch.tensor([10, 500, 990]), torch.tensor([0, 4, 10])
     first = ddpm.net.down[0][0]
     layouts = []
     hook = first.register_forward_hook(

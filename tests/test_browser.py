@@ -94,3 +94,48 @@ def test_finetune_tab_runs_a_short_training(page):
     page.get_by_text("Done after 10 steps").wait_for()
     page.wait_for_timeout(500)
     page.screenshot(path=os.path.join(SHOTS, "4_finetune.png"), full_page=True)
+
+
+def _draw_stroke(page, container):
+    """Draw one vertical stroke on the canvas of the sketchpad inside `container` with the mouse."""
+    canvas = page.locator(f"{container} canvas").first
+    canvas.wait_for(state="visible")
+    page.locator(f"{container} button[aria-label='Brush']").click()       # Gradio's sketchpad starts with no tool
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for k in range(1, 21):
+        page.mouse.move(x, y + k * box["height"] * 0.03)
+    page.mouse.up()
+
+
+def test_sketch_to_image_and_interpolation(page):
+    tab(page, "5. Sketch to image & interpolation")
+    _draw_stroke(page, "#sd_sketch")
+    box = page.locator("#sd_t input[type=number]")
+    box.fill("50")
+    box.press("Enter")
+    page.locator("#sd_go").click()
+    try:
+        page.get_by_text("done: t_start = 50").first.wait_for()
+    finally:
+        page.screenshot(path=os.path.join(SHOTS, "5_edit_sdedit.png"), full_page=True)
+    page.locator("#sd_strip img").first.wait_for(state="visible")
+    page.locator("#ip_go").click()
+    page.locator("#ip_strip img").first.wait_for(state="visible")
+    page.wait_for_timeout(500)
+    page.screenshot(path=os.path.join(SHOTS, "5_edit.png"), full_page=True)
+
+
+def test_playground_trains_from_scratch(page):
+    tab(page, "6. Playground (2-D)")
+    box = page.locator("#pg_seconds input[type=number]")
+    box.fill("2")
+    box.press("Enter")
+    page.locator("#pg_go").click()
+    page.locator("#pg_status").get_by_text("Done after").wait_for()
+    page.locator("#pg_draw").click()
+    page.locator("#pg_paths img").first.wait_for(state="visible")
+    page.wait_for_timeout(500)
+    page.screenshot(path=os.path.join(SHOTS, "6_playground.png"), full_page=True)

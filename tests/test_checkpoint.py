@@ -31,7 +31,7 @@ def test_save_load_round_trip_is_bit_exact(make_ddpm, tmp_path):
     assert isinstance(loaded, DDPM) and not loaded.training
     assert _state_equal(ddpm, loaded)
     assert loaded.class_names == ddpm.class_names and loaded.dataset == "mnist"
-    assert (loaded.T, loaded.num_classes, loaded.image_shape) == (ddpm.T, ddpm.num_classes, ddpm.image_shape)
+    assert (loaded.T, loaded.num_classes, loaded.sample_shape) == (ddpm.T, ddpm.num_classes, ddpm.sample_shape)
     torch.testing.assert_close(loaded.schedule.alpha_bar, ddpm.schedule.alpha_bar, rtol=0, atol=0)
     kw = dict(sampler="ddim", steps=4, eta=1.0)
     a = sample(ddpm, 1, classes=[2, 5], generator=torch.Generator().manual_seed(0), **kw)

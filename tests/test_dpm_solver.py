@@ -32,7 +32,7 @@ def diffusers_run(ddpm, x, y, steps, guidance, clip):
 @pytest.mark.parametrize("guidance, clip", [(1.0, False), (1.0, True), (3.0, True)])
 def test_dpmpp_2m_matches_diffusers_step_for_step(make_ddpm, steps, guidance, clip):
     ddpm = make_ddpm(T=1000)
-    x = torch.randn(4, *ddpm.image_shape, generator=torch.Generator().manual_seed(0)) * 1.2
+    x = torch.randn(4, *ddpm.sample_shape, generator=torch.Generator().manual_seed(0)) * 1.2
     y = torch.tensor([0, 3, 7, 9])
     ours = list(sample_steps(ddpm, x, y=y, sampler="dpmpp_2m", steps=steps, guidance_scale=guidance, clip_x0=clip))
     their_ts, theirs = diffusers_run(ddpm, x, y, steps, guidance, clip)

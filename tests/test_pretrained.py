@@ -17,7 +17,7 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_model_loads_with_documented_config(name):
     model = load_pretrained(name)
-    assert (model.T, model.schedule.name, model.num_classes, model.image_shape) == (1000, "linear", 10, (1, 28, 28))
+    assert (model.T, model.schedule.name, model.num_classes, model.sample_shape) == (1000, "linear", 10, (1, 28, 28))
     assert model.dataset == name and len(model.class_names) == 10
     card = open(os.path.join(BUNDLED_DIR, name, "README.md")).read()
     stated = re.search(r"^\| parameters \| ([\d,]+) \|$", card, re.M)

@@ -329,3 +329,19 @@ def test_sample_rejects_ddim_steps_out_of_range(make_ddpm, steps):
 def test_sample_steps_rejects_negative_scalars(make_ddpm, kwargs, shown):
     with pytest.raises(ValueError, match=shown):
         next(sample_steps(make_ddpm(), torch.zeros(1, 1, 28, 28), **kwargs))
+
+
+def test_class_weights_mix_the_class_embeddings(make_ddpm):
+    """y may be class weights [B, K + 1]: one-hot rows are the labels themselves, a 50/50 row is neither class."""
+    import torch.nn.functional as F
+    ddpm = make_ddpm(T=20)
+    x_t = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([3, 8])
+    with torch.no_grad():
+        hard = guided_eps(ddpm, x_t, 10, y, 3.0)
+        torch.testing.assert_close(guided_eps(ddpm, x_t, 10, F.one_hot(y, 11).float(), 3.0), hard)
+        half = 0.5 * F.one_hot(torch.tensor([3, 3]), 11).float() + 0.5 * F.one_hot(torch.tensor([8, 8]), 11).float()
+        mixed = guided_eps(ddpm, x_t, 10, half, 3.0)
+    assert not torch.allclose(mixed, hard, atol=1e-4)
+    with pytest.raises(ValueError, match="class weights must be \\[B, 11\\]"):
+        ddpm.check_classes(torch.full((2, 11), 0.5))

@@ -48,7 +48,7 @@ def test_sample_steps_matches_reference_loop(make_ddpm, case):
     case = dict(case)
     ddpm = make_ddpm(T=20)
     y = torch.tensor([0, 3, 7]) if case.pop("classes", False) else None
-    x = torch.randn(3, *ddpm.image_shape, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, *ddpm.sample_shape, generator=torch.Generator().manual_seed(1))
     ours = [s.x_prev for s in sample_steps(ddpm, x, y=y, generator=torch.Generator().manual_seed(2), **case)]
     ref = reference_loop(ddpm, x, y=y, generator=torch.Generator().manual_seed(2), **case)
     assert len(ours) == len(ref)
@@ -61,14 +61,14 @@ def test_sample_matches_reference_loop_guided_ddim(make_ddpm):
     g = torch.Generator().manual_seed(5)
     ours = sample(ddpm, 2, [1, 4], sampler="ddim", steps=5, guidance_scale=3.0, generator=g)
     g = torch.Generator().manual_seed(5)
-    x = torch.randn((4, *ddpm.image_shape), generator=g)
+    x = torch.randn((4, *ddpm.sample_shape), generator=g)
     ref = reference_loop(ddpm, x, y=torch.tensor([1, 1, 4, 4]), sampler="ddim", steps=5, guidance_scale=3.0)[-1]
     torch.testing.assert_close(ours, ref.clamp(-1, 1), rtol=1e-5, atol=1e-5)
 
 
 def test_step_coefs_are_python_floats(make_ddpm):
     ddpm = make_ddpm(T=20)
-    x = torch.randn(2, *ddpm.image_shape)
+    x = torch.randn(2, *ddpm.sample_shape)
     for sampler, steps in (("ddpm", None), ("ddim", 4)):
         for step in sample_steps(ddpm, x, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0)):
             assert all(type(v) is float for v in step.coefs.values())
@@ -77,7 +77,7 @@ def test_step_coefs_are_python_floats(make_ddpm):
 def test_channels_last_inference_matches_training_layout(make_ddpm):
     """The CPU inference path runs the network on NHWC activations; the training path stays NCHW."""
     ddpm = make_ddpm(T=20)
-    x, t, y = torch.randn(4, *ddpm.image_shape), torch.tensor([0, 5, 10, 19]), torch.tensor([0, 1, 2, 10])
+    x, t, y = torch.randn(4, *ddpm.sample_shape), torch.tensor([0, 5, 10, 19]), torch.tensor([0, 1, 2, 10])
     with torch.no_grad():
         fast = ddpm.net(x, t, y)
     with torch.enable_grad():

@@ -1,7 +1,8 @@
 """The app's plain-language explanations and the ddpm source code a lecturer shows next to each output."""
 import inspect
 
-from .. import diffusion, plots, sampling, schedule, training
+from .. import diffusion, mlp, plots, points, sampling, schedule, training
+from ..eval import metrics
 from . import finetune
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
@@ -48,6 +49,25 @@ Images are turned into MNIST style: grey-scale, 28×28, white strokes on black (
 """
 
 
+EDIT = r"""
+### The reverse process on structure that is already there
+**Sketch to image** (SDEdit, Meng et al. 2022): instead of starting from pure noise, noise *your* image to step $t_0$ with Eq. 4,
+$x_{t_0} = \sqrt{\bar\alpha_{t_0}}\,x_0 + \sqrt{1-\bar\alpha_{t_0}}\,\epsilon$, and run the reverse process from $t_0$ down to 0.
+Small $t_0$ keeps your strokes (the model only cleans them up); large $t_0$ keeps only their rough layout (the model invents the rest).
+**Interpolation**: a deterministic sampler (DDIM with $\eta = 0$, or DPM-Solver++) maps each start noise $x_T$ to one image, so walking
+$x_T$ along the great circle between two seeds (*slerp*, which keeps the noise's norm) walks the images. Mixing two class embeddings,
+$(1-w)\,e_A + w\,e_B$, asks the network for something between two classes that it never saw in training.
+"""
+
+PLAYGROUND = r"""
+### Train a DDPM from scratch, in seconds, on points in the plane
+The same package code as for the images: `DDPM(data_dim=2)` with a small MLP as $\epsilon_\theta(x_t, t)$, trained by `ddpm.train` (**Algorithm 1**)
+and sampled by `ddpm.sample` (**Algorithm 2**). Each point is a "data image" of two numbers. Try: **T** too small (x_T is not Gaussian: see the right
+plot at t = T-1), betas that destroy the data too fast or too slowly, a network too narrow to learn the shape, a learning rate too high.
+The **sliced Wasserstein distance** (the mean over random directions of the 1-D distance between the projected clouds) compares two settings by number.
+"""
+
+
 def source(*objects):
     """The source code of ddpm functions, one after the other, as shown in the 'Show the code' accordions."""
     return "\n\n".join(inspect.getsource(obj) for obj in objects)
@@ -59,4 +79,6 @@ SOURCES = {
                 sampling.dpmpp_2m_step),
     "grid": (sampling.sample, plots.image_grid),
     "finetune": (training._fit, diffusion.DDPM.loss, finetune.with_new_class),
+    "edit": (diffusion.sample_xt, sampling.slerp, sampling.sample_steps),
+    "playground": (mlp.MLP.forward, training.train, training._fit, points.two_moons, metrics.sliced_wasserstein),
 }

@@ -135,3 +135,44 @@ def loss_figure(losses):
         ax.set_title("loss (Alg. 1, line 5)", fontsize=FONT)
         ax.grid(alpha=0.3)
         return to_image(fig)
+
+
+def _points_axes(ax, title, lim=3.2):
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=FONT)
+    ax.tick_params(labelsize=FONT - 3)
+    ax.grid(alpha=0.25)
+
+
+def playground_figure(data, samples, x_t, t, T, caption):
+    """Two panels: the data (grey) with the model's samples (orange); the data noised to step t, q(x_t | x_0)."""
+    data, x_t = np.asarray(data), np.asarray(x_t)
+    with plt_lock:
+        fig = Figure(figsize=(10, 4.6), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax1, ax2 = fig.subplots(1, 2)
+        ax1.scatter(*data[:1500].T, s=4, color="0.65", label="data")
+        if samples is not None:
+            ax1.scatter(*np.asarray(samples).T, s=5, color="tab:orange", alpha=0.8, label="samples")
+        ax1.legend(loc="upper right", fontsize=FONT - 3, markerscale=3)
+        _points_axes(ax1, caption)
+        ax2.scatter(*x_t[:1500].T, s=4, color="tab:blue")
+        _points_axes(ax2, f"forward process: $x_t$ at t = {t} (T = {T})")
+        return to_image(fig)
+
+
+def paths_figure(data, paths, title):
+    """Reverse trajectories [steps + 1, n, 2] drawn as lines from x_T (circle) to x_0 (dot), over the data."""
+    with plt_lock:
+        fig = Figure(figsize=(5.6, 5.2), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.scatter(*data[:1500].T, s=4, color="0.75")
+        for k in range(paths.shape[1]):
+            line = ax.plot(paths[:, k, 0], paths[:, k, 1], lw=1.2, alpha=0.85)[0]
+            ax.plot(*paths[0, k], "o", mfc="none", color=line.get_color(), ms=6)
+            ax.plot(*paths[-1, k], "o", color=line.get_color(), ms=5)
+        _points_axes(ax, title)
+        return to_image(fig)

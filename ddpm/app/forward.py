@@ -94,7 +94,7 @@ def forward_view(x0, schedule, T, t, seed):
                    f"for the {schedule} schedule, so sampling from N(0, I) would not match q(x_T).")
     return (upscale(Image.fromarray(to_uint8(x_t)[0, :, :, 0]), 10),
             upscale(Image.fromarray(to_uint8(eps)[0, :, :, 0]), 10),
-            formula, labelled_strip(strip, ts), schedule_figure(T, t, schedule),
+            formula, labelled_strip(strip, [f"t={t}" for t in ts]), schedule_figure(T, t, schedule),
             histogram_figure(x_t.flatten().numpy(), x_T.flatten().numpy(), t, T), warning)
 
 

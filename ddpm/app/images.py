@@ -75,15 +75,14 @@ def image_to_x0(image):
     return np.array(out, dtype=np.uint8)
 
 
-def labelled_strip(x, ts, scale=4):
-    """One row of images with 't = ...' written under each."""
-    row = image_grid(x, len(ts), scale=scale, pad=2)
+def labelled_strip(x, labels, scale=4):
+    """One row of images [n, C, H, W] with a text label under each (e.g. 't=250')."""
+    row = image_grid(x, len(labels), scale=scale, pad=2)
     canvas = Image.new("RGB", (row.width, row.height + 34), "white")
     canvas.paste(row, (0, 0))
     draw, cell = ImageDraw.Draw(canvas), (x.shape[-1] + 2) * scale
-    for k, t in enumerate(ts):
-        draw.text((2 * scale + k * cell + cell // 2 - 4 * len(f"t={t}"), row.height + 4), f"t={t}",
-                  fill="black", font_size=20)
+    for k, text in enumerate(labels):
+        draw.text((2 * scale + k * cell + cell // 2 - 4 * len(text), row.height + 4), text, fill="black", font_size=20)
     return canvas
 
 
@@ -100,4 +99,12 @@ def frames_to_gif(frames, path, scale=4):
         images.append(canvas.convert("P", palette=Image.ADAPTIVE))
     durations = [80] * (len(images) - 1) + [2000]
     images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return path
+
+
+def strip_gif(images, path, scale=8, ms=250):
+    """An animated GIF that walks forwards and back through uint8 images [n, H, W, C] (one frame each)."""
+    frames = [show_uint8(images[k:k + 1], scale).convert("P", palette=Image.ADAPTIVE) for k in range(len(images))]
+    frames = frames + frames[-2:0:-1]                          # there and back again
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms, loop=0)
     return path

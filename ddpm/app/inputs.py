@@ -22,6 +22,10 @@ LIMITS = {
     "seed": (0, 2**31 - 1), "per_class": (1, 10), "n_classes": (1, 20),
     "train_seconds": (5, int(os.environ.get("DDPM_APP_MAX_TRAIN_SECONDS", 300))), "train_steps": (1, 5000),
     "refresh_every": (5, 1000), "uploads": (1, 64), "upload_mb": (0, 5),
+    # the 2-D playground, SDEdit and interpolation
+    "pg_T": (2, 1000), "beta": (1e-6, 0.999), "width": (8, 512), "depth": (1, 8), "lr": (1e-5, 0.1),
+    "pg_batch": (8, 4096), "pg_seconds": (1, int(os.environ.get("DDPM_APP_MAX_PLAYGROUND_SECONDS", 60))),
+    "paths": (1, 64), "frames": (2, 16),
 }
 UNCONDITIONAL = "unconditional"
 

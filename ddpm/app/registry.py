@@ -33,6 +33,7 @@ class Session:
     stops: dict = field(default_factory=dict)       # "reverse" / "finetune" -> threading.Event
     frames: list = field(default_factory=list)      # the last reverse run: (x_t uint8, x0_hat uint8, caption)
     drawings: list = field(default_factory=list)    # sketches collected for fine-tuning, uint8 [28, 28]
+    playground: dict = field(default_factory=dict)  # the last 2-D run: "model", "data", "losses"
     n_finetuned: int = 0
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="ddpm_app_"))
 
@@ -153,13 +154,21 @@ def set_registry(models_dir, use_judges=True):
     return _REGISTRY
 
 
+MODEL_PICKERS = 4          # the model dropdowns of tabs 2, 3 and 5 (SDEdit, interpolation)
+
+
 def app_init(request: gr.Request = None):
-    """On page load: (dataset picker, reverse model, grid model) filled with what exists now."""
+    """On page load: the dataset picker, then every model picker, filled with what exists now."""
     reg = registry()
     datasets, models = reg.datasets(), reg.model_names(session_id(request))
     first = models[0] if models else None
     return (gr.update(choices=datasets, value=datasets[0] if datasets else None),
-            gr.update(choices=models, value=first), gr.update(choices=models, value=first))
+            *[gr.update(choices=models, value=first) for _ in range(MODEL_PICKERS)])
+
+
+def model_picker(request: gr.Request = None):
+    """A model picker's choices again (after fine-tuning added a model), keeping its value."""
+    return gr.update(choices=registry().model_names(session_id(request)))
 
 
 def end_session(request: gr.Request = None):

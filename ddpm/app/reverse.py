@@ -81,7 +81,7 @@ def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, r
     stop = session.stops["reverse"] = threading.Event()
     session.frames = []
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn((batch, *ddpm.image_shape), generator=g)                              # Alg. 2, line 1
+    x = torch.randn((batch, *ddpm.sample_shape), generator=g)                              # Alg. 2, line 1
     n = len(timesteps(sampler, ddpm.T, steps))
     stride, scale, last = max(1, n // MAX_FRAMES), grid_scale(batch), 0.0
     step = None

@@ -74,7 +74,7 @@ def matmul_gflops(n=2048, repeats=7):
 
 def forward_flops(ddpm):
     """FLOPs of one forward pass of the network for one image."""
-    x, t, y = torch.randn(1, *ddpm.image_shape), torch.tensor([500]), torch.tensor([3])
+    x, t, y = torch.randn(1, *ddpm.sample_shape), torch.tensor([500]), torch.tensor([3])
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         ddpm.net(x, t, y)
     return counter.get_total_flops()
@@ -83,7 +83,7 @@ def forward_flops(ddpm):
 def train_flops(ddpm, batch=2):
     """FLOPs of one training step (forward + backward) per image."""
     net = copy.deepcopy(ddpm.net).train()
-    x, t, y = torch.randn(batch, *ddpm.image_shape), torch.randint(0, 1000, (batch,)), torch.randint(0, 10, (batch,))
+    x, t, y = torch.randn(batch, *ddpm.sample_shape), torch.randint(0, 1000, (batch,)), torch.randint(0, 10, (batch,))
     with FlopCounterMode(display=False) as counter:
         F.mse_loss(net(x, t, y), x).backward()
     return counter.get_total_flops() / batch
@@ -91,7 +91,7 @@ def train_flops(ddpm, batch=2):
 
 def _fake_batches(ddpm, n, batch, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.rand((batch, *ddpm.image_shape), generator=g) * 2 - 1, torch.randint(0, 10, (batch,), generator=g))
+    return [(torch.rand((batch, *ddpm.sample_shape), generator=g) * 2 - 1, torch.randint(0, 10, (batch,), generator=g))
             for _ in range(n)]
 
 
@@ -127,7 +127,7 @@ def train_reference(ddpm, batch, steps, warmup=2):
 
 def net_time(ddpm, batch, repeats):
     """Seconds per forward pass of the network alone, in inference mode."""
-    x, t, y = torch.randn(batch, *ddpm.image_shape), torch.full((batch,), 500), torch.randint(0, 10, (batch,))
+    x, t, y = torch.randn(batch, *ddpm.sample_shape), torch.full((batch,), 500), torch.randint(0, 10, (batch,))
     with torch.inference_mode():
         return _median_time(lambda: ddpm.net(x, t, y), repeats, warmup=2)
 
@@ -135,7 +135,7 @@ def net_time(ddpm, batch, repeats):
 def step_time(ddpm, batch, n_steps):
     """Seconds per step of our DDIM loop (conditional, no guidance: one forward pass of `batch` images),
     and the fraction of each step spent outside the network (timed by hooks inside the same steps)."""
-    x, y = torch.randn(batch, *ddpm.image_shape), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, *ddpm.sample_shape), torch.randint(0, 10, (batch,))
     in_net, t_enter = [0.0], [0.0]
     hooks = [ddpm.net.register_forward_pre_hook(lambda *a: t_enter.__setitem__(0, time.perf_counter())),
              ddpm.net.register_forward_hook(lambda *a: in_net.__setitem__(0, in_net[0] + time.perf_counter() - t_enter[0]))]
@@ -160,7 +160,7 @@ def compiled_forward(ddpm, batches, repeats):
     fast, rows = compiled(ddpm), []
     mm, mm_flops = _matmul()
     for b in batches:
-        x, t, y = torch.randn(b, *ddpm.image_shape), torch.full((b,), 500), torch.randint(0, 10, (b,))
+        x, t, y = torch.randn(b, *ddpm.sample_shape), torch.full((b,), 500), torch.randint(0, 10, (b,))
         with torch.inference_mode():
             start = time.perf_counter()
             fast.net(x, t, y)
@@ -175,7 +175,7 @@ def _start(ddpm, n_per_class, classes):
     """Labels (None: unconditional) and the seeded starting noise shared by both loops."""
     g = torch.Generator().manual_seed(0)
     y = None if classes is None else torch.tensor(classes).repeat_interleave(n_per_class)
-    return y, torch.randn((n_per_class if y is None else len(y), *ddpm.image_shape), generator=g), g
+    return y, torch.randn((n_per_class if y is None else len(y), *ddpm.sample_shape), generator=g), g
 
 
 def our_steps(ddpm, n_per_class, classes, sampler, steps, guidance):
@@ -289,7 +289,7 @@ def ablations(ddpm, batches=(4, 16, 100), repeats=40, compile=True):
     fast = compiled(ddpm).net if compile else None
     rows = []
     for b in batches:
-        x, t, y = torch.randn(b, *ddpm.image_shape), torch.full((b,), 500), torch.randint(0, 10, (b,))
+        x, t, y = torch.randn(b, *ddpm.sample_shape), torch.full((b,), 500), torch.randint(0, 10, (b,))
         shipped = lambda net=ddpm.net: net(x, t, y)
 
         def without(change):

@@ -1,0 +1,145 @@
+"""The 2-D playground: Algorithm 1 from scratch on a point cloud in seconds, with the package's own `train`,
+`DDPM` (data_dim=2, an MLP for eps_theta), `sample_xt` and samplers, so every hyperparameter shows its effect.
+
+Each visitor's run lives in their session (registry.Session.playground): private, stoppable, and a stopped
+run keeps its model. The sliced Wasserstein distance to the data makes two settings comparable by number.
+"""
+import threading
+import time
+
+import gradio as gr
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from .. import points
+from ..diffusion import DDPM, sample_xt
+from ..eval.metrics import sliced_wasserstein
+from ..sampling import SAMPLERS, sample, sample_steps
+from ..schedule import SCHEDULES
+from ..training import train
+from .cores import shares_cores
+from .figures import loss_figure, paths_figure, playground_figure
+from .images import image_to_x0
+from .inputs import check_int, check_range
+from .registry import registry, session_id
+
+N_DATA, N_PREVIEW, N_FINAL = 4000, 600, 2000     # points: the data, the samples shown while training, at the end
+PREVIEW_EVERY_S = 1.0
+# the default run (the tab's initial values): two moons, 10 s on 2 cores, sliced Wasserstein ~0.03 (floor ~0.02)
+DEFAULTS = dict(shape="two_moons", schedule="linear", T=100, beta_start=1e-3, beta_end=0.2, width=128, depth=3,
+                lr=2e-3, batch=256, seconds=10)
+
+
+def _settings(shape, word, drawing, schedule, T, beta_start, beta_end, width, depth, lr, batch, seconds, seed):
+    """Check every setting (gr.Error naming the bad one) and build the data: (data [N, 2], settings dict)."""
+    if shape not in points.SHAPES:
+        raise gr.Error(f"data {shape!r} is unknown; choose one of {list(points.SHAPES)}")
+    if schedule not in SCHEDULES:
+        raise gr.Error(f"schedule {schedule!r} is unknown; choose one of {list(SCHEDULES)}")
+    s = dict(T=check_int("T", T, "pg_T"), beta_start=check_range("beta_start", beta_start, "beta"),
+             beta_end=check_range("beta_end", beta_end, "beta"), width=check_int("width", width),
+             depth=check_int("depth", depth), lr=check_range("learning rate", lr, "lr"),
+             batch=check_int("batch size", batch, "pg_batch"), seconds=check_int("training seconds", seconds, "pg_seconds"),
+             seed=check_int("seed", seed), schedule=schedule, shape=shape)
+    if s["beta_start"] > s["beta_end"]:
+        raise gr.Error(f"beta_start = {beta_start} is above beta_end = {beta_end}; the betas must rise")
+    gray = None
+    if shape == "drawing":
+        if drawing is None or (isinstance(drawing, dict) and drawing.get("composite") is None):
+            raise gr.Error("the sketch is empty: draw a shape first")
+        gray = image_to_x0(drawing) if not isinstance(drawing, np.ndarray) else drawing
+    try:
+        data = points.make(shape, N_DATA, word=word, drawing=gray, generator=torch.Generator().manual_seed(s["seed"]))
+    except ValueError as err:
+        raise gr.Error(str(err)) from None
+    return data, s
+
+
+def _caption(steps, seconds):
+    return f"samples (orange) after {steps} steps, {seconds:.1f} s" if steps else "the data (grey)"
+
+
+@shares_cores
+def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, width, depth, lr, batch, seconds,
+                     t_view, seed=0, request: gr.Request = None):
+    """Train a 2-D DDPM from scratch with `ddpm.train`, streaming (loss plot, samples and q(x_t | x_0), status).
+
+    The samples are drawn with Algorithm 2 from the same start noise at every preview, so only the model changes.
+    """
+    data, s = _settings(shape, word, drawing, schedule, T, beta_start, beta_end, width, depth, lr, batch, seconds, seed)
+    t_view = min(check_int("t (forward process)", t_view, bounds=(0, 999)), s["T"] - 1)
+    try:
+        with torch.random.fork_rng():                        # a repeatable initialisation, the global RNG left alone
+            torch.manual_seed(s["seed"])
+            model = DDPM(data_dim=2, schedule=s["schedule"], T=s["T"], beta_start=s["beta_start"],
+                         beta_end=s["beta_end"], net=dict(width=s["width"], depth=s["depth"]), dataset=shape)
+    except ValueError as err:                                # e.g. betas outside (0, 1) for this schedule
+        raise gr.Error(str(err)) from None
+    session = registry().session(session_id(request))
+    stop = session.stops["playground"] = threading.Event()
+    losses = []
+    session.playground = dict(model=model, data=data, losses=losses, settings=s)
+    g = torch.Generator().manual_seed(s["seed"])
+    x_t = sample_xt(data, torch.full((len(data),), t_view), None, model.schedule.alpha_bar, generator=g)   # Eq. (4)
+    loader = DataLoader(TensorDataset(data), batch_size=min(s["batch"], N_DATA), shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(s["seed"]))
+    optim = torch.optim.Adam(model.parameters(), lr=s["lr"])
+
+    def preview(n):
+        return sample(model, n, sampler="ddpm", clip_x0=False, generator=torch.Generator().manual_seed(s["seed"] + 1))
+
+    yield (loss_figure([]), playground_figure(data, None, x_t, t_view, s["T"], _caption(0, 0)),
+           f"Training on {N_DATA} points of **{shape}**: T = {s['T']}, MLP {s['depth']} x {s['width']}, "
+           f"batch {s['batch']}, lr {s['lr']:g}, {s['seconds']} s.")
+    start = time.perf_counter()
+    while not stop.is_set():
+        left = s["seconds"] - (time.perf_counter() - start)
+        if left <= 0:
+            break
+        losses += train(model, loader, None, optim, "cpu", max_seconds=min(left, PREVIEW_EVERY_S), stop=stop.is_set,
+                        progress=False, generator=g)                                     # Algorithm 1
+        elapsed = time.perf_counter() - start
+        yield (loss_figure(losses), playground_figure(data, preview(N_PREVIEW), x_t, t_view, s["T"],
+                                                      _caption(len(losses), elapsed)),
+               f"training: step {len(losses)}, {elapsed:.1f} s of {s['seconds']} s, loss {np.mean(losses[-50:]):.4f}")
+    elapsed = time.perf_counter() - start
+    final = preview(N_FINAL)
+    distance = sliced_wasserstein(final, data[:N_FINAL], generator=torch.Generator().manual_seed(0))
+    floor = sliced_wasserstein(data[N_FINAL:], data[:N_FINAL], generator=torch.Generator().manual_seed(0))
+    session.playground.update(distance=distance, steps=len(losses), seconds=elapsed)
+    yield (loss_figure(losses), playground_figure(data, final[:N_PREVIEW * 2], x_t, t_view, s["T"],
+                                                  _caption(len(losses), elapsed)),
+           f"**{'Stopped' if stop.is_set() else 'Done'} after {len(losses)} steps ({elapsed:.1f} s).** "
+           f"Sliced Wasserstein distance of {N_FINAL} samples (Algorithm 2) to the data: **{distance:.3f}** "
+           f"(two halves of the data itself: {floor:.3f}; lower is better). The model is kept: draw trajectories below.")
+
+
+def playground_stop(request: gr.Request = None):
+    """End this session's 2-D training after the current step; the model trained so far is kept."""
+    event = registry().session(session_id(request)).stops.get("playground")
+    if event is not None:
+        event.set()
+
+
+@shares_cores
+def playground_paths(sampler, steps, n_paths, seed=0, request: gr.Request = None):
+    """Reverse trajectories of a few points of this session's 2-D model, drawn as paths: (figure, markdown)."""
+    run = registry().session(session_id(request)).playground
+    if not run.get("model"):
+        raise gr.Error("no 2-D model yet: press Start training first")
+    model = run["model"]
+    if sampler not in SAMPLERS:
+        raise gr.Error(f"sampler {sampler!r} is unknown; choose one of {list(SAMPLERS)}")
+    steps = None if sampler == "ddpm" else check_int("steps", steps, bounds=(1, model.T))
+    n_paths = check_int("number of paths", n_paths, "paths")
+    g = torch.Generator().manual_seed(check_int("seed", seed))
+    x = torch.randn(n_paths, 2, generator=g)                                             # Alg. 2, line 1
+    trajectory = [x]
+    for step in sample_steps(model, x, sampler=sampler, steps=steps, clip_x0=False, generator=g):
+        trajectory.append(step.x_prev)
+    paths = torch.stack(trajectory).numpy()                                              # [steps + 1, n, 2]
+    name = {"ddpm": f"DDPM, {model.T} steps", "ddim": f"DDIM, {steps} steps", "dpmpp_2m": f"DPM-Solver++, {steps} steps"}
+    return (paths_figure(run["data"].numpy(), paths, f"{name[sampler]}: from x_T (circle) to x_0 (dot)"),
+            f"{n_paths} trajectories, {len(trajectory) - 1} steps each. DDPM's paths jitter (fresh noise z at every "
+            "step); DDIM's and DPM-Solver++'s are smooth (deterministic).")
