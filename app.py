@@ -174,8 +174,8 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 sd_model = gr.Dropdown(label="model", choices=[], allow_custom_value=True)
                 sd_class = gr.Dropdown(label="class", choices=[UNCONDITIONAL], value=UNCONDITIONAL,
                                        allow_custom_value=True)
-                sd_sketch = gr.Sketchpad(label="draw (or paste / upload) an image", type="pil", height=280, elem_id="sd_sketch",
-                                         canvas_size=(280, 280))
+                sd_sketch = gr.Sketchpad(label="draw (or upload / paste) an image", type="pil", height=280,
+                                         elem_id="sd_sketch", canvas_size=(280, 280), sources=["upload", "clipboard"])
                 sd_t = gr.Slider(0, 999, value=500, step=1, label="strength t_start (0 = keep my image, T-1 = ignore it)",
                                  elem_id="sd_t")
                 sd_sampler, sd_steps = sampler_inputs("sd", 20)

@@ -10,6 +10,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 SHAPES = ("two_moons", "swiss_roll", "gaussian_ring", "text", "drawing")
+# The playground's default recipe (DDPM(data_dim=2, ...), an MLP of depth x width, Adam): two moons in 10 s
+# on 2 cores, sliced Wasserstein ~0.03-0.07 to the data (two halves of the data: ~0.02-0.04)
+RECIPE = dict(shape="two_moons", schedule="linear", T=100, beta_start=1e-3, beta_end=0.2, width=128, depth=3,
+              lr=2e-3, batch=256, seconds=10)
 
 
 def normalise(points):

@@ -134,3 +134,13 @@ def test_compiled_forward_times_each_batch_against_eager_and_the_matmul(monkeypa
     for b, first, t_fast, t_eager, mm in rows:
         assert first >= 1.2 and t_fast < 2.0 and t_fast / t_eager > 1.5 and mm > 1   # ~3 when the machine is calm
     assert type(ddpm.net).__name__ == "UNet2D"         # the model given is left as it was
+
+
+def test_playground_rows_time_the_default_run_sdedit_and_interpolation(monkeypatch):
+    from ddpm import points
+    from ddpm.tools.bench import playground_rows
+    monkeypatch.setitem(points.RECIPE, "seconds", 1)                     # the figure, not the full 10 s
+    rows = playground_rows()
+    assert [name.split(":")[0] for name, _, _ in rows] == ["2-D playground", "2-D playground", "SDEdit strip", "interpolation"]
+    assert 1.0 <= rows[0][1] < 3.0 and all(seconds > 0 for _, seconds, _ in rows)
+    assert "sliced Wasserstein to the data" in rows[1][2]

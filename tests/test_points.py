@@ -9,7 +9,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ddpm
 from ddpm import DDPM, load_model, points
-from ddpm.app.playground import DEFAULTS
 from ddpm.eval.metrics import sliced_wasserstein
 from ddpm.mlp import MLP
 
@@ -61,7 +60,7 @@ def test_mlp_ddpm_saves_and_loads(tmp_path):
 def test_the_default_playground_settings_learn_two_moons_with_the_package_code():
     """The tab's default recipe, by steps (repeatable, unlike seconds): the samples reach a sliced Wasserstein
     distance to the data below 0.1 (measured 0.068; two halves of the data: ~0.04); an untrained model is far off."""
-    d = DEFAULTS
+    d = points.RECIPE
     data = points.two_moons(4000, generator=torch.Generator().manual_seed(0))
     with torch.random.fork_rng():
         torch.manual_seed(0)

@@ -26,9 +26,7 @@ from .registry import registry, session_id
 
 N_DATA, N_PREVIEW, N_FINAL = 4000, 600, 2000     # points: the data, the samples shown while training, at the end
 PREVIEW_EVERY_S = 1.0
-# the default run (the tab's initial values): two moons, 10 s on 2 cores, sliced Wasserstein ~0.03 (floor ~0.02)
-DEFAULTS = dict(shape="two_moons", schedule="linear", T=100, beta_start=1e-3, beta_end=0.2, width=128, depth=3,
-                lr=2e-3, batch=256, seconds=10)
+DEFAULTS = points.RECIPE            # the tab's initial values
 
 
 def _settings(shape, word, drawing, schedule, T, beta_start, beta_end, width, depth, lr, batch, seconds, seed):

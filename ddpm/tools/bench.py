@@ -336,6 +336,9 @@ def main(argv=None):
     p.add_argument("--ablations", action="store_true",
                    help="instead of the main table: the network as shipped against it without each kept change, "
                         "with the other shape, and through ddpm.compiled (about 3 minutes)")
+    p.add_argument("--playground", action="store_true",
+                   help="instead of the main table: the 2-D playground's default run, SDEdit and interpolation with "
+                        "the bundled MNIST model (about a minute)")
     p.add_argument("--compile", action="store_true",
                    help="also time the network at batch 16 and 100 compiled (ddpm.compiled), against eager and the "
                         "matmul in alternating runs: about 40 s of compiling per batch size")
@@ -344,6 +347,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.ablations:
         return _print_ablations(args)
+    if args.playground:
+        return _print_playground(args)
     quick = args.quick
     reps = 2 if quick else 5
     load_before = os.getloadavg()
@@ -440,6 +445,66 @@ def _print_ablations(args):
              "| change | batch | as shipped | changed | changed / shipped | note |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {c} | {b} | {1e3 * a:.1f} ms | {1e3 * w:.1f} ms | {w / a:.2f} | {note} |" for c, b, a, w, note in rows]
+    _emit("\n".join(lines), args.out)
+    return rows
+
+
+def playground_rows(seed=0):
+    """(figure, seconds, note) rows: the playground's default 2-D run by the package's own train and sample, and
+    SDEdit and interpolation on the bundled MNIST model, each as the app runs them (without drawing figures)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .. import points
+    from ..diffusion import sample_xt
+    from ..eval.metrics import sliced_wasserstein
+    from ..pretrained import load_pretrained
+    from ..sampling import slerp
+    from ..training import train
+    r, rows = points.RECIPE, []
+    data = points.make(r["shape"], 4000, generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    model = DDPM(data_dim=2, schedule=r["schedule"], T=r["T"], beta_start=r["beta_start"], beta_end=r["beta_end"],
+                 net=dict(width=r["width"], depth=r["depth"]))
+    loader = DataLoader(TensorDataset(data), batch_size=r["batch"], shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(seed))
+    start = time.perf_counter()
+    losses = train(model, loader, None, torch.optim.Adam(model.parameters(), lr=r["lr"]), "cpu",
+                   max_seconds=r["seconds"], progress=False)
+    rows.append(("2-D playground: default training run (two moons)", time.perf_counter() - start,
+                 f"{len(losses)} steps of Algorithm 1, batch {r['batch']}, MLP {r['depth']} x {r['width']}, T = {r['T']}"))
+    start = time.perf_counter()
+    samples = sample(model, 2000, clip_x0=False, generator=torch.Generator().manual_seed(seed + 1))
+    sw = sliced_wasserstein(samples, data[:2000], generator=torch.Generator().manual_seed(0))
+    floor = sliced_wasserstein(data[2000:], data[:2000], generator=torch.Generator().manual_seed(0))
+    rows.append(("2-D playground: 2000 samples, Algorithm 2", time.perf_counter() - start,
+                 f"sliced Wasserstein to the data {sw:.3f} (data vs data {floor:.3f})"))
+    mnist = load_pretrained("mnist")
+    x0 = torch.full((1, 1, 28, 28), -1.0)
+    x0[..., 4:24, 12:16] = 1.0                                            # a drawn "1": a white bar on black
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    y = torch.tensor([1])
+    start = time.perf_counter()
+    for t_start in (99, 299, 499, 699, 899):
+        for _ in sample_steps(mnist, sample_xt(x0, t_start, eps, mnist.schedule.alpha_bar), y=y, sampler="ddim",
+                              steps=20, guidance_scale=2.0, t_start=t_start):
+            pass
+    rows.append(("SDEdit strip: 5 values of t_start, DDIM-20, guided (s=2), mnist", time.perf_counter() - start,
+                 "the strip the sketch tab shows after its run"))
+    z = slerp(*(torch.randn(1, 28, 28, generator=torch.Generator().manual_seed(k)) for k in (0, 1)), torch.linspace(0, 1, 10))
+    start = time.perf_counter()
+    for _ in sample_steps(mnist, z, y=torch.full((10,), 3), sampler="dpmpp_2m", steps=10, guidance_scale=2.0):
+        pass
+    rows.append(("interpolation: 10 images, DPM-Solver++-10, guided (s=2), mnist", time.perf_counter() - start,
+                 "slerp between two seeds"))
+    return rows
+
+
+def _print_playground(args):
+    t0 = time.perf_counter()
+    rows = playground_rows()
+    lines = [f"torch {torch.__version__}, threads {torch.get_num_threads()}, {time.perf_counter() - t0:.0f} s", "",
+             "| figure | time | note |", "|---|---|---|"]
+    lines += [f"| {name} | {seconds:.2f} s | {note} |" for name, seconds, note in rows]
     _emit("\n".join(lines), args.out)
     return rows
 
