@@ -42,7 +42,7 @@ def test_registry_lists_the_injected_models_and_examples():
     assert images.dtype == torch.uint8 and images.shape == (30, 28, 28) and labels.dtype == torch.int64
     with pytest.raises(gr.Error, match="not available"):
         registry.registry().model("cifar10")
-    with pytest.raises(gr.Error, match="no examples"):
+    with pytest.raises(gr.Error, match=r"dataset 'nope' is not available; choose one of \['mnist', 'fashion_mnist'\]"):
         registry.registry().examples("nope")
 
 
@@ -337,3 +337,54 @@ def test_playground_rejects_bad_input_and_stays_usable(changes, shown):
     with pytest.raises(gr.Error, match=shown):
         next(_pg(A, **changes))
     assert "Done after" in list(_pg(A, seconds=1))[-1][2]
+
+
+# ------------------------------------------------------------------ hardening (issue 17, items 3, 4, 8, 9)
+
+def test_the_dataset_picker_accepts_only_the_listed_choices(models):
+    for bad in (os.path.join(models, "mnist"), "mnist/../fashion_mnist", "../mnist", "/etc"):
+        with pytest.raises(gr.Error, match="is not available; choose one of"):
+            forward.forward_gallery(bad)
+        with pytest.raises(gr.Error, match="is not available"):
+            forward.forward_example(bad, 0)
+
+
+def test_huge_and_fake_images_are_refused_without_server_paths(tmp_path):
+    big, bomb = tmp_path / "big.png", tmp_path / "bomb.png"
+    Image.new("L", (4100, 4096)).save(big)                      # just over the limit, a few KB of PNG
+    with pytest.raises(gr.Error, match="big.png has more than 4096 x 4096 pixels; at most 4096 x 4096"):
+        forward.forward_upload(str(big))
+    ok = tmp_path / "ok.png"
+    Image.new("L", (4096, 4096), 255).save(ok)                  # at the limit: read (and found empty)
+    with pytest.raises(gr.Error, match="the image is empty"):
+        forward.forward_upload(str(ok))
+    with Image.new("L", (6000, 6000)) as huge:                  # over PIL's own limit: refused at the header
+        huge.save(bomb)
+    with pytest.raises(gr.Error, match="bomb.png has more than 4096 x 4096 pixels"):
+        forward.forward_upload(str(bomb))
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image at all")
+    with pytest.raises(gr.Error) as err:
+        forward.forward_upload(str(fake))
+    assert "notes.png is not a readable image" in str(err.value) and str(tmp_path) not in str(err.value)
+
+
+def test_nan_t_an_empty_base_duplicate_classes_and_a_blank_image_get_clear_errors():
+    with pytest.raises(gr.Error, match=r"t = nan is outside the allowed range \[0, 99\]"):
+        forward.forward_view(None, "linear", 100, float("nan"), 0)
+    with pytest.raises(gr.Error, match="start from = None: choose a model to start from"):
+        next(finetune.finetune_run(None, "classes", ["0 - zero"], "", None, "steps", 5, 5, request=A))
+    with pytest.raises(gr.Error, match=r"classes \['0 - zero'\] are chosen more than once"):
+        grid.grid_run("mnist", ["0 - zero", "0 - zero"], 2, 2.0, "ddim", 3, 0, request=A)
+    with pytest.raises(gr.Error, match="the image is empty"):
+        forward.forward_upload(Image.new("L", (28, 28), 255))         # all white: nothing to learn from
+
+
+def test_two_reverse_runs_at_once_in_one_session_keep_their_own_frames():
+    first = reverse.reverse_run("mnist", "1 - one", "ddim", 10, 0.0, 1.0, 0, 1, request=A)
+    next(first)
+    second = reverse.reverse_run("mnist", "1 - one", "ddim", 20, 0.0, 1.0, 0, 2, request=A)
+    out_second = drain(second)
+    out_first = drain(first)
+    assert out_first[3]["maximum"] == 10 and out_second[3]["maximum"] == 20      # 10 + 1 and 20 + 1 frames each
+    assert Image.open(out_first[4]).n_frames == 11 and Image.open(out_second[4]).n_frames == 21

@@ -123,6 +123,8 @@ def drawings_gallery(drawings):
 def _prepare(base, source, classes, new_name, files, sid):
     """The model to train (a fresh copy), its training set, the classes to preview and the examples folder."""
     reg = registry()
+    if not isinstance(base, str) or not base:
+        raise gr.Error(f"start from = {base!r}: choose a model to start from, one of {[v for _, v in base_choices()]}")
     if base.startswith(SCRATCH):
         folder = base[len(SCRATCH):]
         names = _scratch_names(folder)

@@ -30,6 +30,9 @@ def grid_run(model, classes, per_class, guidance, sampler, steps, seed, request:
     if not classes:
         raise gr.Error("choose at least one class")
     classes = [classes] if isinstance(classes, str) else list(classes)
+    twice = sorted({c for c in classes if classes.count(c) > 1})
+    if twice:
+        raise gr.Error(f"classes {twice} are chosen more than once; choose each class once (one row each)")
     check_int("number of classes", len(classes), "n_classes")
     idx = class_indices(ddpm, classes)
     per_class = check_int("samples per class", per_class, "per_class")

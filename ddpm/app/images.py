@@ -10,6 +10,11 @@ from PIL import Image, ImageDraw, ImageOps
 from ..data import to_unit_range
 from ..plots import image_grid, upscale
 
+MAX_SIDE = 4096              # uploads larger than MAX_SIDE x MAX_SIDE pixels are refused before they are decoded
+# PIL refuses, from the header and before decoding, images over twice this many pixels: here MAX_SIDE^2. It also
+# guards the uploads that Gradio decodes itself with PIL.
+Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE // 2
+
 
 def show(x, scale=10, nrow=None):
     """Images [B, 1, H, W] in [-1, 1] as one big PIL image, upscaled nearest-neighbour."""
@@ -49,11 +54,21 @@ def image_to_x0(image):
     if image is None:
         raise gr.Error("no image: upload a file or draw something first")
     if isinstance(image, (str, os.PathLike)):
+        name = os.path.basename(str(image))
         try:
-            image = Image.open(image)
+            image = Image.open(image)                      # reads the header only
+        except Image.DecompressionBombError:               # PIL's own limit, over twice MAX_IMAGE_PIXELS
+            raise gr.Error(f"{name} has more than {MAX_SIDE} x {MAX_SIDE} pixels; at most {MAX_SIDE} x {MAX_SIDE} are "
+                           "allowed (it becomes 28 x 28 anyway)") from None
+        except (OSError, ValueError):
+            raise gr.Error(f"{name} is not a readable image: use a PNG, JPEG, BMP, GIF or WebP file") from None
+        try:
             image.load()
-        except Exception as err:
-            raise gr.Error(f"{os.path.basename(str(image))} is not a readable image ({err})") from err
+        except (OSError, ValueError, Image.DecompressionBombError):
+            raise gr.Error(f"{name} is not a readable image (it may be truncated): use a PNG, JPEG, BMP, GIF or "
+                           "WebP file") from None
+    if isinstance(image, Image.Image) and image.width * image.height > MAX_SIDE * MAX_SIDE:
+        raise gr.Error(f"the image has {image.width} x {image.height} pixels; at most {MAX_SIDE} x {MAX_SIDE} are allowed")
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image.astype(np.uint8))
     if image.mode in ("RGBA", "LA", "P"):
@@ -63,11 +78,11 @@ def image_to_x0(image):
     gray = np.array(image.convert("L"), dtype=np.uint8)
     if gray.mean() > 127:                  # dark strokes on a light background: invert to MNIST style
         gray = 255 - gray
-    if gray.shape == (28, 28):
-        return gray
     ys, xs = np.nonzero(gray > 40)
     if len(ys) == 0:
-        raise gr.Error("the image is empty: draw or upload a shape first")
+        raise gr.Error("the image is empty (one colour, no strokes): draw or upload a shape first")
+    if gray.shape == (28, 28):
+        return gray
     crop = Image.fromarray(gray[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
     crop = ImageOps.contain(crop, (20, 20), Image.LANCZOS)
     out = Image.new("L", (28, 28), 0)

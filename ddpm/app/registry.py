@@ -18,7 +18,7 @@ import torch
 
 from ..checkpoint import CheckpointError
 from ..eval.judge import load_judge
-from ..pretrained import BUNDLED_DIR, EXAMPLES, load_examples, load_pretrained
+from ..pretrained import BUNDLED_DIR, load_examples, load_pretrained
 
 
 def session_id(request):
@@ -92,13 +92,16 @@ class Registry:
             return self.session(sid).models[name]
         if name not in self.bundled():
             raise gr.Error(f"model {name!r} is not available; choose one of {self.model_names(sid)}"
-                           + ("" if self.bundled() else f" (no bundled models in {self.models_dir} yet)"))
+                           + ("" if self.bundled() else " (no bundled models yet)"))
         with self._lock:
             if name not in self._models:
                 self._models[name] = load_pretrained(os.path.join(self.models_dir, name)).eval()
             return self._models[name]
 
     def config(self, name):
+        """The config.json of a bundled model (only the listed names)."""
+        if name not in self.bundled():
+            raise gr.Error(f"model {name!r} is not available; choose one of {self.bundled()}")
         with open(os.path.join(self.models_dir, name, "config.json")) as f:
             return json.load(f)
 
@@ -109,16 +112,15 @@ class Registry:
         return name
 
     def examples(self, name):
+        """(images uint8 [N, H, W], labels [N]) of a dataset folder listed by `datasets()`; any other name (a path,
+        `mnist/../x`) is refused by name, so a visitor reads nothing but the listed choices."""
+        if name not in self.datasets():
+            raise gr.Error(f"dataset {name!r} is not available; choose one of {self.datasets()}")
         with self._lock:
             if name not in self._examples:
-                folder = os.path.join(self.models_dir, name)
-                try:
-                    images, labels = load_examples(folder)
-                except FileNotFoundError:
-                    raise gr.Error(f"no examples for {name!r}: {folder} has no {EXAMPLES}; "
-                                   f"datasets with examples: {self.datasets()}") from None
+                images, labels = load_examples(os.path.join(self.models_dir, name))
                 if images.dtype != torch.uint8 or images.dim() != 3 or len(labels) != len(images):
-                    raise gr.Error(f"{folder}/{EXAMPLES} must hold 'images' uint8 [N, H, W] and 'labels' [N], got "
+                    raise gr.Error(f"the examples of {name!r} must hold 'images' uint8 [N, H, W] and 'labels' [N], got "
                                    f"{images.dtype} {tuple(images.shape)} and {tuple(labels.shape)}")
                 self._examples[name] = (images, labels.long())
             return self._examples[name]

@@ -79,7 +79,7 @@ def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, r
         guidance = 1.0              # null-class samples: guidance has nothing to push towards
     session = reg.session(sid)
     stop = session.stops["reverse"] = threading.Event()
-    session.frames = []
+    frames = session.frames = []          # this run's own list: a second run at once records into its own
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((batch, *ddpm.sample_shape), generator=g)                              # Alg. 2, line 1
     n = len(timesteps(sampler, ddpm.T, steps))
@@ -88,17 +88,17 @@ def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, r
     for step in sample_steps(ddpm, x, y=y, sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance, generator=g):
         final = step.i == n - 1 or stop.is_set()
         if step.i % stride == 0 or final:
-            session.frames.append((to_uint8(step.x_t), to_uint8(step.x0_hat), f"step {step.i + 1}/{n}, t = {step.t}"))
+            frames.append((to_uint8(step.x_t), to_uint8(step.x0_hat), f"step {step.i + 1}/{n}, t = {step.t}"))
         if step.i == 0 or final or time.perf_counter() - last > STREAM_EVERY_S:
             last = time.perf_counter()
             yield show(step.x_t, scale), show(step.x0_hat, scale), _step_text(sampler, step), gr.update(), gr.update()
         if stop.is_set():
             break
-    session.frames.append((to_uint8(step.x_prev), to_uint8(step.x0_hat), f"result (after step {step.i + 1}/{n})"))
+    frames.append((to_uint8(step.x_prev), to_uint8(step.x0_hat), f"result (after step {step.i + 1}/{n})"))
     gif = os.path.join(session.workdir, f"reverse_{int(time.time() * 1000)}.gif")
-    frames_to_gif(session.frames, gif)
+    frames_to_gif(frames, gif)
     yield (show(step.x_prev.clamp(-1, 1), scale), show(step.x0_hat, scale), _step_text(sampler, step, stop.is_set()),
-           gr.update(minimum=0, maximum=len(session.frames) - 1, value=len(session.frames) - 1, step=1, interactive=True),
+           gr.update(minimum=0, maximum=len(frames) - 1, value=len(frames) - 1, step=1, interactive=True),
            gif)
 
 
