@@ -388,3 +388,35 @@ def test_two_reverse_runs_at_once_in_one_session_keep_their_own_frames():
     out_first = drain(first)
     assert out_first[3]["maximum"] == 10 and out_second[3]["maximum"] == 20      # 10 + 1 and 20 + 1 frames each
     assert Image.open(out_first[4]).n_frames == 11 and Image.open(out_second[4]).n_frames == 21
+
+
+def test_cheap_calls_with_made_up_session_ids_create_nothing_and_evict_nobody(monkeypatch):
+    """Issue 17, item 2: 70 Stops with made-up ids used to evict a visitor's fine-tuned model."""
+    reg = registry.registry()
+    out = drain(finetune.finetune_run("mnist", "classes", ["0 - zero"], "", None, "steps", 2, 5, request=A))
+    name, held = out[6]["value"], len(reg._sessions)
+    for k in range(300):
+        fake = SimpleNamespace(session_hash=f"attacker-{k}")
+        reverse.reverse_stop(request=fake)
+        finetune.finetune_stop(request=fake)
+        playground.playground_stop(request=fake)
+        edit.sdedit_stop(request=fake)
+        finetune.clear_drawings(request=fake)
+        with pytest.raises(gr.Error, match="nothing recorded"):
+            reverse.reverse_scrub(0, request=fake)
+    assert len(reg._sessions) == held and reg.model(name, "visitor-a") is not None
+
+
+def test_eviction_takes_sessions_without_models_first_and_removes_their_files(monkeypatch):
+    reg = registry.registry()
+    out = drain(finetune.finetune_run("mnist", "classes", ["1 - one"], "", None, "steps", 2, 5, request=B))
+    name = out[6]["value"]
+    monkeypatch.setattr(reg, "MAX_SESSIONS", len(reg._sessions) + 2)
+    light = [reg.session(f"light-{k}") for k in range(10)]              # sessions that hold no model
+    assert reg.model(name, "visitor-b") is not None                     # B's model survives them all
+    gone = [s for s in light[:-2] if not os.path.isdir(s.workdir)]
+    assert len(gone) == 8 and len(reg._sessions) == reg.MAX_SESSIONS     # evicted: their folders removed too
+    monkeypatch.setattr(reg, "MAX_HELD_MODELS", 0)                       # past the model bound, B (unused longest) goes
+    reg.session("visitor-c")
+    with pytest.raises(gr.Error, match="not available"):
+        reg.model(name, "visitor-b")

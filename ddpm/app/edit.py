@@ -112,7 +112,8 @@ def sdedit_run(model, class_name, image, t_start, sampler, steps, guidance, seed
 
 
 def sdedit_stop(request: gr.Request = None):
-    event = registry().session(session_id(request)).stops.get("sdedit")
+    session = registry().peek(session_id(request))
+    event = session.stops.get("sdedit") if session else None
     if event is not None:
         event.set()
 

@@ -112,7 +112,9 @@ def add_drawing(sketch, request: gr.Request = None):
 
 
 def clear_drawings(request: gr.Request = None):
-    registry().session(session_id(request)).drawings.clear()
+    session = registry().peek(session_id(request))
+    if session is not None:
+        session.drawings.clear()
     return []
 
 
@@ -149,7 +151,7 @@ def _prepare(base, source, classes, new_name, files, sid):
         raise gr.Error(f"class name {name!r}: use 1-24 letters, digits, spaces, '-' or '_'")
     if name in class_names(model):
         raise gr.Error(f"class name {name!r} exists already; the model's classes are {class_names(model)}")
-    own = to_unit_range(images_from_uploads(files, reg.session(sid).drawings))           # [N, 1, 28, 28]
+    own = to_unit_range(images_from_uploads(files, reg.peek(sid).drawings if reg.peek(sid) else []))           # [N, 1, 28, 28]
     model = with_new_class(model, name)
     new = model.num_classes - 1
     x, y = own, torch.full((len(own),), new)
@@ -240,7 +242,8 @@ def finetune_run(base, source, classes, new_name, files, budget_kind, budget, re
 
 def finetune_stop(request: gr.Request = None):
     """End this session's fine-tuning after the current step; the weights trained so far are kept."""
-    event = registry().session(session_id(request)).stops.get("finetune")
+    session = registry().peek(session_id(request))
+    event = session.stops.get("finetune") if session else None
     if event is not None:
         event.set()
 

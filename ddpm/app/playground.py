@@ -115,7 +115,8 @@ def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, wi
 
 def playground_stop(request: gr.Request = None):
     """End this session's 2-D training after the current step; the model trained so far is kept."""
-    event = registry().session(session_id(request)).stops.get("playground")
+    session = registry().peek(session_id(request))
+    event = session.stops.get("playground") if session else None
     if event is not None:
         event.set()
 
@@ -123,7 +124,8 @@ def playground_stop(request: gr.Request = None):
 @shares_cores
 def playground_paths(sampler, steps, n_paths, seed=0, request: gr.Request = None):
     """Reverse trajectories of a few points of this session's 2-D model, drawn as paths: (figure, markdown)."""
-    run = registry().session(session_id(request)).playground
+    session = registry().peek(session_id(request))
+    run = session.playground if session else {}
     if not run.get("model"):
         raise gr.Error("no 2-D model yet: press Start training first")
     model = run["model"]

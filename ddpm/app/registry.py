@@ -41,7 +41,12 @@ class Session:
 class Registry:
     """Bundled models, their examples and judges (loaded lazily, cached), and per-session models."""
 
-    MAX_SESSIONS, MAX_SESSION_MODELS = 64, 3
+    # Session ids come from the client, so they are untrusted: only work that needs a session creates one
+    # (`session`); cheap calls (Stop, scrub, pickers) only look (`peek`). What is bounded is what sessions
+    # hold: fine-tuned models, which cost their maker real training time, go last.
+    MAX_SESSIONS = int(os.environ.get("DDPM_APP_MAX_SESSIONS", 256))         # sessions held at once
+    MAX_HELD_MODELS = int(os.environ.get("DDPM_APP_MAX_HELD_MODELS", 48))    # fine-tuned models over all sessions
+    MAX_SESSION_MODELS = 3                                                   # fine-tuned models per session
 
     def __init__(self, models_dir, use_judges=True):
         self.models_dir, self.use_judges = models_dir, use_judges
@@ -65,13 +70,33 @@ class Registry:
                       key=lambda d: (d != "mnist", d))
 
     def session(self, sid):
+        """This visitor's session, created for work that needs one; evicts others only past the bounds."""
         with self._lock:
             if sid not in self._sessions:
                 self._sessions[sid] = Session()
-                while len(self._sessions) > self.MAX_SESSIONS:      # forget the least recently used visitor
-                    self._sessions.popitem(last=False)
             self._sessions.move_to_end(sid)
+            self._evict(keep=sid)
             return self._sessions[sid]
+
+    def peek(self, sid):
+        """This visitor's session if it exists, else None: for cheap calls, which never create or reorder one."""
+        return self._sessions.get(sid)
+
+    def _evict(self, keep):
+        """Drop least recently used sessions past the bounds (called with the lock held), and their files.
+
+        Past MAX_SESSIONS, sessions without fine-tuned models go first; past MAX_HELD_MODELS, the least
+        recently used session that holds models goes. The session at work (`keep`) stays."""
+        def drop(pick):
+            victim = next((k for k, v in self._sessions.items() if k != keep and pick(v)), None)
+            if victim is None:
+                return False
+            shutil.rmtree(self._sessions.pop(victim).workdir, ignore_errors=True)
+            return True
+        while len(self._sessions) > self.MAX_SESSIONS and (drop(lambda v: not v.models) or drop(lambda v: True)):
+            pass
+        while sum(len(v.models) for v in self._sessions.values()) > self.MAX_HELD_MODELS and drop(lambda v: v.models):
+            pass
 
     def model_names(self, sid=None):
         names = self.bundled()
@@ -85,11 +110,14 @@ class Registry:
         while len(s.models) > self.MAX_SESSION_MODELS:
             old, _ = s.models.popitem(last=False)
             s.bases.pop(old, None)
+        with self._lock:
+            self._evict(keep=sid)
 
     def model(self, name, sid=None):
         """A DDPM by name: this session's fine-tuned models first, then the bundled ones (loaded once)."""
-        if sid is not None and name in self.session(sid).models:
-            return self.session(sid).models[name]
+        own = self.peek(sid) if sid is not None else None
+        if own is not None and name in own.models:
+            return own.models[name]
         if name not in self.bundled():
             raise gr.Error(f"model {name!r} is not available; choose one of {self.model_names(sid)}"
                            + ("" if self.bundled() else " (no bundled models yet)"))
@@ -107,8 +135,9 @@ class Registry:
 
     def base_folder(self, name, sid=None):
         """The bundled folder whose examples and judge fit model `name`."""
-        if sid is not None and name in self.session(sid).bases:
-            return self.session(sid).bases[name]
+        own = self.peek(sid) if sid is not None else None
+        if own is not None and name in own.bases:
+            return own.bases[name]
         return name
 
     def examples(self, name):

@@ -104,14 +104,16 @@ def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, r
 
 def reverse_stop(request: gr.Request = None):
     """Ask this session's running reverse run to stop after its current step."""
-    event = registry().session(session_id(request)).stops.get("reverse")
+    session = registry().peek(session_id(request))
+    event = session.stops.get("reverse") if session else None
     if event is not None:
         event.set()
 
 
 def reverse_scrub(frame, request: gr.Request = None):
     """Recorded frame `frame` of this session's last run: (x_t image, x0_hat image, caption)."""
-    frames = registry().session(session_id(request)).frames
+    session = registry().peek(session_id(request))
+    frames = session.frames if session else []
     if not frames:
         raise gr.Error("nothing recorded yet: press Start first")
     frame = int(frame or 0)
