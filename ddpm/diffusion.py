@@ -14,6 +14,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .checkpoint import CheckpointError, load_weights, read_config, weights_path
+from .diffusers_models import read_diffusers, unet_folder
 from .mlp import MLP
 from .schedule import NoiseSchedule, check_t
 from .unet import UNet2D
@@ -116,9 +117,10 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
             self.net = self._vector_net(net, data_dim, num_classes)
             self._hub_mixin_config["net"] = self.net.config
             return
-        if isinstance(net, UNet2D):
+        if isinstance(net, nn.Module) and hasattr(net, "in_channels") and hasattr(net, "size_divisor"):
+            # a UNet2D, or another image network with the same interface (ddpm.diffusers_models.DiffusersUNet)
             if (net.in_channels, net.num_classes) != (in_channels, num_classes):
-                raise ValueError(f"the UNet2D given as net has in_channels={net.in_channels}, num_classes="
+                raise ValueError(f"the {type(net).__name__} given as net has in_channels={net.in_channels}, num_classes="
                                  f"{net.num_classes}; this DDPM has in_channels={in_channels}, num_classes={num_classes}")
             self.net = net
         elif net is None or isinstance(net, dict):
@@ -128,8 +130,15 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         if image_size % self.net.size_divisor:
             raise ValueError(f"image_size {image_size} does not fit this network: it must be a multiple of "
                              f"{self.net.size_divisor} (patch_size x 2 per downsampling)")
-        # config.json holds the network's full settings, also when a module was passed
+        # config.json holds the network's full settings, also when a module was passed (None: not ours to save)
         self._hub_mixin_config["net"] = self.net.config
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """model.safetensors + config.json (PyTorchModelHubMixin); refused for a network that is not this package's."""
+        if self.net.config is None:
+            raise ValueError(f"this DDPM's network is a {type(self.net).__name__} from another library; save it with "
+                             "that library (e.g. diffusers' save_pretrained), not as a ddpm checkpoint")
+        return super().save_pretrained(save_directory, **kwargs)
 
     @staticmethod
     def _vector_net(net, data_dim, num_classes):
@@ -213,9 +222,13 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
 
 
 def load_model(model_id, device="cpu"):
-    """A DDPM from a checkpoint folder or a Hub repo id, in eval mode, with a clear error for anything
-    missing or foreign (a folder without config.json, a config of another library, weights that do not fit)."""
+    """A DDPM from a checkpoint folder, a diffusers UNet2DModel / DDPMPipeline folder, or a Hub repo id, in eval
+    mode, with a clear error for anything missing or foreign (no config.json, a config of another library,
+    weights that do not fit)."""
     model_id = os.fspath(model_id)
+    if os.path.isdir(model_id) and unet_folder(model_id) is not None:      # a diffusers UNet2DModel / DDPMPipeline
+        net, arguments = read_diffusers(model_id)
+        return DDPM(net=net, **arguments).to(device).eval()
     if os.path.isdir(model_id):
         # from_pretrained silently drops keys DDPM does not take: a foreign config must not load quietly
         read_config(model_id, set(inspect.signature(DDPM.__init__).parameters) - {"self"}, what="DDPM")
