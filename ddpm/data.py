@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torchvision
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ DATASETS = {
 
 class DatasetNotFoundError(FileNotFoundError):
     pass
+
+
+class DatasetCorruptedError(ValueError):
+    """The dataset's files are all there, but some do not have the checksum torchvision expects."""
 
 
 class ImageDataset(TensorDataset):
@@ -73,26 +77,66 @@ def to_uint8(x):
     return x.permute(0, 2, 3, 1).numpy()
 
 
+def _corrupted(info, root):
+    """(file, md5 found, md5 expected) for each of a CIFAR folder's files whose checksum is not torchvision's."""
+    from torchvision.datasets.utils import calculate_md5
+    cls = info.cls
+    if not hasattr(cls, "train_list"):                  # MNIST-style raw files carry no checksums
+        return []
+    entries = cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]]
+    bad = []
+    for filename, md5 in entries:
+        path = os.path.join(root, cls.base_folder, filename)
+        if os.path.isfile(path) and (found := calculate_md5(path)) != md5:
+            bad.append((os.path.join(cls.base_folder, filename), found, md5))
+    return bad
+
+
 def load_dataset(name, root=None, train=True, download=True):
-    """Load a dataset's train or test split as an ImageDataset, downloading it if allowed and missing."""
+    """Load a dataset's train or test split as an ImageDataset, downloading it if allowed and missing.
+
+    Raises DatasetNotFoundError naming the missing files, or DatasetCorruptedError naming the files whose
+    checksum is wrong (truncated or altered: delete them and download again)."""
     info, root = dataset_info(name), data_root(root)
     try:
         ds = info.cls(root=root, train=train, download=download)
-    except (RuntimeError, OSError) as err:       # torchvision: "Dataset not found", or a failed download
-        files = "\n  ".join(os.path.join(root, f) for f in info.expected_files)
+    except (RuntimeError, OSError) as err:       # torchvision: "Dataset not found or corrupted", or a failed download
+        missing = [f for f in info.expected_files if not os.path.isfile(os.path.join(root, f))]
+        bad = [] if missing else _corrupted(info, root)
+        if bad:
+            lines = "\n  ".join(f"{f}: md5 {found}, expected {md5}" for f, found, md5 in bad)
+            raise DatasetCorruptedError(
+                f"{name} under {os.path.abspath(root)} is corrupted: every file is there, but these do not have the "
+                f"checksum torchvision expects (truncated or altered):\n  {lines}\nDelete them (or the folder) and "
+                f"download again from {info.source}.") from err
+        files = "\n  ".join(os.path.join(root, f) for f in (missing or info.expected_files))
+        # torchvision's own "not found or corrupted" says neither which nor what: we did; a download error says why
+        reason = "" if isinstance(err, RuntimeError) else f" ({err})"
         raise DatasetNotFoundError(
-            f"{name} not found under {os.path.abspath(root)} and could not be downloaded ({err}).\n"
-            f"Looked for:\n  {files}\nGet it with network access (download=True fetches it from "
+            f"{name} not found under {os.path.abspath(root)} and could not be downloaded{reason}.\n"
+            f"Missing:\n  {files}\nGet it with network access (download=True fetches it from "
             f"{info.source}), or point --data / DDPM_DATA at a folder with that layout.") from err
     return ImageDataset(to_unit_range(ds.data), torch.as_tensor(ds.targets, dtype=torch.long), name, ds.classes)
 
 
-def make_loader(dataset, batch_size=128, *, classes=None, shuffle=True, seed=0, drop_last=True):
-    """A DataLoader over `dataset`, optionally restricted to the given class indices."""
+def make_loader(dataset, batch_size=128, *, classes=None, shuffle=True, seed=0, drop_last=True, flip=False):
+    """A DataLoader over `dataset`, optionally restricted to the given class indices.
+
+    flip: mirror each image left-right with probability 1/2 (the augmentation of Ho et al.'s CIFAR-10 runs;
+    not for digits, whose mirror images are not digits)."""
     if classes is not None:
         keep = torch.isin(dataset.labels, torch.as_tensor(list(classes)))
         dataset = ImageDataset(dataset.images[keep], dataset.labels[keep], dataset.name, dataset.classes)
     if len(dataset) == 0:
         raise ValueError(f"no images left for classes={classes}")
+    collate = None
+    if flip:
+        flips = torch.Generator().manual_seed(seed + 1)
+
+        def collate(batch):
+            x, y = default_collate(batch)
+            mirror = torch.rand(len(x), generator=flips) < 0.5
+            x[mirror] = x[mirror].flip(-1)                                       # [B, C, H, W]: W reversed
+            return x, y
     return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(seed))
+                      generator=torch.Generator().manual_seed(seed), collate_fn=collate)

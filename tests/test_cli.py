@@ -157,3 +157,15 @@ def test_cli_trained_model_samples_deterministically(trained):
     a = sample(ddpm, 1, [1], sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0))
     b = sample(ddpm, 1, [1], sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
+
+
+def test_train_cifar100_class_conditional_with_flips(fake_data, tmp_path):
+    """`train --dataset cifar100` on CIFAR-layout files: the 32x32x3 preset's shape (narrowed), 100 classes + null."""
+    root, _ = fake_data
+    out = tmp_path / "c100"
+    main(["train", "--dataset", "cifar100", "--data", str(root), "--out", str(out), "--steps", "2", "--batch-size", "4",
+          "--base-channels", "32", "--channel-mults", "1,2", "--no-progress"])
+    model = load_model(str(out))
+    assert model.num_classes == 100 and model.sample_shape == (3, 32, 32) and model.net.config["num_res_blocks"] == 2
+    state = json.load(open(out / "training_state.json"))
+    assert state["step"] == 2

@@ -15,10 +15,11 @@ from ..pretrained import bundled_folder, load_pretrained
 from ..sampling import SAMPLERS, compiled, sample
 from ..schedule import SCHEDULES
 from ..training import EMA, train, train_classconditional, warmup_stable_decay
-from ..unet import PATCH2
+from ..unet import CIFAR32, PATCH2
 
-# Network defaults per image size: small enough to train and sample on 2 CPU cores (see ddpm/unet.py).
-NET_DEFAULTS = {28: PATCH2, 32: dict(base_channels=32, channel_mults=(1, 2, 2))}
+# Network defaults per image size (see ddpm/unet.py): 28x28, small enough to train on 2 CPU cores; 32x32x3, the
+# shape of Ho et al.'s CIFAR-10 network, for a GPU.
+NET_DEFAULTS = {28: PATCH2, 32: CIFAR32}
 
 
 def _ints(text):
@@ -59,6 +60,8 @@ def add_train_args(p):
                    help="decay the learning rate linearly to 0 over the last N steps before --steps (needs --steps)")
     p.add_argument("--ema-decay", type=float, default=0.9995, help="EMA decay of the weights used for sampling")
     p.add_argument("--unconditional", action="store_true", help="ignore labels (Alg. 1 as in the paper)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (default: on for CIFAR, off for the digit and clothing sets)")
     p.add_argument("--p-uncond", type=float, default=0.1, help="label dropout for classifier-free guidance")
     p.add_argument("--schedule", default="linear", choices=SCHEDULES)
     p.add_argument("--T", type=int, default=1000, help="number of diffusion steps")
@@ -109,7 +112,8 @@ def cmd_train(args):
         print(f"resumed {out} at step {step}")
     n_params = sum(p.numel() for p in ddpm.parameters())
     print(f"{args.dataset}: {len(data)} images, {n_params:,} parameters, device {args.device}, out {out}")
-    loader = make_loader(data, args.batch_size, seed=args.seed + step)
+    flip = args.flip if args.flip is not None else args.dataset.startswith("cifar")
+    loader = make_loader(data, args.batch_size, seed=args.seed + step, flip=flip)
     total = args.steps if args.steps is not None else step + args.epochs * len(loader)
     start, last_save, window = time.perf_counter(), [time.perf_counter()], []
 
