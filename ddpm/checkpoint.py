@@ -9,12 +9,45 @@ import json
 import os
 
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import ModelCard, ModelCardData, hf_hub_download
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 STATE, STATE_JSON = "training_state.safetensors", "training_state.json"
+CARD, EVALUATION = "README.md", "evaluation.md"
+CARD_MARK = "<!-- written by ddpm.checkpoint.write_model_card: rewritten at every save -->"
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+# {{ title }}
+
+""" + CARD_MARK + """
+
+A denoising diffusion probabilistic model (Ho et al. 2020) made with the `ddpm` package of the DDPM teaching lab.
+
+| | |
+|---|---|
+| data | {{ data }} |
+| network | {{ network }} |
+| parameters | {{ n_params }} |
+| schedule | {{ schedule }} |
+| training | {{ training }} |
+| hyperparameters | {{ hyperparameters }} |
+| wall time | {{ wall_time }} |
+
+## Measured scores
+
+{{ scores }}
+
+## How to load
+
+```python
+import torch, ddpm
+model = ddpm.load_model("{{ location }}")        # this folder, or its Hugging Face Hub id
+x = ddpm.sample(model, 4{{ classes_arg }}, sampler="dpmpp_2m", steps=20, generator=torch.Generator().manual_seed(0))
+```
+"""
 
 
 class CheckpointError(ValueError):
@@ -70,6 +103,45 @@ def read_config(folder, known, *, what, name=CONFIG):
     return config
 
 
+def model_card(model, state=None, scores=None, location="<folder or Hub id>"):
+    """A huggingface_hub ModelCard for a DDPM: data, network, schedule and, from a training state (the dict
+    that training_state.json holds), the steps, recipe and wall time; `scores`: markdown from `ddpm evaluate`."""
+    state = state or {}
+    config = model._hub_mixin_config
+    classes = f"{model.num_classes} classes + the null class of classifier-free guidance" if model.num_classes else "unconditional"
+    shape = "x".join(map(str, model.sample_shape))
+    steps = state.get("step")
+    batch = state.get("batch_size")
+    training = (f"{steps:,} optimizer steps" + (f" at batch {batch}" if batch else "") + " of Algorithm 1"
+                if steps else "not recorded (saved outside `ddpm train`)")
+    recipe = ", ".join(f"{k} {state[k]}" for k in ("lr", "warmup", "decay_steps", "p_uncond", "ema_decay") if state.get(k) is not None)
+    wall = state.get("wall_seconds")
+    card_data = ModelCardData(library_name="ddpm", tags=["diffusion", "ddpm"] + ([model.dataset] if model.dataset else []))
+    return ModelCard.from_template(
+        card_data, template_str=CARD_TEMPLATE, title=f"{model.dataset or 'A'} DDPM ({classes})",
+        data=f"{model.dataset or 'not recorded'}" + (f", {state['n_train']:,} training images" if state.get("n_train") else "")
+        + f"; samples of shape {shape}",
+        network=f"{type(model.net).__name__} {json.dumps(config.get('net'))}",
+        n_params=f"{sum(p.numel() for p in model.parameters()):,}",
+        schedule=f"{config.get('schedule')}, T = {model.T}, betas {config.get('beta_start')} .. {config.get('beta_end')}",
+        training=training, hyperparameters=recipe or "not recorded",
+        wall_time=f"{wall:.0f} s on {state.get('device', 'an unrecorded device')}" if wall else "not recorded",
+        scores=scores or "Not measured yet: `python -m ddpm evaluate --model <this folder>` measures them and writes them here.",
+        location=location, classes_arg=f", classes=[0, 1]" if model.num_classes else "")
+
+
+def write_model_card(folder, model):
+    """(Re)write folder/README.md from the model, folder/training_state.json and folder/evaluation.md; a card
+    written by hand (without this package's mark) is left alone."""
+    path = os.path.join(folder, CARD)
+    if os.path.isfile(path) and CARD_MARK not in open(path, encoding="utf-8").read():
+        return
+    state_path, scores_path = os.path.join(folder, STATE_JSON), os.path.join(folder, EVALUATION)
+    state = json.load(open(state_path)) if os.path.isfile(state_path) else None
+    scores = open(scores_path, encoding="utf-8").read() if os.path.isfile(scores_path) else None
+    model_card(model, state, scores, location=getattr(model, "hub_id", None) or folder).save(path)
+
+
 def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=None, extra=None):
     """Write a resumable checkpoint: the model to sample from (EMA if given) plus raw weights and optimizer state;
     `extra` (JSON-serialisable) is stored alongside in training_state.json."""
@@ -86,6 +158,7 @@ def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=Non
             "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None, **(extra or {})}
     with open(os.path.join(folder, STATE_JSON), "w") as f:
         json.dump(meta, f, indent=1, default=float)
+    write_model_card(folder, ema.model if ema is not None else ddpm)        # the card now knows this state
 
 
 def load_training_state(folder, ddpm, optim, *, ema=None, lr_scheduler=None):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .checkpoint import CheckpointError, load_weights, read_config, weights_path
+from .checkpoint import CheckpointError, load_weights, model_card, read_config, weights_path, write_model_card
 from .diffusers_models import read_diffusers, unet_folder
 from .mlp import MLP
 from .schedule import NoiseSchedule, check_t
@@ -138,7 +138,21 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         if self.net.config is None:
             raise ValueError(f"this DDPM's network is a {type(self.net).__name__} from another library; save it with "
                              "that library (e.g. diffusers' save_pretrained), not as a ddpm checkpoint")
-        return super().save_pretrained(save_directory, **kwargs)
+        out = super().save_pretrained(save_directory, **kwargs)
+        write_model_card(os.fspath(save_directory), self)          # data, recipe, steps, wall time, scores when known
+        return out
+
+    def push_to_hub(self, repo_id, **kwargs):
+        """save_pretrained into a temporary folder and upload it (huggingface_hub); the card names `repo_id`."""
+        self.hub_id = repo_id
+        try:
+            return super().push_to_hub(repo_id, **kwargs)
+        finally:
+            del self.hub_id
+
+    def generate_model_card(self, *args, **kwargs):
+        """The model card that huggingface_hub's save_pretrained / push_to_hub write (see checkpoint.model_card)."""
+        return model_card(self)
 
     @staticmethod
     def _vector_net(net, data_dim, num_classes):

@@ -171,3 +171,27 @@ def test_pickle_checkpoints_are_never_read(make_ddpm, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", no_pickles)
     with pytest.raises(CheckpointError, match="no model.safetensors"):
         load_model(folder)
+
+
+def test_save_pretrained_writes_a_real_model_card(make_ddpm, tmp_path):
+    from huggingface_hub import ModelCard
+    model = make_ddpm(dataset="mnist")
+    model.save_pretrained(tmp_path / "m")
+    card = ModelCard.load(tmp_path / "m" / "README.md")
+    assert card.data.library_name == "ddpm" and "More Information Needed" not in card.text
+    for field in ("| data |", "| network | UNet2D", "| parameters |", "| schedule | linear, T = 50", "ddpm.load_model("):
+        assert field in card.text, field
+
+
+def test_a_hand_written_card_is_kept_and_scores_go_into_ours(make_ddpm, tmp_path):
+    from ddpm.checkpoint import write_model_card
+    model = make_ddpm()
+    (tmp_path / "hand").mkdir()
+    (tmp_path / "hand" / "README.md").write_text("# my own card\n")
+    model.save_pretrained(tmp_path / "hand")
+    assert (tmp_path / "hand" / "README.md").read_text() == "# my own card\n"
+    model.save_pretrained(tmp_path / "ours")
+    (tmp_path / "ours" / "evaluation.md").write_text("| sampler | accuracy |\n|---|---|\n| DDIM | 97.0% |\n")
+    write_model_card(tmp_path / "ours", model)
+    text = (tmp_path / "ours" / "README.md").read_text()
+    assert "| DDIM | 97.0% |" in text and "Not measured yet" not in text

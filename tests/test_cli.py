@@ -169,3 +169,11 @@ def test_train_cifar100_class_conditional_with_flips(fake_data, tmp_path):
     assert model.num_classes == 100 and model.sample_shape == (3, 32, 32) and model.net.config["num_res_blocks"] == 2
     state = json.load(open(out / "training_state.json"))
     assert state["step"] == 2
+
+
+def test_train_writes_a_model_card_with_the_recipe(trained):
+    _, out = trained
+    text = (out / "README.md").read_text()
+    for field in ("mnist, 6 training images", "3 optimizer steps at batch", "lr ", "p_uncond 0.1", " s on cpu",
+                  "Not measured yet"):
+        assert field in text, field

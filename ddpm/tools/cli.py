@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..checkpoint import load_training_state, save_training_state
+from ..checkpoint import CARD, CARD_MARK, EVALUATION, load_training_state, save_training_state, write_model_card
 from ..data import DATASETS, dataset_info, load_dataset, make_loader
 from ..diffusion import DDPM
 from ..plots import image_grid
@@ -241,7 +241,15 @@ def cmd_evaluate(args):
 
     rows = run(ddpm, judge, test_set, train_set, cells, n_bar=0 if args.quick else args.n, seed=args.seed,
                on_row=on_row)
-    print(header + format_table(rows, ddpm.class_names))
+    table = header + format_table(rows, ddpm.class_names)
+    print(table)
+    folder = bundled_folder(args.model)
+    card = os.path.join(folder, CARD)
+    if os.path.isdir(folder) and (not os.path.isfile(card) or CARD_MARK in open(card, encoding="utf-8").read()):
+        with open(os.path.join(folder, EVALUATION), "w") as f:         # a card of ours: the scores go into it
+            f.write(table + "\n")
+        write_model_card(folder, ddpm)
+        print(f"wrote {os.path.join(folder, EVALUATION)} and the model card {card}")
 
 
 def main(argv=None):
