@@ -420,3 +420,34 @@ def test_eviction_takes_sessions_without_models_first_and_removes_their_files(mo
     reg.session("visitor-c")
     with pytest.raises(gr.Error, match="not available"):
         reg.model(name, "visitor-b")
+
+
+# ------------------------------------------------------------------ Hub models in the app (issue 16, item 2)
+
+def test_a_listed_hub_model_downloads_on_first_pick_and_works_in_the_reverse_tab(tmp_path, monkeypatch, models):
+    from test_diffusers_models import tiny_pipeline
+    tiny_pipeline(tmp_path / "hub" / "tiny-ddpm")                        # stands in for a Hub repo (no network here)
+    calls = []
+
+    def fake_download(repo_id, allow_patterns=None):
+        calls.append((repo_id, allow_patterns))
+        if repo_id != "test/tiny-ddpm":
+            raise OSError("no network")
+        return str(tmp_path / "hub" / "tiny-ddpm")
+    monkeypatch.setattr(registry, "snapshot_download", fake_download)
+    reg = registry.set_registry(models, use_judges=False, hub_models=["test/tiny-ddpm", "test/offline"])
+    try:
+        assert reg.model_names()[-2:] == ["test/tiny-ddpm", "test/offline"] and calls == []   # listed, not fetched
+        choices = reverse.reverse_class_choices("test/tiny-ddpm", request=A)
+        assert choices["choices"] == [UNCONDITIONAL] and len(calls) == 1
+        assert calls[0][1] == ["*.json", "*.safetensors", "*.md"]                             # never a pickle
+        out = drain(reverse.reverse_run("test/tiny-ddpm", UNCONDITIONAL, "ddim", 5, 0.0, 2.0, 0, 2, request=A))
+        assert "step 5 / 5" in out[2] and len(calls) == 1                                     # downloaded once
+        with pytest.raises(gr.Error, match="unconditional: it has no classes"):
+            grid.grid_run("test/tiny-ddpm", ["0"], 2, 2.0, "ddim", 3, 0, request=A)
+        with pytest.raises(gr.Error, match="'test/offline' could not be downloaded .*OSError.*work offline"):
+            reg.model("test/offline")
+        with pytest.raises(gr.Error, match="'evil/model' is not available"):
+            reg.model("evil/model")
+    finally:
+        registry.set_registry(models, use_judges=False)

@@ -12,7 +12,7 @@ from .inputs import check_int, check_sampling, class_indices, class_names
 from .registry import registry, session_id
 
 
-def grid_class_choices(model, request: gr.Request = None):
+def grid_class_choices(model, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
     """The class picker for `model`: all class names, the first ten chosen."""
     names = class_names(registry().model(model, session_id(request))) if model else []
     return gr.update(choices=names, value=names[:10])

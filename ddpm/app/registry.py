@@ -18,7 +18,14 @@ import torch
 
 from ..checkpoint import CheckpointError
 from ..eval.judge import load_judge
+from huggingface_hub import snapshot_download
+
+from ..diffusion import load_model
 from ..pretrained import BUNDLED_DIR, load_examples, load_pretrained
+
+# Hub models a visitor may pick (DDPM_APP_HUB_MODELS, comma-separated; "" for none): downloaded on first pick
+HUB_MODELS = [m.strip() for m in os.environ.get("DDPM_APP_HUB_MODELS", "google/ddpm-cifar10-32").split(",") if m.strip()]
+HUB_FILES = ["*.json", "*.safetensors", "*.md"]
 
 
 def session_id(request):
@@ -48,8 +55,8 @@ class Registry:
     MAX_HELD_MODELS = int(os.environ.get("DDPM_APP_MAX_HELD_MODELS", 48))    # fine-tuned models over all sessions
     MAX_SESSION_MODELS = 3                                                   # fine-tuned models per session
 
-    def __init__(self, models_dir, use_judges=True):
-        self.models_dir, self.use_judges = models_dir, use_judges
+    def __init__(self, models_dir, use_judges=True, hub_models=()):
+        self.models_dir, self.use_judges, self.hub_models = models_dir, use_judges, list(hub_models)
         self._models, self._examples, self._judges = {}, {}, {}
         self._sessions = OrderedDict()
         self._lock = threading.Lock()
@@ -99,7 +106,7 @@ class Registry:
             pass
 
     def model_names(self, sid=None):
-        names = self.bundled()
+        names = self.bundled() + self.hub_models
         if sid is not None and sid in self._sessions:
             names += list(self._sessions[sid].models)
         return names
@@ -118,6 +125,8 @@ class Registry:
         own = self.peek(sid) if sid is not None else None
         if own is not None and name in own.models:
             return own.models[name]
+        if name in self.hub_models:
+            return self._hub_model(name)
         if name not in self.bundled():
             raise gr.Error(f"model {name!r} is not available; choose one of {self.model_names(sid)}"
                            + ("" if self.bundled() else " (no bundled models yet)"))
@@ -125,6 +134,22 @@ class Registry:
             if name not in self._models:
                 self._models[name] = load_pretrained(os.path.join(self.models_dir, name)).eval()
             return self._models[name]
+
+    def _hub_model(self, repo_id):
+        """A listed Hub model, downloaded the first time a visitor picks it (JSON and safetensors files only,
+        never a pickle), then kept; a clear message when the Hub cannot be reached."""
+        with self._lock:
+            if repo_id not in self._models:
+                try:
+                    folder = snapshot_download(repo_id, allow_patterns=HUB_FILES)
+                except Exception as err:                     # offline, unknown repo, refused: say so, briefly
+                    raise gr.Error(f"model {repo_id!r} could not be downloaded from the Hugging Face Hub "
+                                   f"({type(err).__name__}); the bundled models {self.bundled()} work offline") from None
+                try:
+                    self._models[repo_id] = load_model(folder).eval()
+                except (ValueError, OSError) as err:
+                    raise gr.Error(f"model {repo_id!r} cannot be used here: {err}".replace(folder, repo_id)) from None
+            return self._models[repo_id]
 
     def config(self, name):
         """The config.json of a bundled model (only the listed names)."""
@@ -174,14 +199,14 @@ def registry():
     global _REGISTRY
     if _REGISTRY is None:
         _REGISTRY = Registry(os.environ.get("DDPM_APP_MODELS", BUNDLED_DIR),
-                             use_judges=os.environ.get("DDPM_APP_JUDGE", "1") != "0")
+                             use_judges=os.environ.get("DDPM_APP_JUDGE", "1") != "0", hub_models=HUB_MODELS)
     return _REGISTRY
 
 
-def set_registry(models_dir, use_judges=True):
-    """Point the app at another models folder (tests use a folder of tiny models)."""
+def set_registry(models_dir, use_judges=True, hub_models=()):
+    """Point the app at another models folder (tests use a folder of tiny models), and these Hub ids."""
     global _REGISTRY
-    _REGISTRY = Registry(models_dir, use_judges)
+    _REGISTRY = Registry(models_dir, use_judges, hub_models)
     return _REGISTRY
 
 

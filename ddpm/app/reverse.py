@@ -55,7 +55,7 @@ def _step_text(sampler, step, stopped=False):
     return head + "\n\n" + _formula(sampler, step)
 
 
-def reverse_class_choices(model, request: gr.Request = None):
+def reverse_class_choices(model, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
     """The class picker for `model`: "unconditional" plus the class names."""
     names = class_names(registry().model(model, session_id(request))) if model else []
     return gr.update(choices=[UNCONDITIONAL] + names, value=names[0] if names else UNCONDITIONAL)
