@@ -223,15 +223,15 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 pg_shape = gr.Radio([("two moons", "two_moons"), ("swiss roll", "swiss_roll"),
                                      ("ring of Gaussians", "gaussian_ring"), ("text", "text"), ("my drawing", "drawing")],
                                     value=d["shape"], label="data")
-                pg_word = gr.Textbox(value="DDPM", label="text (for 'text')", max_length=12)
+                pg_word = gr.Textbox(value="DDPM", label="text (for 'text': up to 12 ASCII characters)", max_length=12)
                 with gr.Accordion("my drawing (for 'my drawing')", open=False):
                     pg_sketch = gr.Sketchpad(label="draw a shape", type="pil", height=260, canvas_size=(280, 280))
                 with gr.Row():
                     pg_schedule = gr.Radio(["linear", "cosine", "sigmoid"], value=d["schedule"], label="schedule")
                     pg_T = gr.Slider(*LIMITS["pg_T"], value=d["T"], step=1, label="T", elem_id="pg_T")
                 with gr.Row():
-                    pg_b0 = gr.Number(value=d["beta_start"], label="beta_start")
-                    pg_b1 = gr.Number(value=d["beta_end"], label="beta_end")
+                    pg_b0 = gr.Number(value=d["beta_start"], label="beta_start (linear, sigmoid)")
+                    pg_b1 = gr.Number(value=d["beta_end"], label="beta_end (linear, sigmoid)")
                 with gr.Row():
                     pg_width = gr.Slider(*LIMITS["width"], value=d["width"], step=8, label="network width")
                     pg_depth = gr.Slider(*LIMITS["depth"], value=d["depth"], step=1, label="depth")

@@ -31,13 +31,21 @@ def unet_folder(folder):
     return None
 
 
+VARIANCES = {"fixed_small": "beta_tilde", "fixed_large": "beta"}
+
+
 def schedule_args(folder):
-    """DDPM's schedule arguments from `folder`/scheduler/scheduler_config.json (defaults when there is none),
-    refusing what our samplers do not implement, by name."""
+    """(DDPM's schedule arguments, our variance name) from `folder`/scheduler/scheduler_config.json (defaults
+    when there is none: the linear schedule, T = 1000, sigma_t^2 = beta_t), refusing what our samplers do not
+    implement, by name."""
     path = os.path.join(folder, "scheduler", "scheduler_config.json")
     if not os.path.isfile(path):
-        return {}
+        return {}, "beta"
     config = _read(path)
+    for key, ours in (("variance_type", tuple(VARIANCES)), ("rescale_betas_zero_snr", (False, None)),
+                      ("thresholding", (False, None))):
+        if config.get(key) not in ours and not (key == "variance_type" and key not in config):
+            raise ValueError(f"{path}: {key} {config.get(key)!r} is not supported; supported: {list(ours)}")
     prediction = config.get("prediction_type", "epsilon")
     if prediction != "epsilon":
         raise ValueError(f"{path}: prediction_type {prediction!r} is not supported; this package's samplers "
@@ -47,8 +55,9 @@ def schedule_args(folder):
         raise ValueError(f"{path}: beta_schedule {name!r} is not supported; supported: {sorted(SCHEDULES)}")
     if config.get("trained_betas") is not None:
         raise ValueError(f"{path}: trained_betas (a list of betas) are not supported; supported: {sorted(SCHEDULES)}")
-    return dict(schedule=SCHEDULES[name], T=int(config.get("num_train_timesteps", 1000)),
-                beta_start=float(config.get("beta_start", 1e-4)), beta_end=float(config.get("beta_end", 0.02)))
+    return (dict(schedule=SCHEDULES[name], T=int(config.get("num_train_timesteps", 1000)),
+                 beta_start=float(config.get("beta_start", 1e-4)), beta_end=float(config.get("beta_end", 0.02))),
+            VARIANCES[config.get("variance_type", "fixed_small")])
 
 
 class DiffusersUNet(nn.Module):
@@ -67,8 +76,8 @@ class DiffusersUNet(nn.Module):
 
 
 def read_diffusers(folder):
-    """The network (a DiffusersUNet) and DDPM's other arguments from a diffusers UNet2DModel or DDPMPipeline
-    folder: `DDPM(net=net, **arguments)` is the model (ddpm.load_model does this)."""
+    """(network, DDPM's other arguments, variance) from a diffusers UNet2DModel or DDPMPipeline folder:
+    `DDPM(net=net, **arguments)` with `.variance = variance` is the model (ddpm.load_model does this)."""
     try:
         from diffusers import UNet2DModel
     except ImportError as err:
@@ -78,11 +87,15 @@ def read_diffusers(folder):
         raise ValueError(f"{where} has no diffusion_pytorch_model.safetensors; this package loads safetensors only, "
                          "never pickled .bin weights")
     unet = UNet2DModel.from_pretrained(where, use_safetensors=True)
+    if unet.config.time_embedding_type != "positional":
+        raise ValueError(f"{where}: time_embedding_type {unet.config.time_embedding_type!r} is not supported; "
+                         "supported: 'positional' (DDPM's integer-step embedding)")
     if unet.config.out_channels != unet.config.in_channels or unet.config.class_embed_type is not None:
         raise ValueError(f"{where}: only unconditional UNet2DModels that predict noise of the input's shape are "
                          f"supported (out_channels {unet.config.out_channels}, in_channels {unet.config.in_channels}, "
                          f"class_embed_type {unet.config.class_embed_type!r})")
     size = unet.config.sample_size
+    schedule, variance = schedule_args(folder)
     return DiffusersUNet(unet), dict(image_size=size if isinstance(size, int) else size[0],
                                      in_channels=unet.config.in_channels,
-                                     dataset=os.path.basename(os.path.normpath(folder)), **schedule_args(folder))
+                                     dataset=os.path.basename(os.path.normpath(folder)), **schedule), variance

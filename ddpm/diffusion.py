@@ -171,6 +171,13 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
     def T(self):
         return self.schedule.T
 
+    variance = "beta"        # the default sigma_t^2 of Algorithm 2 for this model (a diffusers model brings its own)
+
+    @property
+    def image_shape(self):
+        """The same as sample_shape (its name before 2-D data): (C, H, W) for images."""
+        return self.sample_shape
+
     @property
     def sample_shape(self):
         """The shape of one sample: (C, H, W) for images, (data_dim,) for vectors."""
@@ -199,7 +206,7 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
             raise ValueError("this model is unconditional: it takes no class labels")
         y = torch.as_tensor(y)
         if y.is_floating_point() and y.dim() == 2:            # class weights: a mixture of class embeddings
-            if y.shape[1] != self.num_classes + 1 or (y < 0).any() or not torch.allclose(y.sum(1), torch.ones(len(y))):
+            if y.shape[1] != self.num_classes + 1 or (y < 0).any() or not torch.allclose(y.sum(1), torch.ones(len(y), device=y.device)):
                 raise ValueError(f"class weights must be [B, {self.num_classes + 1}] (the classes and the null class), "
                                  f"non-negative, each row summing to 1; got shape {tuple(y.shape)}")
             return
@@ -241,8 +248,10 @@ def load_model(model_id, device="cpu"):
     weights that do not fit)."""
     model_id = os.fspath(model_id)
     if os.path.isdir(model_id) and unet_folder(model_id) is not None:      # a diffusers UNet2DModel / DDPMPipeline
-        net, arguments = read_diffusers(model_id)
-        return DDPM(net=net, **arguments).to(device).eval()
+        net, arguments, variance = read_diffusers(model_id)
+        model = DDPM(net=net, **arguments).to(device).eval()
+        model.variance = variance                     # the scheduler's variance_type, as our variance name
+        return model
     if os.path.isdir(model_id):
         # from_pretrained silently drops keys DDPM does not take: a foreign config must not load quietly
         read_config(model_id, set(inspect.signature(DDPM.__init__).parameters) - {"self"}, what="DDPM")

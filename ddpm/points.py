@@ -66,6 +66,10 @@ def text(word, n, *, generator=None):
     word = (word or "").strip()
     if not 1 <= len(word) <= 12:
         raise ValueError(f"text must have 1 to 12 characters, got {word!r}")
+    odd = sorted({c for c in word if not (c.isascii() and c.isprintable())})
+    if odd:                                              # PIL's default font draws other characters as boxes
+        raise ValueError(f"text {word!r} has characters {odd} that the font cannot draw; use printable ASCII "
+                         "(letters, digits, punctuation, spaces)")
     font = ImageFont.load_default(size=64)
     left, top, right, bottom = font.getbbox(word)
     image = Image.new("L", (right - left + 8, bottom - top + 8), 0)

@@ -75,7 +75,7 @@ def guided_eps(ddpm, x_t, t, y=None, guidance_scale=1.0):
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None or guidance_scale == 1.0:
         return ddpm.eps(x_t, t_batch, y)
-    y_null = torch.full_like(y, ddpm.null_class) if y.dim() == 1 else torch.eye(y.shape[1], dtype=y.dtype)[[-1] * len(y)]
+    y_null = torch.full_like(y, ddpm.null_class) if y.dim() == 1 else torch.eye(y.shape[1], dtype=y.dtype, device=y.device)[[-1] * len(y)]
     eps_cond, eps_uncond = ddpm.eps(torch.cat([x_t, x_t]), t_batch.repeat(2), torch.cat([y, y_null])).chunk(2)
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)                  # Ho & Salimans (2021) Eq. (6)
 
@@ -194,11 +194,14 @@ def _check_settings(ddpm, x, y, guidance_scale, eta, variance):
 
 @torch.inference_mode()
 def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidance_scale=1.0,
-                 clip_x0=True, variance="beta", t_start=None, generator=None):
+                 clip_x0=True, variance=None, t_start=None, generator=None):
     """Run the reverse process from x (pure noise x_{T-1}, or an image noised to step t_start) and yield each Step.
 
-    The network runs in eval mode and inference mode; the mode `ddpm` was in comes back when the run ends.
+    variance: sigma_t^2 of Algorithm 2, "beta" or "beta_tilde"; None takes the model's own (`ddpm.variance`,
+    "beta" unless a diffusers scheduler config said otherwise). The network runs in eval mode and inference
+    mode; the mode `ddpm` was in comes back when the run ends.
     """
+    variance = getattr(ddpm, "variance", "beta") if variance is None else variance
     _check_settings(ddpm, x, y, guidance_scale, eta, variance)
     if t_start is not None and (isinstance(t_start, bool) or not isinstance(t_start, numbers.Integral)
                                 or not 0 <= t_start < ddpm.T):
@@ -251,7 +254,7 @@ def as_class_list(classes, num_classes):
 
 
 def sample(ddpm, n_samples, classes=None, *, sampler="ddpm", steps=None, eta=0.0, guidance_scale=1.0,
-           clip_x0=True, variance="beta", generator=None, device=None, progress=False, callback=None):
+           clip_x0=True, variance=None, generator=None, device=None, progress=False, callback=None):
     """Algorithm 2: draw n_samples images, or n_samples per class (grouped by class in the order given).
 
     classes: None (unconditional), a class index, a list of them (Python or NumPy ints) or a 1-D integer tensor.

@@ -451,3 +451,22 @@ def test_a_listed_hub_model_downloads_on_first_pick_and_works_in_the_reverse_tab
             reg.model("evil/model")
     finally:
         registry.set_registry(models, use_judges=False)
+
+
+def test_a_session_with_a_job_running_is_never_evicted(models, monkeypatch):
+    """Review finding: eviction took a session whose reverse run was still streaming, and its GIF failed."""
+    reg = registry.registry()
+    run = reverse.reverse_run("mnist", "1 - one", "ddim", 6, 0.0, 1.0, 0, 1, request=SimpleNamespace(session_hash="busy"))
+    next(run)
+    monkeypatch.setattr(reg, "MAX_SESSIONS", 1)
+    for k in range(5):
+        reg.session(f"other-{k}")
+    assert reg.peek("busy") is not None
+    out = drain(run)
+    assert out[4].endswith(".gif") and os.path.isfile(out[4])
+
+
+def test_playground_text_must_be_printable_ascii_and_cosine_ignores_the_betas():
+    with pytest.raises(gr.Error, match="has characters \\['é'\\] that the font cannot draw"):
+        next(_pg(A, shape="text", word="café"))
+    assert "Done after" in list(_pg(A, schedule="cosine", beta_start=0.5, beta_end=0.1, seconds=1))[-1][2]

@@ -28,7 +28,8 @@ def test_our_ddpm_sampling_equals_ddpm_pipeline(tmp_path, variance_type, varianc
     assert isinstance(model.net, DiffusersUNet) and model.sample_shape == (3, 8, 8) and model.T == 50
     theirs = pipe(batch_size=2, num_inference_steps=50, generator=torch.Generator().manual_seed(0),
                   output_type="np").images                                          # [2, 8, 8, 3] in [0, 1]
-    ours = ddpm.sample(model, 2, sampler="ddpm", variance=variance, generator=torch.Generator().manual_seed(0))
+    assert model.variance == variance                                              # from the scheduler's variance_type
+    ours = ddpm.sample(model, 2, sampler="ddpm", generator=torch.Generator().manual_seed(0))
     ours = ((ours + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
     fast = ddpm.sample(model, 2, sampler="dpmpp_2m", steps=5, generator=torch.Generator().manual_seed(0))
@@ -48,6 +49,9 @@ def test_what_we_do_not_implement_is_refused_by_name(tmp_path):
     tiny_pipeline(tmp_path / "v", prediction_type="v_prediction")
     with pytest.raises(ValueError, match="prediction_type 'v_prediction' is not supported"):
         ddpm.load_model(tmp_path / "v")
+    tiny_pipeline(tmp_path / "lv", variance_type="learned_range")
+    with pytest.raises(ValueError, match="variance_type 'learned_range' is not supported"):
+        ddpm.load_model(tmp_path / "lv")
     tiny_pipeline(tmp_path / "sq", beta_schedule="scaled_linear")
     with pytest.raises(ValueError, match="beta_schedule 'scaled_linear' is not supported"):
         ddpm.load_model(tmp_path / "sq")

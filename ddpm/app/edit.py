@@ -19,7 +19,7 @@ from ..sampling import SAMPLERS, sample_steps, slerp
 from .cores import shares_cores
 from .images import image_to_x0, labelled_strip, show, strip_gif, to_unit
 from .inputs import UNCONDITIONAL, check_int, check_range, class_indices, class_names
-from .registry import registry, session_id
+from .registry import holds_session, registry, session_id
 
 STRIP_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)     # t_start / T of the SDEdit strip
 STREAM_EVERY_S = 0.25
@@ -68,6 +68,7 @@ def _run_to_end(ddpm, x, **kwargs):
 
 
 @shares_cores
+@holds_session
 def sdedit_run(model, class_name, image, t_start, sampler, steps, guidance, seed, request: gr.Request = None):
     """SDEdit, streamed: yields (your x_0, x_{t_start}, current x_t, predicted x0_hat, markdown, strip image).
 
@@ -98,17 +99,22 @@ def sdedit_run(model, class_name, image, t_start, sampler, steps, guidance, seed
                    f"{'the clean image' if step.t_prev < 0 else step.t_prev}", gr.update())
         if stop.is_set():
             break
-    ts = [max(0, round(f * ddpm.T) - 1) for f in STRIP_FRACTIONS]
-    results = [x0]
-    for ts_k in ts:
-        start = sample_xt(x0, ts_k, eps, ddpm.schedule.alpha_bar)
-        kw["generator"] = torch.Generator().manual_seed(seed + 1)
-        results.append(_run_to_end(ddpm, start, steps=None if steps is None else min(steps, ts_k + 1), t_start=ts_k, **kw))
-    strip = labelled_strip(torch.cat(results), ["yours"] + [f"t={t}" for t in ts], scale=6)
+    strip, note = gr.update(), "stopped: no strip"
+    if not stop.is_set():
+        ts = [max(0, round(f * ddpm.T) - 1) for f in STRIP_FRACTIONS]
+        results = [x0]
+        # the DDPM sampler's 5 full runs would take as long as the run itself five times: the strip takes DDIM-20
+        strip_kw = dict(kw, sampler="ddim") if sampler == "ddpm" else kw
+        strip_steps = 20 if sampler == "ddpm" else steps
+        for ts_k in ts:
+            start = sample_xt(x0, ts_k, eps, ddpm.schedule.alpha_bar)
+            strip_kw["generator"] = torch.Generator().manual_seed(seed + 1)
+            results.append(_run_to_end(ddpm, start, steps=min(strip_steps, ts_k + 1), t_start=ts_k, **strip_kw))
+        strip = labelled_strip(torch.cat(results), ["yours"] + [f"t={t}" for t in ts], scale=6)
+        note = ("The strip: your drawing, then the result from the same noise for growing t_start (left: faithful to "
+                "your strokes, right: realistic but your own no longer)" + (", each with DDIM-20." if sampler == "ddpm" else "."))
     yield (mine, noised, show(step.x_prev.clamp(-1, 1), 8), show(step.x0_hat, 8),
-           f"### {'stopped' if stop.is_set() else 'done'}: t_start = {t_start}, {step.n_steps} steps"
-           "\n\nThe strip: your drawing, then the result from the same noise for growing t_start "
-           "(left: faithful to your strokes, right: realistic but your own no longer).", strip)
+           f"### {'stopped' if stop.is_set() else 'done'}: t_start = {t_start}, {step.n_steps} steps\n\n{note}", strip)
 
 
 def sdedit_stop(request: gr.Request = None):
@@ -119,6 +125,7 @@ def sdedit_stop(request: gr.Request = None):
 
 
 @shares_cores
+@holds_session
 def interpolate_run(model, class_a, class_b, seed_a, seed_b, n_frames, sampler, steps, guidance, mix_classes,
                     request: gr.Request = None):
     """Images from start noises on the great circle between two seeds: (strip image, GIF path, markdown).
@@ -147,7 +154,7 @@ def interpolate_run(model, class_a, class_b, seed_a, seed_b, n_frames, sampler, 
         label = f"{class_a} → {class_b} (mixed class embeddings)"
     images = _run_to_end(ddpm, x, y=y, sampler=sampler, steps=steps, guidance_scale=guidance if y is not None else 1.0)
     strip = labelled_strip(images, [f"{v:.2f}" for v in w.tolist()], scale=5)
-    gif = strip_gif(to_uint8(images), os.path.join(registry().session(sid).workdir, f"interp_{int(time.time() * 1000)}.gif"))
+    gif = strip_gif(to_uint8(images), registry().session(sid).file(f"interp_{int(time.time() * 1000)}.gif"))
     return (strip, gif, f"**{n} images** from seed {seed_a} to seed {seed_b} along the great circle (slerp), "
                         f"{sampler} with {steps} steps, class: {label or 'unconditional'}. Under each image: the weight w of B "
                         "(of seed B, and of class B when the classes are mixed).")

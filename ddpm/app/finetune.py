@@ -25,7 +25,7 @@ from .cores import shares_cores
 from .figures import loss_figure
 from .images import image_to_x0, show_uint8
 from .inputs import LIMITS, check_int, class_indices, class_names
-from .registry import registry, session_id
+from .registry import holds_session, registry, session_id
 
 SCRATCH = "scratch:"        # base-model value prefix for "a tiny model from scratch", e.g. "scratch:mnist"
 TINY_NET = dict(base_channels=16, channel_mults=(1, 2), attn_levels=(1,), emb_channels=64, groups=8)
@@ -104,10 +104,11 @@ def images_from_uploads(files, drawings):
 
 def add_drawing(sketch, request: gr.Request = None):
     """Store one sketch (as a 28x28 image) in this session; returns the gallery of all drawings so far."""
+    drawing = image_to_x0(sketch)                     # checked before any session is made for it
     session = registry().session(session_id(request))
     if len(session.drawings) >= LIMITS["uploads"][1]:
         raise gr.Error(f"at most {LIMITS['uploads'][1]} drawings are allowed")
-    session.drawings.append(image_to_x0(sketch))
+    session.drawings.append(drawing)
     return drawings_gallery(session.drawings)
 
 
@@ -182,6 +183,7 @@ def _bar(done, total, unit, loss, status):
 
 
 @shares_cores
+@holds_session
 def finetune_run(base, source, classes, new_name, files, budget_kind, budget, refresh_every, seed=0,
                  request: gr.Request = None):
     """Fine-tune a copy of `base` (Algorithm 1), streaming progress; the result joins this session's models.
@@ -228,7 +230,7 @@ def finetune_run(base, source, classes, new_name, files, budget_kind, budget, re
     session.n_finetuned += 1
     name = f"{folder}-finetuned-{session.n_finetuned}"
     reg.add_session_model(sid, name, model, folder)
-    zip_path = save_zip(model, os.path.join(session.workdir, name))
+    zip_path = save_zip(model, session.file(name))
     choices = reg.model_names(sid)
     status = (f"**{'Stopped' if stopped else 'Done'} after {len(losses)} steps "
               f"({time.perf_counter() - start:.0f} s).** The model is now **{name}** in the other tabs "

@@ -9,7 +9,7 @@ from ..plots import image_grid
 from ..sampling import sample
 from .cores import shares_cores, take_share
 from .inputs import check_int, check_sampling, class_indices, class_names
-from .registry import registry, session_id
+from .registry import holds_session, registry, session_id
 
 
 def grid_class_choices(model, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
@@ -19,6 +19,7 @@ def grid_class_choices(model, request: gr.Request = None, progress=gr.Progress(t
 
 
 @shares_cores
+@holds_session
 def grid_run(model, classes, per_class, guidance, sampler, steps, seed, request: gr.Request = None,
              progress=gr.Progress(track_tqdm=True)):
     """`sample(ddpm, per_class, classes)` as a grid with one labelled row per class.
@@ -41,7 +42,7 @@ def grid_run(model, classes, per_class, guidance, sampler, steps, seed, request:
                generator=torch.Generator().manual_seed(seed), progress=True,    # tqdm, shown by gr.Progress
                callback=take_share)                                    # this job's share of the cores, per step
     grid = image_grid(x, per_class, scale=5, row_labels=classes, label_width=190)
-    path = os.path.join(reg.session(sid).workdir, f"grid_{int(time.time() * 1000)}.png")
+    path = reg.session(sid).file(f"grid_{int(time.time() * 1000)}.png")
     grid.save(path)
     base = reg.base_folder(model, sid)
     n_known = reg.config(base).get("num_classes") if base in reg.bundled() else None

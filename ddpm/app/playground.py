@@ -22,7 +22,7 @@ from .cores import shares_cores
 from .figures import loss_figure, paths_figure, playground_figure
 from .images import image_to_x0
 from .inputs import check_int, check_range
-from .registry import registry, session_id
+from .registry import holds_session, registry, session_id
 
 N_DATA, N_PREVIEW, N_FINAL = 4000, 600, 2000     # points: the data, the samples shown while training, at the end
 PREVIEW_EVERY_S = 1.0
@@ -40,13 +40,13 @@ def _settings(shape, word, drawing, schedule, T, beta_start, beta_end, width, de
              depth=check_int("depth", depth), lr=check_range("learning rate", lr, "lr"),
              batch=check_int("batch size", batch, "pg_batch"), seconds=check_int("training seconds", seconds, "pg_seconds"),
              seed=check_int("seed", seed), schedule=schedule, shape=shape)
-    if s["beta_start"] > s["beta_end"]:
+    if schedule != "cosine" and s["beta_start"] > s["beta_end"]:          # the cosine schedule has no beta range
         raise gr.Error(f"beta_start = {beta_start} is above beta_end = {beta_end}; the betas must rise")
     gray = None
     if shape == "drawing":
         if drawing is None or (isinstance(drawing, dict) and drawing.get("composite") is None):
             raise gr.Error("the sketch is empty: draw a shape first")
-        gray = image_to_x0(drawing) if not isinstance(drawing, np.ndarray) else drawing
+        gray = image_to_x0(drawing)
     try:
         data = points.make(shape, N_DATA, word=word, drawing=gray, generator=torch.Generator().manual_seed(s["seed"]))
     except ValueError as err:
@@ -59,6 +59,7 @@ def _caption(steps, seconds):
 
 
 @shares_cores
+@holds_session
 def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, width, depth, lr, batch, seconds,
                      t_view, seed=0, request: gr.Request = None):
     """Train a 2-D DDPM from scratch with `ddpm.train`, streaming (loss plot, samples and q(x_t | x_0), status).
@@ -90,13 +91,15 @@ def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, wi
     yield (loss_figure([]), playground_figure(data, None, x_t, t_view, s["T"], _caption(0, 0)),
            f"Training on {N_DATA} points of **{shape}**: T = {s['T']}, MLP {s['depth']} x {s['width']}, "
            f"batch {s['batch']}, lr {s['lr']:g}, {s['seconds']} s.")
-    start = time.perf_counter()
+    start, trained = time.perf_counter(), 0.0        # the budget counts training only, not the previews
     while not stop.is_set():
-        left = s["seconds"] - (time.perf_counter() - start)
+        left = s["seconds"] - trained
         if left <= 0:
             break
+        chunk = time.perf_counter()
         losses += train(model, loader, None, optim, "cpu", max_seconds=min(left, PREVIEW_EVERY_S), stop=stop.is_set,
                         progress=False, generator=g)                                     # Algorithm 1
+        trained += time.perf_counter() - chunk
         elapsed = time.perf_counter() - start
         yield (loss_figure(losses), playground_figure(data, preview(N_PREVIEW), x_t, t_view, s["T"],
                                                       _caption(len(losses), elapsed)),
@@ -106,11 +109,15 @@ def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, wi
     distance = sliced_wasserstein(final, data[:N_FINAL], generator=torch.Generator().manual_seed(0))
     floor = sliced_wasserstein(data[N_FINAL:], data[:N_FINAL], generator=torch.Generator().manual_seed(0))
     session.playground.update(distance=distance, steps=len(losses), seconds=elapsed)
+    off = int((~torch.isfinite(final).all(1) | (final.abs() > 3.2).any(1)).sum())       # outside the plot, or NaN
     yield (loss_figure(losses), playground_figure(data, final[:N_PREVIEW * 2], x_t, t_view, s["T"],
                                                   _caption(len(losses), elapsed)),
            f"**{'Stopped' if stop.is_set() else 'Done'} after {len(losses)} steps ({elapsed:.1f} s).** "
            f"Sliced Wasserstein distance of {N_FINAL} samples (Algorithm 2) to the data: **{distance:.3f}** "
-           f"(two halves of the data itself: {floor:.3f}; lower is better). The model is kept: draw trajectories below.")
+           f"(two halves of the data itself: {floor:.3f}; lower is better)."
+           + (f" **{off} of {N_FINAL} samples lie outside the plot** (or are not finite): the model has not learnt "
+              "the data's scale (too few steps, or a schedule that leaves x_T far from N(0, I))." if off else "")
+           + " The model is kept: draw trajectories below.")
 
 
 def playground_stop(request: gr.Request = None):
@@ -131,7 +138,7 @@ def playground_paths(sampler, steps, n_paths, seed=0, request: gr.Request = None
     model = run["model"]
     if sampler not in SAMPLERS:
         raise gr.Error(f"sampler {sampler!r} is unknown; choose one of {list(SAMPLERS)}")
-    steps = None if sampler == "ddpm" else check_int("steps", steps, bounds=(1, model.T))
+    steps = None if sampler == "ddpm" else min(check_int("steps", steps, bounds=(1, 1000)), model.T)   # at most T
     n_paths = check_int("number of paths", n_paths, "paths")
     g = torch.Generator().manual_seed(check_int("seed", seed))
     x = torch.randn(n_paths, 2, generator=g)                                             # Alg. 2, line 1

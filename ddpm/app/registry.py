@@ -5,6 +5,9 @@ model.safetensors + config.json and optionally examples.safetensors ("images" ui
 int64 [N]) and a judge; fine-tuned models live in a per-session registry keyed by Gradio's session hash, so
 one visitor never sees or changes another visitor's models.
 """
+import contextlib
+import functools
+import inspect
 import json
 import os
 import shutil
@@ -42,7 +45,13 @@ class Session:
     drawings: list = field(default_factory=list)    # sketches collected for fine-tuning, uint8 [28, 28]
     playground: dict = field(default_factory=dict)  # the last 2-D run: "model", "data", "losses"
     n_finetuned: int = 0
+    jobs: int = 0                                   # jobs of this session running now: never evicted meanwhile
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="ddpm_app_"))
+
+    def file(self, name):
+        """A path for a file of this session (its folder made again if a sweep removed it)."""
+        os.makedirs(self.workdir, exist_ok=True)
+        return os.path.join(self.workdir, name)
 
 
 class Registry:
@@ -59,7 +68,7 @@ class Registry:
         self.models_dir, self.use_judges, self.hub_models = models_dir, use_judges, list(hub_models)
         self._models, self._examples, self._judges = {}, {}, {}
         self._sessions = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock, self._hub_lock = threading.Lock(), threading.Lock()   # a download never blocks the sessions
 
     def bundled(self):
         if not os.path.isdir(self.models_dir):
@@ -85,6 +94,19 @@ class Registry:
             self._evict(keep=sid)
             return self._sessions[sid]
 
+    @contextlib.contextmanager
+    def job(self, sid):
+        """`with registry().job(sid) as session:` around a job's work: the session exists and is not evicted
+        until the job ends (also when its stream is closed early)."""
+        session = self.session(sid)
+        with self._lock:
+            session.jobs += 1
+        try:
+            yield session
+        finally:
+            with self._lock:
+                session.jobs -= 1
+
     def peek(self, sid):
         """This visitor's session if it exists, else None: for cheap calls, which never create or reorder one."""
         return self._sessions.get(sid)
@@ -95,7 +117,7 @@ class Registry:
         Past MAX_SESSIONS, sessions without fine-tuned models go first; past MAX_HELD_MODELS, the least
         recently used session that holds models goes. The session at work (`keep`) stays."""
         def drop(pick):
-            victim = next((k for k, v in self._sessions.items() if k != keep and pick(v)), None)
+            victim = next((k for k, v in self._sessions.items() if k != keep and not v.jobs and pick(v)), None)
             if victim is None:
                 return False
             shutil.rmtree(self._sessions.pop(victim).workdir, ignore_errors=True)
@@ -107,9 +129,8 @@ class Registry:
 
     def model_names(self, sid=None):
         names = self.bundled() + self.hub_models
-        if sid is not None and sid in self._sessions:
-            names += list(self._sessions[sid].models)
-        return names
+        own = self.peek(sid) if sid is not None else None
+        return names + (list(own.models) if own is not None else [])
 
     def add_session_model(self, sid, name, ddpm, base):
         s = self.session(sid)
@@ -138,7 +159,7 @@ class Registry:
     def _hub_model(self, repo_id):
         """A listed Hub model, downloaded the first time a visitor picks it (JSON and safetensors files only,
         never a pickle), then kept; a clear message when the Hub cannot be reached."""
-        with self._lock:
+        with self._hub_lock:
             if repo_id not in self._models:
                 try:
                     folder = snapshot_download(repo_id, allow_patterns=HUB_FILES)
@@ -208,6 +229,28 @@ def set_registry(models_dir, use_judges=True, hub_models=()):
     global _REGISTRY
     _REGISTRY = Registry(models_dir, use_judges, hub_models)
     return _REGISTRY
+
+
+def holds_session(handler):
+    """Mark an app handler (a function, or a generator that streams) as a job of its visitor's session: the
+    session is created and is not evicted while the job runs (see Registry.job)."""
+    signature = inspect.signature(handler)
+
+    def sid_of(args, kwargs):
+        return session_id(signature.bind_partial(*args, **kwargs).arguments.get("request"))
+
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def streamed(*args, **kwargs):
+            with registry().job(sid_of(args, kwargs)):
+                yield from handler(*args, **kwargs)
+        return streamed
+
+    @functools.wraps(handler)
+    def call(*args, **kwargs):
+        with registry().job(sid_of(args, kwargs)):
+            return handler(*args, **kwargs)
+    return call
 
 
 MODEL_PICKERS = 4          # the model dropdowns of tabs 2, 3 and 5 (SDEdit, interpolation)

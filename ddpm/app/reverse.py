@@ -15,7 +15,7 @@ from ..sampling import sample_steps, timesteps
 from .cores import shares_cores
 from .images import frames_to_gif, grid_scale, show, show_uint8
 from .inputs import UNCONDITIONAL, check_int, check_sampling, class_indices, class_names
-from .registry import registry, session_id
+from .registry import holds_session, registry, session_id
 
 MAX_FRAMES = 100           # recorded frames per reverse run (for the scrub slider and the GIF)
 STREAM_EVERY_S = 0.25      # the reverse stream sends at most ~4 updates per second
@@ -62,6 +62,7 @@ def reverse_class_choices(model, request: gr.Request = None, progress=gr.Progres
 
 
 @shares_cores
+@holds_session
 def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, request: gr.Request = None):
     """Stream one reverse run: yields (x_t image, x0_hat image, step markdown, scrub slider, GIF file).
 
@@ -95,7 +96,7 @@ def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, r
         if stop.is_set():
             break
     frames.append((to_uint8(step.x_prev), to_uint8(step.x0_hat), f"result (after step {step.i + 1}/{n})"))
-    gif = os.path.join(session.workdir, f"reverse_{int(time.time() * 1000)}.gif")
+    gif = session.file(f"reverse_{int(time.time() * 1000)}.gif")
     frames_to_gif(frames, gif)
     yield (show(step.x_prev.clamp(-1, 1), scale), show(step.x0_hat, scale), _step_text(sampler, step, stop.is_set()),
            gr.update(minimum=0, maximum=len(frames) - 1, value=len(frames) - 1, step=1, interactive=True),

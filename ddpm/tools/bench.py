@@ -338,7 +338,7 @@ def main(argv=None):
                         "with the other shape, and through ddpm.compiled (about 3 minutes)")
     p.add_argument("--playground", action="store_true",
                    help="instead of the main table: the 2-D playground's default run, SDEdit and interpolation with "
-                        "the bundled MNIST model (about a minute)")
+                        "the bundled MNIST model (about 15 s)")
     p.add_argument("--compile", action="store_true",
                    help="also time the network at batch 16 and 100 compiled (ddpm.compiled), against eager and the "
                         "matmul in alternating runs: about 40 s of compiling per batch size")
