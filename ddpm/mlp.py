@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .unet import timestep_embedding
+from .unet import condition_embedding
 
 
 class MLP(nn.Module):
@@ -37,14 +37,7 @@ class MLP(nn.Module):
         self.out = nn.Linear(width, dim)
 
     def forward(self, x, t, y=None):
-        t = torch.as_tensor(t, device=x.device)
-        if t.dim() == 0:
-            t = t.expand(x.shape[0])
-        emb = self.time_mlp(timestep_embedding(t, self.emb_channels))          # [B, width]
-        if self.class_emb is not None:
-            if y is None:
-                raise ValueError("this network is class-conditional: pass y (use num_classes for the null class)")
-            emb = emb + self.class_emb(y)
+        emb = condition_embedding(self.time_mlp, self.class_emb, t, y, x, self.emb_channels)   # [B, width]
         h = self.inp(x)                                                         # [B, width]
         for block in self.blocks:
             h = h + block(F.silu(h + emb))

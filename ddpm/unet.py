@@ -22,6 +22,22 @@ def timestep_embedding(t, dim):
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)              # [B, dim]
 
 
+def condition_embedding(time_mlp, class_emb, t, y, x, dim):
+    """The vector [B, D] that conditions every block of eps_theta: time_mlp(emb(t)), plus the class embedding.
+
+    t: steps [B] (or one step for the whole batch); y: labels [B], class weights [B, K + 1] that mix the class
+    embeddings, or None for an unconditional network (class_emb None)."""
+    t = torch.as_tensor(t, device=x.device)
+    if t.dim() == 0:
+        t = t.expand(x.shape[0])
+    emb = time_mlp(timestep_embedding(t, dim))                                # [B, D]
+    if class_emb is not None:
+        if y is None:
+            raise ValueError("this network is class-conditional: pass y (use num_classes for the null class)")
+        emb = emb + (y @ class_emb.weight if y.is_floating_point() else class_emb(y))
+    return emb
+
+
 # Two shapes for 28x28 images (for UNet2D(**shape)):
 #   PATCH2:   works on 2x2 pixel patches, levels 14x14 and 7x7, 0.60 M parameters, 103 MFLOP per image.
 #             The default for new 28x28 models: on 2 CPU cores it samples about twice as fast as FULL_RES.
@@ -155,15 +171,7 @@ class UNet2D(nn.Module):
         return block(h)                                      # down- or upsampling
 
     def forward(self, x, t, y=None):
-        t = torch.as_tensor(t, device=x.device)
-        if t.dim() == 0:
-            t = t.expand(x.shape[0])
-        emb = self.time_mlp(timestep_embedding(t, self.emb_dim))           # [B, emb_dim]
-        if self.class_emb is not None:
-            if y is None:
-                raise ValueError("this network is class-conditional: pass y (use num_classes for the null class)")
-            # y: class labels [B], or class weights [B, num_classes + 1] that mix the class embeddings
-            emb = emb + (y @ self.class_emb.weight if y.is_floating_point() else self.class_emb(y))
+        emb = condition_embedding(self.time_mlp, self.class_emb, t, y, x, self.emb_dim)   # [B, emb_dim]
         if self.patch_size > 1:
             x = F.pixel_unshuffle(x, self.patch_size)                          # [B, C p^2, H / p, W / p]
         h = self.conv_in(x)
