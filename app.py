@@ -250,7 +250,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 pg_loss = image("loss", show_label=False)
                 gr.Markdown("#### Reverse trajectories of a few points (after training)")
                 with gr.Row():
-                    pg_sampler = gr.Radio(SAMPLER_CHOICES, value="ddpm", label="sampler")
+                    pg_sampler = gr.Radio(SAMPLER_CHOICES, value="ddim", label="sampler")
                     pg_steps = gr.Slider(1, 1000, value=20, step=1, label="steps (DDIM / DPM-Solver++)")
                     pg_npaths = gr.Slider(*LIMITS["paths"], value=12, step=1, label="paths")
                 pg_draw = gr.Button("Draw trajectories", elem_id="pg_draw")
