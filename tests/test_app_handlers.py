@@ -470,3 +470,13 @@ def test_playground_text_must_be_printable_ascii_and_cosine_ignores_the_betas():
     with pytest.raises(gr.Error, match="has characters \\['é'\\] that the font cannot draw"):
         next(_pg(A, shape="text", word="café"))
     assert "Done after" in list(_pg(A, schedule="cosine", beta_start=0.5, beta_end=0.1, seconds=1))[-1][2]
+
+
+def test_a_budget_in_steps_is_capped_in_wall_time_too(monkeypatch):
+    """Issue 17, item 6: a 5000-step fine-tune ran 13-22 minutes; now the seconds cap ends it as well."""
+    monkeypatch.setitem(finetune.LIMITS, "train_seconds", (1, 2))
+    start = time.perf_counter()
+    *_, status, ckpt, _, _, _ = drain(finetune.finetune_run("mnist", "classes", ["0 - zero"], "", None, "steps", 5000,
+                                                            5, request=A))
+    assert "time cap of 2 s per run ended it before 5000 steps" in status and ckpt.endswith(".zip")
+    assert time.perf_counter() - start < 30

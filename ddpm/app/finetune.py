@@ -208,17 +208,22 @@ def finetune_run(base, source, classes, new_name, files, budget_kind, budget, re
     loader = make_loader(dataset, BATCH, seed=seed)
     g = torch.Generator().manual_seed(seed)
     losses, start, current = [], time.perf_counter(), before
+    cap = LIMITS["train_seconds"][1]         # a budget in steps is capped in wall time as well
+    capped = False
     while not stop.is_set():
         elapsed = time.perf_counter() - start
         done = len(losses) if budget_kind == "steps" else elapsed
         if done >= budget:
             break
+        if elapsed >= cap:
+            capped = True
+            break
         chunk = refresh_every - len(losses) % refresh_every
         if budget_kind == "steps":
             chunk = min(chunk, budget - len(losses))
+        seconds_left = (budget if budget_kind == "seconds" else cap) - elapsed
         losses += train_classconditional(model, loader, None, optim, "cpu", stop=stop.is_set, max_steps=chunk,
-                                         max_seconds=budget - elapsed if budget_kind == "seconds" else None,
-                                         progress=False, generator=g)
+                                         max_seconds=seconds_left, progress=False, generator=g)
         if len(losses) % refresh_every == 0:
             current = _preview(model, preview)
         done = len(losses) if budget_kind == "steps" else time.perf_counter() - start
@@ -233,7 +238,9 @@ def finetune_run(base, source, classes, new_name, files, budget_kind, budget, re
     zip_path = save_zip(model, session.file(name))
     choices = reg.model_names(sid)
     status = (f"**{'Stopped' if stopped else 'Done'} after {len(losses)} steps "
-              f"({time.perf_counter() - start:.0f} s).** The model is now **{name}** in the other tabs "
+              f"({time.perf_counter() - start:.0f} s).** "
+              + (f"The time cap of {cap} s per run ended it before {budget} steps. " if capped else "")
+              + f"The model is now **{name}** in the other tabs "
               f"(for this browser session only). Classes: {', '.join(class_names(model))}.")
     done = len(losses) if budget_kind == "steps" else min(time.perf_counter() - start, budget)
     yield (_bar(done, budget, budget_kind, np.mean(losses[-20:]) if losses else None, "stopped" if stopped else "done"),
