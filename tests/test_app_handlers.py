@@ -386,8 +386,10 @@ def test_two_reverse_runs_at_once_in_one_session_keep_their_own_frames():
     second = reverse.reverse_run("mnist", "1 - one", "ddim", 20, 0.0, 1.0, 0, 2, request=A)
     out_second = drain(second)
     out_first = drain(first)
-    assert out_first[3]["maximum"] == 10 and out_second[3]["maximum"] == 20      # 10 + 1 and 20 + 1 frames each
-    assert Image.open(out_first[4]).n_frames == 11 and Image.open(out_second[4]).n_frames == 21
+    assert "stopped" in out_first[2]                      # the second job of the session replaced the first
+    n_first = out_first[3]["maximum"] + 1
+    assert n_first < 11 and Image.open(out_first[4]).n_frames == n_first          # its own frames, no mix-up
+    assert out_second[3]["maximum"] == 20 and Image.open(out_second[4]).n_frames == 21
 
 
 def test_cheap_calls_with_made_up_session_ids_create_nothing_and_evict_nobody(monkeypatch):
@@ -480,3 +482,15 @@ def test_a_budget_in_steps_is_capped_in_wall_time_too(monkeypatch):
                                                             5, request=A))
     assert "time cap of 2 s per run ended it before 5000 steps" in status and ckpt.endswith(".zip")
     assert time.perf_counter() - start < 30
+
+
+def test_a_new_job_of_a_session_stops_its_running_one():
+    """Issue 17, item 6: one session held both training slots; a new job now replaces the running one."""
+    D = SimpleNamespace(session_hash="visitor-d")
+    first = finetune.finetune_run("mnist", "classes", ["0 - zero"], "", None, "seconds", 30, 5, request=D)
+    next(first)
+    next(first)
+    out = list(_pg(D, seconds=1))[-1]                                  # a new job of the same visitor
+    assert "Done after" in out[2]
+    *_, status, _, _, _, _ = drain(first)
+    assert "Stopped after" in status                                   # the fine-tune ended, its weights kept

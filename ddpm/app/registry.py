@@ -97,9 +97,13 @@ class Registry:
     @contextlib.contextmanager
     def job(self, sid):
         """`with registry().job(sid) as session:` around a job's work: the session exists and is not evicted
-        until the job ends (also when its stream is closed early)."""
+        until the job ends (also when its stream is closed early). One heavy job per session: a new one asks
+        the session's running streams to stop (they end after their current step, keeping what they made)."""
         session = self.session(sid)
         with self._lock:
+            if session.jobs:
+                for event in session.stops.values():
+                    event.set()
             session.jobs += 1
         try:
             yield session
