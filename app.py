@@ -34,6 +34,15 @@ def code(key):
         gr.Code(explain.source(*explain.SOURCES[key]), language="python", lines=30)
 
 
+def model_input():
+    """A model picker, filled on page load (bundled models, listed Hub models, the visitor's own)."""
+    return gr.Dropdown(label="model", choices=[], allow_custom_value=True)
+
+
+def guidance_input():
+    return gr.Slider(*LIMITS["guidance"], value=2.0, step=0.1, label="guidance scale s (1 = none)")
+
+
 def sampler_inputs(tab, steps):
     sampler = gr.Radio(SAMPLER_CHOICES, value="ddim", label="sampler", info=SAMPLER_HELP.replace("**", ""))
     steps = gr.Slider(*LIMITS["steps"], value=steps, step=1, label="steps of DDIM / DPM-Solver++ (1 to T)",
@@ -85,12 +94,12 @@ with gr.Blocks(title="DDPM, step by step") as demo:
         gr.Markdown(explain.REVERSE, latex_delimiters=explain.LATEX)
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                rev_model = gr.Dropdown(label="model", choices=[], allow_custom_value=True)
+                rev_model = model_input()
                 rev_class = gr.Dropdown(label="class", choices=[UNCONDITIONAL], value=UNCONDITIONAL,
                                         allow_custom_value=True)
                 rev_sampler, rev_steps = sampler_inputs("rev", 50)
                 rev_eta = gr.Slider(*LIMITS["eta"], value=0.0, step=0.05, label="DDIM η (0 = deterministic)")
-                rev_guid = gr.Slider(*LIMITS["guidance"], value=2.0, step=0.1, label="guidance scale s (1 = none)")
+                rev_guid = guidance_input()
                 with gr.Row():
                     rev_seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
                     rev_batch = gr.Slider(*LIMITS["batch"], value=4, step=1, label="batch")
@@ -112,11 +121,11 @@ with gr.Blocks(title="DDPM, step by step") as demo:
         gr.Markdown(explain.GRID, latex_delimiters=explain.LATEX)
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                grid_model = gr.Dropdown(label="model", choices=[], allow_custom_value=True)
+                grid_model = model_input()
                 grid_classes = gr.Dropdown(label="classes (one row each)", multiselect=True, choices=[],
                                            allow_custom_value=True)
                 grid_n = gr.Slider(*LIMITS["per_class"], value=8, step=1, label="samples per class", elem_id="grid_n")
-                grid_guid = gr.Slider(*LIMITS["guidance"], value=2.0, step=0.1, label="guidance scale s (1 = none)")
+                grid_guid = guidance_input()
                 grid_sampler, grid_steps = sampler_inputs("grid", 25)
                 grid_seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
                 grid_go = gr.Button("Generate", variant="primary", elem_id="grid_go")
@@ -171,7 +180,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
         gr.Markdown("#### Sketch to image (SDEdit)")
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                sd_model = gr.Dropdown(label="model", choices=[], allow_custom_value=True)
+                sd_model = model_input()
                 sd_class = gr.Dropdown(label="class", choices=[UNCONDITIONAL], value=UNCONDITIONAL,
                                        allow_custom_value=True)
                 sd_sketch = gr.Sketchpad(label="draw (or upload / paste) an image", type="pil", height=280,
@@ -179,7 +188,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 sd_t = gr.Slider(0, 999, value=500, step=1, label="strength t_start (0 = keep my image, T-1 = ignore it)",
                                  elem_id="sd_t")
                 sd_sampler, sd_steps = sampler_inputs("sd", 20)
-                sd_guid = gr.Slider(*LIMITS["guidance"], value=2.0, step=0.1, label="guidance scale s (1 = none)")
+                sd_guid = guidance_input()
                 sd_seed = gr.Number(value=0, precision=0, label="noise seed", minimum=0)
                 with gr.Row():
                     sd_go = gr.Button("Denoise my image", variant="primary", elem_id="sd_go")
@@ -195,7 +204,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
         gr.Markdown("#### Interpolation between two seeds")
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                ip_model = gr.Dropdown(label="model", choices=[], allow_custom_value=True)
+                ip_model = model_input()
                 with gr.Row():
                     ip_class_a = gr.Dropdown(label="class A", choices=[], allow_custom_value=True)
                     ip_class_b = gr.Dropdown(label="class B", choices=[], allow_custom_value=True)
@@ -206,7 +215,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 ip_n = gr.Slider(*LIMITS["frames"], value=10, step=1, label="images")
                 ip_sampler = gr.Radio(SAMPLER_CHOICES[1:], value="dpmpp_2m", label="deterministic sampler")
                 ip_steps = gr.Slider(*LIMITS["steps"], value=10, step=1, label="steps", elem_id="ip_steps")
-                ip_guid = gr.Slider(*LIMITS["guidance"], value=2.0, step=0.1, label="guidance scale s (1 = none)")
+                ip_guid = guidance_input()
                 ip_go = gr.Button("Interpolate", variant="primary", elem_id="ip_go")
             with gr.Column(scale=3):
                 ip_strip = image("from seed A (left) to seed B (right)", elem_id="ip_strip")

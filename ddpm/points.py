@@ -8,6 +8,9 @@ import math
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from torch.utils.data import DataLoader, TensorDataset
+
+from .diffusion import DDPM
 
 SHAPES = ("two_moons", "swiss_roll", "gaussian_ring", "text", "drawing")
 # The playground's default recipe (DDPM(data_dim=2, ...), an MLP of depth x width, Adam): two moons in 10 s
@@ -92,3 +95,19 @@ def make(shape, n, *, word="DDPM", drawing=None, generator=None):
             raise ValueError("no drawing: draw a shape first")
         return from_image(drawing, n, generator=generator)
     raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def recipe_model(recipe=RECIPE, *, seed=0):
+    """The DDPM(data_dim=2) of a playground recipe (RECIPE's keys), initialised from `seed`; the global RNG is
+    left alone."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return DDPM(data_dim=2, schedule=recipe["schedule"], T=recipe["T"], beta_start=recipe["beta_start"],
+                    beta_end=recipe["beta_end"], net=dict(width=recipe["width"], depth=recipe["depth"]),
+                    dataset=recipe["shape"])
+
+
+def loader(points, batch_size, *, seed=0):
+    """Shuffled batches of a point cloud [N, 2] for `ddpm.train` (each yields [x0]), the last partial one dropped."""
+    return DataLoader(TensorDataset(points), batch_size=min(batch_size, len(points)), shuffle=True, drop_last=True,
+                      generator=torch.Generator().manual_seed(seed))

@@ -201,7 +201,7 @@ def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidan
     "beta" unless a diffusers scheduler config said otherwise). The network runs in eval mode and inference
     mode; the mode `ddpm` was in comes back when the run ends.
     """
-    variance = getattr(ddpm, "variance", "beta") if variance is None else variance
+    variance = ddpm.variance if variance is None else variance
     _check_settings(ddpm, x, y, guidance_scale, eta, variance)
     if t_start is not None and (isinstance(t_start, bool) or not isinstance(t_start, numbers.Integral)
                                 or not 0 <= t_start < ddpm.T):
@@ -285,6 +285,8 @@ def slerp(a, b, w):
 
     Gaussian noise lives near a sphere; a straight line between two draws passes through lower-norm noise
     that the model never starts from, the great circle keeps the norm (Shoemake 1985; DDIM Sec. 5.4)."""
+    if a.shape != b.shape:
+        raise ValueError(f"slerp needs two noise tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     w = torch.as_tensor(w, dtype=a.dtype).view(-1, *([1] * a.dim()))
     cos = (a * b).sum() / (a.norm() * b.norm())
     theta = torch.arccos(cos.clamp(-1, 1))

@@ -306,7 +306,7 @@ def test_playground_trains_with_the_package_train_and_sample_and_keeps_the_model
     assert len(outs) >= 3 and "Done after" in status and "Sliced Wasserstein distance" in status
     assert calls["train"] >= 1 and calls["sample"] >= 2 and pts.width >= 900 and loss.width > 0
     run = registry.registry().session("visitor-a").playground
-    assert run["model"].sample_shape == (2,) and run["steps"] == len(run["losses"]) > 0
+    assert run["model"].sample_shape == (2,) and len(run["losses"]) > 0
     fig, text = playground.playground_paths("ddim", 10, 5, 0, request=A)
     assert fig.width > 400 and "5 trajectories, 10 steps" in text
 

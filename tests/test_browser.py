@@ -47,6 +47,12 @@ def wait_src_change(page, selector, old):
     return src(page, selector)
 
 
+def shoot(page, name):
+    """A full-page screenshot for a human to look at, once the last update has painted."""
+    page.wait_for_timeout(500)
+    page.screenshot(path=os.path.join(SHOTS, name), full_page=True)
+
+
 def tab(page, name):
     page.get_by_role("tab", name=name).click()
 
@@ -56,8 +62,7 @@ def test_forward_slider_updates_the_image(page):
     page.locator("#fwd_t input[type=range]").fill("800")
     after = wait_src_change(page, "#fwd_xt", before)
     assert after != before
-    page.wait_for_timeout(500)
-    page.screenshot(path=os.path.join(SHOTS, "1_forward.png"), full_page=True)
+    shoot(page, "1_forward.png")
 
 
 def test_reverse_sampling_streams_to_the_end(page):
@@ -68,8 +73,7 @@ def test_reverse_sampling_streams_to_the_end(page):
     page.locator("#rev_start").click()                      # same seed again: a new run, new files
     wait_src_change(page, "#rev_xt", first)
     page.get_by_text("step 50 / 50").first.wait_for()
-    page.wait_for_timeout(500)
-    page.screenshot(path=os.path.join(SHOTS, "2_reverse.png"), full_page=True)
+    shoot(page, "2_reverse.png")
 
 
 def test_class_grid_appears(page):
@@ -80,8 +84,7 @@ def test_class_grid_appears(page):
         box.press("Enter")
     page.locator("#grid_go").click()
     page.locator("#grid_img img").first.wait_for(state="visible")
-    page.wait_for_timeout(500)
-    page.screenshot(path=os.path.join(SHOTS, "3_grid.png"), full_page=True)
+    shoot(page, "3_grid.png")
 
 
 def test_finetune_tab_runs_a_short_training(page):
@@ -92,8 +95,7 @@ def test_finetune_tab_runs_a_short_training(page):
     budget.press("Enter")
     page.locator("#ft_start").click()
     page.get_by_text("Done after 10 steps").wait_for()
-    page.wait_for_timeout(500)
-    page.screenshot(path=os.path.join(SHOTS, "4_finetune.png"), full_page=True)
+    shoot(page, "4_finetune.png")
 
 
 def _draw_stroke(page, container):
@@ -117,15 +119,11 @@ def test_sketch_to_image_and_interpolation(page):
     box.fill("50")
     box.press("Enter")
     page.locator("#sd_go").click()
-    try:
-        page.get_by_text("done: t_start = 50").first.wait_for()
-    finally:
-        page.screenshot(path=os.path.join(SHOTS, "5_edit_sdedit.png"), full_page=True)
+    page.get_by_text("done: t_start = 50").first.wait_for()
     page.locator("#sd_strip img").first.wait_for(state="visible")
     page.locator("#ip_go").click()
     page.locator("#ip_strip img").first.wait_for(state="visible")
-    page.wait_for_timeout(500)
-    page.screenshot(path=os.path.join(SHOTS, "5_edit.png"), full_page=True)
+    shoot(page, "5_edit.png")
 
 
 def test_playground_trains_from_scratch(page):
@@ -137,5 +135,4 @@ def test_playground_trains_from_scratch(page):
     page.locator("#pg_status").get_by_text("Done after").wait_for()
     page.locator("#pg_draw").click()
     page.locator("#pg_paths img").first.wait_for(state="visible")
-    page.wait_for_timeout(500)
-    page.screenshot(path=os.path.join(SHOTS, "6_playground.png"), full_page=True)
+    shoot(page, "6_playground.png")

@@ -15,11 +15,12 @@ import torch.nn.functional as F
 
 from ..data import to_uint8
 from ..diffusion import sample_xt
-from ..sampling import SAMPLERS, sample_steps, slerp
+from ..sampling import sample_steps, slerp
 from .cores import shares_cores
 from .images import image_to_x0, labelled_strip, show, strip_gif, to_unit
-from .inputs import UNCONDITIONAL, check_int, check_range, class_indices, class_names
-from .registry import holds_session, registry, session_id
+from .inputs import check_int, check_range, check_steps, class_labels, class_names
+from .reverse import reverse_class_choices
+from .registry import holds_session, registry, session_id, stopper
 
 STRIP_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)     # t_start / T of the SDEdit strip
 STREAM_EVERY_S = 0.25
@@ -33,19 +34,10 @@ def _model_28(model, sid):
     return ddpm
 
 
-def _labels(ddpm, class_name, n):
-    if not class_name or class_name == UNCONDITIONAL:
-        return None
-    return torch.tensor(class_indices(ddpm, [class_name]) * n)
-
-
 def sdedit_choices(model, t_start, request: gr.Request = None):
-    """On a new model: the class picker ("unconditional" and the class names) and t_start kept below its T."""
-    ddpm = registry().model(model, session_id(request)) if model else None
-    names = class_names(ddpm) if ddpm else []
-    T = ddpm.T if ddpm else 1000
-    return (gr.update(choices=[UNCONDITIONAL] + names, value=names[0] if names else UNCONDITIONAL),
-            gr.update(maximum=T - 1, value=min(int(t_start or 0), T - 1)))
+    """On a new model: the class picker (as the reverse tab's) and t_start kept below its T."""
+    T = registry().model(model, session_id(request)).T if model else 1000
+    return reverse_class_choices(model, request), gr.update(maximum=T - 1, value=min(int(t_start or 0), T - 1))
 
 
 def interpolate_class_choices(model, request: gr.Request = None):
@@ -53,12 +45,6 @@ def interpolate_class_choices(model, request: gr.Request = None):
     names = class_names(registry().model(model, session_id(request))) if model else []
     return (gr.update(choices=names, value=names[0] if names else None),
             gr.update(choices=names, value=names[1] if len(names) > 1 else None))
-
-
-def _steps(ddpm, sampler, steps, T_run):
-    if sampler not in SAMPLERS:
-        raise gr.Error(f"sampler {sampler!r} is unknown; choose one of {list(SAMPLERS)}")
-    return None if sampler == "ddpm" else min(check_int("steps", steps, "steps"), T_run)
 
 
 def _run_to_end(ddpm, x, **kwargs):
@@ -78,10 +64,11 @@ def sdedit_run(model, class_name, image, t_start, sampler, steps, guidance, seed
     ddpm = _model_28(model, sid)
     x0 = to_unit(image_to_x0(image))                                                     # [1, 1, 28, 28]
     t_start = check_int("t_start", t_start, bounds=(0, ddpm.T - 1))
-    steps = _steps(ddpm, sampler, steps, t_start + 1)
+    steps = check_steps(sampler, steps)
+    steps = None if steps is None else min(steps, t_start + 1)          # no more steps than are left
     guidance = check_range("guidance scale", guidance, "guidance")
     seed = check_int("seed", seed)
-    y = _labels(ddpm, class_name, 1)
+    y = class_labels(ddpm, class_name, 1)
     guidance = guidance if y is not None else 1.0
     session = registry().session(sid)
     stop = session.stops["sdedit"] = threading.Event()
@@ -117,11 +104,7 @@ def sdedit_run(model, class_name, image, t_start, sampler, steps, guidance, seed
            f"### {'stopped' if stop.is_set() else 'done'}: t_start = {t_start}, {step.n_steps} steps\n\n{note}", strip)
 
 
-def sdedit_stop(request: gr.Request = None):
-    session = registry().peek(session_id(request))
-    event = session.stops.get("sdedit") if session else None
-    if event is not None:
-        event.set()
+sdedit_stop = stopper("sdedit")
 
 
 @shares_cores
@@ -137,7 +120,7 @@ def interpolate_run(model, class_a, class_b, seed_a, seed_b, n_frames, sampler, 
     ddpm = _model_28(model, sid)
     if sampler not in ("ddim", "dpmpp_2m"):
         raise gr.Error(f"sampler {sampler!r}: interpolation needs a deterministic sampler, 'ddim' (eta = 0) or 'dpmpp_2m'")
-    steps = _steps(ddpm, sampler, steps, ddpm.T)
+    steps = min(check_steps(sampler, steps), ddpm.T)
     n = check_int("frames", n_frames, "frames")
     guidance = check_range("guidance scale", guidance, "guidance")
     seed_a, seed_b = check_int("seed A", seed_a, "seed"), check_int("seed B", seed_b, "seed")
@@ -145,11 +128,12 @@ def interpolate_run(model, class_a, class_b, seed_a, seed_b, n_frames, sampler, 
     z_b = torch.randn(ddpm.sample_shape, generator=torch.Generator().manual_seed(seed_b))
     w = torch.linspace(0, 1, n)
     x = slerp(z_a, z_b, w)                                                               # [n, 1, 28, 28]
-    y, label = _labels(ddpm, class_a, n), class_a
+    y, label = class_labels(ddpm, class_a, n), class_a
     if mix_classes:
-        if y is None or _labels(ddpm, class_b, 1) is None:
+        y_b = class_labels(ddpm, class_b, 1)
+        if y is None or y_b is None:
             raise gr.Error("mixing classes needs two classes, A and B (not 'unconditional')")
-        a, b = F.one_hot(y[:1], ddpm.num_classes + 1).float(), F.one_hot(_labels(ddpm, class_b, 1), ddpm.num_classes + 1).float()
+        a, b = (F.one_hot(labels, ddpm.num_classes + 1).float() for labels in (y[:1], y_b))
         y = (1 - w)[:, None] * a + w[:, None] * b                                      # [n, K + 1] class weights
         label = f"{class_a} → {class_b} (mixed class embeddings)"
     images = _run_to_end(ddpm, x, y=y, sampler=sampler, steps=steps, guidance_scale=guidance if y is not None else 1.0)

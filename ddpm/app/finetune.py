@@ -25,7 +25,7 @@ from .cores import shares_cores
 from .figures import loss_figure
 from .images import image_to_x0, show_uint8
 from .inputs import LIMITS, check_int, class_indices, class_names
-from .registry import holds_session, registry, session_id
+from .registry import holds_session, registry, session_id, stopper
 
 SCRATCH = "scratch:"        # base-model value prefix for "a tiny model from scratch", e.g. "scratch:mnist"
 TINY_NET = dict(base_channels=16, channel_mults=(1, 2), attn_levels=(1,), emb_channels=64, groups=8)
@@ -249,12 +249,7 @@ def finetune_run(base, source, classes, new_name, files, budget_kind, budget, re
            gr.update(choices=base_choices(request)))
 
 
-def finetune_stop(request: gr.Request = None):
-    """End this session's fine-tuning after the current step; the weights trained so far are kept."""
-    session = registry().peek(session_id(request))
-    event = session.stops.get("finetune") if session else None
-    if event is not None:
-        event.set()
+finetune_stop = stopper("finetune")
 
 
 def save_zip(model, folder):

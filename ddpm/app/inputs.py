@@ -6,6 +6,7 @@ values that come from elsewhere (the API, a crafted request) and for a session t
 import os
 
 import gradio as gr
+import torch
 
 from ..sampling import SAMPLERS
 
@@ -62,11 +63,23 @@ def class_indices(ddpm, chosen):
     return [names.index(c) for c in chosen]
 
 
-def check_sampling(ddpm, sampler, steps, eta, guidance, seed):
-    """The sampler settings shared by the reverse and grid tabs: (steps or None, eta, guidance, seed)."""
+def check_steps(sampler, steps):
+    """A sampler name and its step count: None for "ddpm" (always all T steps), else an int in LIMITS["steps"]."""
     if sampler not in SAMPLERS:
         raise gr.Error(f"sampler {sampler!r} is unknown; choose one of {list(SAMPLERS)}")
-    steps = None if sampler == "ddpm" else check_int("steps", steps, "steps")
+    return None if sampler == "ddpm" else check_int("steps", steps, "steps")
+
+
+def class_labels(ddpm, class_name, n):
+    """n labels of the class picked by name, or None for "unconditional" (the null class)."""
+    if not class_name or class_name == UNCONDITIONAL:
+        return None
+    return torch.tensor(class_indices(ddpm, [class_name]) * n)
+
+
+def check_sampling(ddpm, sampler, steps, eta, guidance, seed):
+    """The sampler settings shared by the reverse and grid tabs: (steps or None, eta, guidance, seed)."""
+    steps = check_steps(sampler, steps)
     if steps is not None and steps > ddpm.T:
         raise gr.Error(f"steps = {steps} is outside the allowed range [1, {ddpm.T}] (T of this model)")
     return steps, check_range("eta", eta), check_range("guidance scale", guidance, "guidance"), check_int("seed", seed)

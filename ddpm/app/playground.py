@@ -10,19 +10,18 @@ import time
 import gradio as gr
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from .. import points
-from ..diffusion import DDPM, sample_xt
+from ..diffusion import sample_xt
 from ..eval.metrics import sliced_wasserstein
-from ..sampling import SAMPLERS, sample, sample_steps
+from ..sampling import sample, sample_steps
 from ..schedule import SCHEDULES
 from ..training import train
 from .cores import shares_cores
 from .figures import loss_figure, paths_figure, playground_figure
 from .images import image_to_x0
-from .inputs import check_int, check_range
-from .registry import holds_session, registry, session_id
+from .inputs import check_int, check_range, check_steps
+from .registry import holds_session, registry, session_id, stopper
 
 N_DATA, N_PREVIEW, N_FINAL = 4000, 600, 2000     # points: the data, the samples shown while training, at the end
 PREVIEW_EVERY_S = 1.0
@@ -69,20 +68,16 @@ def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, wi
     data, s = _settings(shape, word, drawing, schedule, T, beta_start, beta_end, width, depth, lr, batch, seconds, seed)
     t_view = min(check_int("t (forward process)", t_view, bounds=(0, 999)), s["T"] - 1)
     try:
-        with torch.random.fork_rng():                        # a repeatable initialisation, the global RNG left alone
-            torch.manual_seed(s["seed"])
-            model = DDPM(data_dim=2, schedule=s["schedule"], T=s["T"], beta_start=s["beta_start"],
-                         beta_end=s["beta_end"], net=dict(width=s["width"], depth=s["depth"]), dataset=shape)
+        model = points.recipe_model(s, seed=s["seed"])
     except ValueError as err:                                # e.g. betas outside (0, 1) for this schedule
         raise gr.Error(str(err)) from None
     session = registry().session(session_id(request))
     stop = session.stops["playground"] = threading.Event()
     losses = []
-    session.playground = dict(model=model, data=data, losses=losses, settings=s)
+    session.playground = dict(model=model, data=data, losses=losses)
     g = torch.Generator().manual_seed(s["seed"])
     x_t = sample_xt(data, torch.full((len(data),), t_view), None, model.schedule.alpha_bar, generator=g)   # Eq. (4)
-    loader = DataLoader(TensorDataset(data), batch_size=min(s["batch"], N_DATA), shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(s["seed"]))
+    loader = points.loader(data, s["batch"], seed=s["seed"])
     optim = torch.optim.Adam(model.parameters(), lr=s["lr"])
 
     def preview(n):
@@ -108,7 +103,6 @@ def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, wi
     final = preview(N_FINAL)
     distance = sliced_wasserstein(final, data[:N_FINAL], generator=torch.Generator().manual_seed(0))
     floor = sliced_wasserstein(data[N_FINAL:], data[:N_FINAL], generator=torch.Generator().manual_seed(0))
-    session.playground.update(distance=distance, steps=len(losses), seconds=elapsed)
     off = int((~torch.isfinite(final).all(1) | (final.abs() > 3.2).any(1)).sum())       # outside the plot, or NaN
     yield (loss_figure(losses), playground_figure(data, final[:N_PREVIEW * 2], x_t, t_view, s["T"],
                                                   _caption(len(losses), elapsed)),
@@ -120,12 +114,7 @@ def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, wi
            + " The model is kept: draw trajectories below.")
 
 
-def playground_stop(request: gr.Request = None):
-    """End this session's 2-D training after the current step; the model trained so far is kept."""
-    session = registry().peek(session_id(request))
-    event = session.stops.get("playground") if session else None
-    if event is not None:
-        event.set()
+playground_stop = stopper("playground")
 
 
 @shares_cores
@@ -136,9 +125,8 @@ def playground_paths(sampler, steps, n_paths, seed=0, request: gr.Request = None
     if not run.get("model"):
         raise gr.Error("no 2-D model yet: press Start training first")
     model = run["model"]
-    if sampler not in SAMPLERS:
-        raise gr.Error(f"sampler {sampler!r} is unknown; choose one of {list(SAMPLERS)}")
-    steps = None if sampler == "ddpm" else min(check_int("steps", steps, bounds=(1, 1000)), model.T)   # at most T
+    steps = check_steps(sampler, steps)
+    steps = None if steps is None else min(steps, model.T)                         # the slider goes to 1000
     n_paths = check_int("number of paths", n_paths, "paths")
     g = torch.Generator().manual_seed(check_int("seed", seed))
     x = torch.randn(n_paths, 2, generator=g)                                             # Alg. 2, line 1

@@ -111,6 +111,12 @@ class Registry:
             with self._lock:
                 session.jobs -= 1
 
+    def stop(self, sid, kind):
+        """Ask session `sid`'s running job of this kind ("reverse", "finetune", ...) to stop after its current step."""
+        event = getattr(self.peek(sid), "stops", {}).get(kind)
+        if event is not None:
+            event.set()
+
     def peek(self, sid):
         """This visitor's session if it exists, else None: for cheap calls, which never create or reorder one."""
         return self._sessions.get(sid)
@@ -255,6 +261,15 @@ def holds_session(handler):
         with registry().job(sid_of(args, kwargs)):
             return handler(*args, **kwargs)
     return call
+
+
+def stopper(kind):
+    """The Stop button's handler for jobs of `kind`: a cheap call, it never creates a session."""
+    def stop(request: gr.Request = None):
+        registry().stop(session_id(request), kind)
+    stop.__doc__ = f"Ask this session's running {kind} job to stop after its current step; what it made is kept."
+    stop.__name__ = f"{kind}_stop"
+    return stop
 
 
 MODEL_PICKERS = 4          # the model dropdowns of tabs 2, 3 and 5 (SDEdit, interpolation)

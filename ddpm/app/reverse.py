@@ -14,8 +14,8 @@ from ..data import to_uint8
 from ..sampling import sample_steps, timesteps
 from .cores import shares_cores
 from .images import frames_to_gif, grid_scale, show, show_uint8
-from .inputs import UNCONDITIONAL, check_int, check_sampling, class_indices, class_names
-from .registry import holds_session, registry, session_id
+from .inputs import UNCONDITIONAL, check_int, check_sampling, class_labels, class_names
+from .registry import holds_session, registry, session_id, stopper
 
 MAX_FRAMES = 100           # recorded frames per reverse run (for the scrub slider and the GIF)
 STREAM_EVERY_S = 0.25      # the reverse stream sends at most ~4 updates per second
@@ -73,10 +73,8 @@ def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, r
     ddpm = reg.model(model, sid)
     batch = check_int("batch", batch)
     steps, eta, guidance, seed = check_sampling(ddpm, sampler, steps, eta, guidance, seed)
-    y = None
-    if class_name and class_name != UNCONDITIONAL:
-        y = torch.tensor(class_indices(ddpm, [class_name]) * batch)
-    else:
+    y = class_labels(ddpm, class_name, batch)
+    if y is None:
         guidance = 1.0              # null-class samples: guidance has nothing to push towards
     session = reg.session(sid)
     stop = session.stops["reverse"] = threading.Event()
@@ -103,12 +101,7 @@ def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, r
            gif)
 
 
-def reverse_stop(request: gr.Request = None):
-    """Ask this session's running reverse run to stop after its current step."""
-    session = registry().peek(session_id(request))
-    event = session.stops.get("reverse") if session else None
-    if event is not None:
-        event.set()
+reverse_stop = stopper("reverse")
 
 
 def reverse_scrub(frame, request: gr.Request = None):

@@ -452,8 +452,6 @@ def _print_ablations(args):
 def playground_rows(seed=0):
     """(figure, seconds, note) rows: the playground's default 2-D run by the package's own train and sample, and
     SDEdit and interpolation on the bundled MNIST model, each as the app runs them (without drawing figures)."""
-    from torch.utils.data import DataLoader, TensorDataset
-
     from .. import points
     from ..diffusion import sample_xt
     from ..eval.metrics import sliced_wasserstein
@@ -462,13 +460,9 @@ def playground_rows(seed=0):
     from ..training import train
     r, rows = points.RECIPE, []
     data = points.make(r["shape"], 4000, generator=torch.Generator().manual_seed(seed))
-    torch.manual_seed(seed)
-    model = DDPM(data_dim=2, schedule=r["schedule"], T=r["T"], beta_start=r["beta_start"], beta_end=r["beta_end"],
-                 net=dict(width=r["width"], depth=r["depth"]))
-    loader = DataLoader(TensorDataset(data), batch_size=r["batch"], shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(seed))
+    model = points.recipe_model(r, seed=seed)
     start = time.perf_counter()
-    losses = train(model, loader, None, torch.optim.Adam(model.parameters(), lr=r["lr"]), "cpu",
+    losses = train(model, points.loader(data, r["batch"], seed=seed), None, torch.optim.Adam(model.parameters(), lr=r["lr"]), "cpu",
                    max_seconds=r["seconds"], progress=False)
     rows.append(("2-D playground: default training run (two moons)", time.perf_counter() - start,
                  f"{len(losses)} steps of Algorithm 1, batch {r['batch']}, MLP {r['depth']} x {r['width']}, T = {r['T']}"))
