@@ -6,7 +6,8 @@ The core, one idea per file (each imports only the files above it in this list):
     checkpoint.py  safetensors + JSON files: reading and writing
     diffusion.py   forward process q (sample_xt, Eq. 4), the posterior q(x_{t-1}|x_t,x_0), the DDPM object, load_model
     sampling.py    Algorithm 2, DDIM, classifier-free guidance: sample, sample_steps, ddpm_step, ddim_step
-    training.py    Algorithm 1: train, train_classconditional, EMA
+    distributed.py torchrun: the process group, checking that the replicas agree
+    training.py    Algorithm 1: train, train_classconditional, EMA (on one process or many)
     data.py        MNIST, FashionMNIST, CIFAR-10/100 through torchvision, in [-1, 1]
     pretrained.py  the bundled models (ddpm/bundled/)
     points.py      2-D point clouds for the playground

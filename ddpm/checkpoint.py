@@ -142,9 +142,10 @@ def write_model_card(folder, model):
     model_card(model, state, scores, location=getattr(model, "hub_id", None) or folder).save(path)
 
 
-def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=None, extra=None):
-    """Write a resumable checkpoint: the model to sample from (EMA if given) plus raw weights and optimizer state;
-    `extra` (JSON-serialisable) is stored alongside in training_state.json."""
+def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=None, generator=None, extra=None):
+    """Write a resumable checkpoint: the model to sample from (EMA if given) plus raw weights, optimizer state and
+    the random state (torch's global generator and `generator`, the one that draws t and eps), so that a resumed
+    run draws what the uninterrupted run would have; `extra` (JSON-serialisable) goes into training_state.json."""
     os.makedirs(folder, exist_ok=True)
     (ema.model if ema is not None else ddpm).save_pretrained(folder)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ddpm.state_dict().items()}
@@ -152,6 +153,9 @@ def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=Non
     for idx, state in opt["state"].items():
         for key, value in state.items():
             tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if generator is not None:
+        tensors["rng.generator"] = generator.get_state()
     save_file(tensors, os.path.join(folder, STATE))
     meta = {"step": step, "param_groups": opt["param_groups"], "ema_decay": ema.decay if ema else None,
             "ema_updates": ema.updates if ema else None,
@@ -161,8 +165,9 @@ def save_training_state(folder, ddpm, optim, step, *, ema=None, lr_scheduler=Non
     write_model_card(folder, ema.model if ema is not None else ddpm)        # the card now knows this state
 
 
-def load_training_state(folder, ddpm, optim, *, ema=None, lr_scheduler=None):
-    """Restore what `save_training_state` wrote into existing objects; returns the step count."""
+def load_training_state(folder, ddpm, optim, *, ema=None, lr_scheduler=None, generator=None):
+    """Restore what `save_training_state` wrote into existing objects, the random state included (a checkpoint
+    older than that keeps the seeded state); returns the step count."""
     with open(os.path.join(folder, STATE_JSON)) as f:
         meta = json.load(f)
     tensors = _read_safetensors(os.path.join(folder, STATE))
@@ -178,4 +183,8 @@ def load_training_state(folder, ddpm, optim, *, ema=None, lr_scheduler=None):
     optim.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     if lr_scheduler is not None and meta["lr_scheduler"] is not None:
         lr_scheduler.load_state_dict(meta["lr_scheduler"])
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    if generator is not None and "rng.generator" in tensors:
+        generator.set_state(tensors["rng.generator"])
     return meta["step"]

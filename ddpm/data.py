@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torchvision
-from torch.utils.data import DataLoader, TensorDataset, default_collate
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 
 @dataclass(frozen=True)
@@ -119,24 +119,62 @@ def load_dataset(name, root=None, train=True, download=True):
     return ImageDataset(to_unit_range(ds.data), torch.as_tensor(ds.targets, dtype=torch.long), name, ds.classes)
 
 
-def make_loader(dataset, batch_size=128, *, classes=None, shuffle=True, seed=0, drop_last=True, flip=False):
+class EpochSampler(DistributedSampler):
+    """The order of one epoch, the same on one process and on N: epoch e is torch's permutation seeded with
+    seed + e, cut into N interleaved shares (rank r takes positions r, r + N, ...; PyTorch's DistributedSampler).
+    So N processes with batch B / N see, at every step, the same images as one process with batch B.
+
+    start: batches of this rank already taken (a resumed run): the epoch it falls in and the place in it.
+    flip: also yield a mirror decision per image, drawn per epoch for the whole dataset (so it does not
+    depend on N either)."""
+
+    def __init__(self, dataset, batch_size, *, rank=0, world_size=1, shuffle=True, seed=0, start=0, flip=False):
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        per_epoch = max(1, self.num_samples // batch_size)
+        self.epoch, self.skip = divmod(start, per_epoch)
+        self.skip *= batch_size
+        self.flip = flip
+
+    def __iter__(self):
+        indices = list(super().__iter__())[self.skip:]
+        self.skip = 0                                   # only the epoch the run resumes in is entered part-way
+        if not self.flip:
+            return iter(indices)
+        mirror = torch.rand(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + 1 + 7919 * self.epoch)) < 0.5
+        return iter((i, bool(mirror[i])) for i in indices)
+
+
+class _Mirrored(torch.utils.data.Dataset):
+    """Items (index, mirror) -> (image, mirrored left-right when asked, label)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, mirror = key
+        x, y = self.dataset[index]
+        return (x.flip(-1) if mirror else x), y                              # [C, H, W]: W reversed
+
+
+def make_loader(dataset, batch_size=128, *, classes=None, shuffle=True, seed=0, drop_last=True, flip=False,
+                rank=0, world_size=1, start=0):
     """A DataLoader over `dataset`, optionally restricted to the given class indices.
 
     flip: mirror each image left-right with probability 1/2 (the augmentation of Ho et al.'s CIFAR-10 runs;
-    not for digits, whose mirror images are not digits)."""
+    not for digits, whose mirror images are not digits).
+    rank, world_size: this process's share of every epoch in a run on world_size processes (torchrun);
+    batch_size is then the batch of this process. start: batches already taken by this process (resume).
+    See EpochSampler."""
     if classes is not None:
         keep = torch.isin(dataset.labels, torch.as_tensor(list(classes)))
         dataset = ImageDataset(dataset.images[keep], dataset.labels[keep], dataset.name, dataset.classes)
     if len(dataset) == 0:
         raise ValueError(f"no images left for classes={classes}")
-    collate = None
-    if flip:
-        flips = torch.Generator().manual_seed(seed + 1)
-
-        def collate(batch):
-            x, y = default_collate(batch)
-            mirror = torch.rand(len(x), generator=flips) < 0.5
-            x[mirror] = x[mirror].flip(-1)                                       # [B, C, H, W]: W reversed
-            return x, y
-    return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(seed), collate_fn=collate)
+    batch_size = min(batch_size, -(-len(dataset) // world_size))
+    sampler = EpochSampler(dataset, batch_size, rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
+                           start=start, flip=flip)
+    return DataLoader(_Mirrored(dataset) if flip else dataset, batch_size=batch_size, sampler=sampler,
+                      drop_last=drop_last)

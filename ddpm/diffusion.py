@@ -222,12 +222,15 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
             y = torch.full((x_t.shape[0],), self.null_class, device=x_t.device, dtype=torch.long)
         return self.net(x_t, t, y)
 
-    def loss(self, x0, y=None, *, generator=None):
-        """Algorithm 1, lines 2-5: the simple loss || eps - eps_theta(x_t, t) ||^2 for a batch x0."""
+    def loss(self, x0, y=None, *, generator=None, t=None, eps=None):
+        """Algorithm 1, lines 2-5: the simple loss || eps - eps_theta(x_t, t) ||^2 for a batch x0.
+        t and eps are drawn here unless given (a distributed run draws them for its global batch)."""
         self.check_images(x0)
         self.check_classes(y)
-        t = torch.randint(0, self.T, (x0.shape[0],), device=x0.device, generator=generator)   # Alg. 1, line 3
-        eps = torch.randn(x0.shape, device=x0.device, generator=generator)                     # Alg. 1, line 4
+        if t is None:
+            t = torch.randint(0, self.T, (x0.shape[0],), device=x0.device, generator=generator)   # Alg. 1, line 3
+        if eps is None:
+            eps = torch.randn(x0.shape, device=x0.device, generator=generator)                     # Alg. 1, line 4
         x_t = sample_xt(x0, t, eps, self.schedule.alpha_bar)
         return F.mse_loss(self.eps(x_t, t, y), eps)                                            # Alg. 1, line 5
 

@@ -7,12 +7,17 @@
         gradient step on ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2
     until converged
 """
+import contextlib
 import copy
 import numbers
 import time
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
+
+from .distributed import shard
 
 
 class EMA:
@@ -52,9 +57,13 @@ def warmup_stable_decay(warmup, total=None, decay=0):
 
 
 def _batches(loader, n_epochs, conditional):
-    """(x0, y) per batch over n_epochs passes (None: without end); a loader may yield x0 alone or (x0, y)."""
-    epoch = 0
+    """(x0, y) per batch over n_epochs passes (None: without end); a loader may yield x0 alone or (x0, y).
+    A loader whose sampler has epochs (make_loader's) is told each epoch, so each pass has its own order."""
+    sampler = getattr(loader, "sampler", None)
+    first, epoch = getattr(sampler, "epoch", 0), 0
     while n_epochs is None or epoch < n_epochs:
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(first + epoch)
         empty = True
         for batch in loader:
             empty = False
@@ -74,28 +83,80 @@ def _batches(loader, n_epochs, conditional):
         epoch += 1
 
 
+class _Loss(torch.nn.Module):
+    """ddpm.loss as a module's forward, so that DistributedDataParallel can wrap it (its gradient hooks work
+    through the wrapper's forward) while `ddpm` itself stays unwrapped for the EMA and the checkpoints."""
+
+    def __init__(self, ddpm):
+        super().__init__()
+        self.ddpm = ddpm
+
+    def forward(self, x0, y, t, eps):
+        return self.ddpm.loss(x0, y, t=t, eps=eps)
+
+
+def _draws(ddpm, micro, p_uncond, generator, rank, world):
+    """Label dropout, t and eps of one optimizer step, per micro-batch of this rank.
+
+    They are drawn for the whole global batch, by every rank from the same generator, and each rank takes the
+    positions r, r + N, ... that make_loader's sampler gave it: so N processes with batch B / N draw exactly what
+    one process with batch B draws (one process, one micro-batch: the order of Alg. 1, lines 2-4)."""
+    sizes = [len(x0) for x0, _ in micro]
+    n, x0, device = world * sum(sizes), micro[0][0], micro[0][0].device
+    drop = torch.rand(n, device=device, generator=generator) < p_uncond if p_uncond is not None else None
+    t = torch.randint(0, ddpm.T, (n,), device=device, generator=generator)                  # Alg. 1, line 3
+    eps = torch.randn((n, *x0.shape[1:]), device=device, generator=generator)              # Alg. 1, line 4
+    mine = [v[rank::world].split(sizes) if v is not None else [None] * len(sizes) for v in (drop, t, eps)]
+    return list(zip(*mine))
+
+
+def _check_precision(precision, device):
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision='bf16': the GPU {torch.cuda.get_device_name(device)} has no bfloat16; use 'fp32'")
+    if precision == "bf16" and device.type not in ("cuda", "cpu"):
+        raise ValueError(f"precision='bf16' runs on cpu and cuda, not on {device.type}; use 'fp32'")
+
+
 def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond, ema, grad_clip, lr_scheduler, callback,
-         stop, max_steps, max_seconds, progress, generator):
+         stop, max_steps, max_seconds, progress, generator, grad_accum, precision):
     if n_epochs is None and max_steps is None and max_seconds is None and stop is None:
         raise ValueError("n_epochs=None trains without end: give max_steps, max_seconds or stop as well")
     if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 0):
         raise ValueError(f"n_epochs must be an integer >= 0 (or None: until max_steps / max_seconds), got {n_epochs!r}")
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, numbers.Integral) or grad_accum < 1:
+        raise ValueError(f"grad_accum must be an integer >= 1 (batches per optimizer step), got {grad_accum!r}")
     if conditional and ddpm.num_classes is None:
         raise ValueError("train_classconditional needs a model built with num_classes")
+    device = torch.device(device)
+    _check_precision(precision, device)
+    rank, world = shard()
     ddpm.to(device).train()
-    losses, start = [], time.perf_counter()
-    total = max_steps if max_steps is not None else (n_epochs * len(loader) if n_epochs is not None else None)
-    bar = tqdm(total=total, disable=not progress, desc="training", unit="step")
+    model = _Loss(ddpm)
+    if world > 1:                      # gradients averaged over the ranks in backward
+        model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    losses, start, micro = [], time.perf_counter(), []
+    total = max_steps if max_steps is not None else (n_epochs * len(loader) // grad_accum if n_epochs is not None else None)
+    bar = tqdm(total=total, disable=not progress or rank != 0, desc="training", unit="step")
     try:
         for x0, y in _batches(loader, n_epochs, conditional):
-            x0 = x0.to(device)
-            if conditional:
-                y = y.to(device)
-                drop = torch.rand(y.shape, device=device, generator=generator) < p_uncond      # CFG label dropout
-                y = torch.where(drop, torch.full_like(y, ddpm.null_class), y)
-            loss = ddpm.loss(x0, y if conditional else None, generator=generator)           # Alg. 1, lines 2-5
+            micro.append((x0.to(device), y.to(device) if conditional else None))
+            if len(micro) < grad_accum:
+                continue
             optim.zero_grad(set_to_none=True)
-            loss.backward()
+            weight, loss = [len(x0) / sum(len(x) for x, _ in micro) for x0, _ in micro], 0.0
+            draws = _draws(ddpm, micro, p_uncond if conditional else None, generator, rank, world)
+            for m, ((x0, y), (drop, t, eps)) in enumerate(zip(micro, draws)):
+                if drop is not None:                                                   # CFG label dropout
+                    y = torch.where(drop, torch.full_like(y, ddpm.null_class), y)
+                last = m == len(micro) - 1     # DDP: average the gradients once, after the last micro-batch
+                with model.no_sync() if world > 1 and not last else contextlib.nullcontext():
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                        part = model(x0, y if conditional else None, t, eps) * weight[m]   # Alg. 1, lines 2-5
+                    part.backward()
+                loss += part.detach().float()
+            micro = []
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(ddpm.parameters(), grad_clip)
             optim.step()
@@ -103,14 +164,19 @@ def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond, ema, g
                 lr_scheduler.step()
             if ema is not None:
                 ema.update(ddpm)
-            losses.append(loss.item())
+            done = ((max_steps is not None and len(losses) + 1 >= max_steps)
+                    or (max_seconds is not None and time.perf_counter() - start >= max_seconds)
+                    or (stop is not None and stop()))
+            if world > 1:                  # the mean loss over all ranks; every rank stops when one must (a clock)
+                both = torch.stack([torch.as_tensor(loss, device=device), torch.tensor(float(done), device=device)])
+                dist.all_reduce(both)
+                loss, done = both[0] / world, bool(both[1] > 0)
+            losses.append(float(loss))
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
             if callback is not None:
                 callback(len(losses), losses[-1])
-            if ((max_steps is not None and len(losses) >= max_steps)
-                    or (max_seconds is not None and time.perf_counter() - start >= max_seconds)
-                    or (stop is not None and stop())):
+            if done:
                 break
         return losses
     finally:
@@ -119,23 +185,27 @@ def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond, ema, g
 
 
 def train(ddpm, loader, n_epochs, optim, device, *, ema=None, grad_clip=1.0, lr_scheduler=None, callback=None,
-          stop=None, max_steps=None, max_seconds=None, progress=True, generator=None):
+          stop=None, max_steps=None, max_seconds=None, progress=True, generator=None, grad_accum=1, precision="fp32"):
     """Algorithm 1 for an unconditional model: n_epochs passes over `loader`. Returns the per-step losses.
 
     loader: yields batches of images x0 [B, C, H, W] in [-1, 1], or (x0, y) pairs (the labels are ignored).
     n_epochs: passes over the loader, or None to train until max_steps / max_seconds / stop.
     Keyword extras: ema (an EMA to update), grad_clip (max gradient norm; 0 = none), lr_scheduler (stepped
     after every optimizer step), callback(step, loss), stop() -> bool (checked after every step; the weights
-    trained so far stay in `ddpm`), max_steps, max_seconds, progress (tqdm bar), generator (for t and eps).
+    trained so far stay in `ddpm`), max_steps, max_seconds, progress (tqdm bar), generator (for t and eps),
+    grad_accum (batches per optimizer step: their gradients are summed, weighted by size), precision ("fp32", or
+    "bf16": the forward pass under torch.autocast in bfloat16, the weights and the optimizer in float32).
+    Inside a torch.distributed process group (torchrun), every rank runs this on its share of the data and the
+    gradients are averaged across ranks (DistributedDataParallel); see ddpm/distributed.py.
     """
     return _fit(ddpm, loader, n_epochs, optim, device, conditional=False, p_uncond=0.0, ema=ema, grad_clip=grad_clip,
                 lr_scheduler=lr_scheduler, callback=callback, stop=stop, max_steps=max_steps, max_seconds=max_seconds,
-                progress=progress, generator=generator)
+                progress=progress, generator=generator, grad_accum=grad_accum, precision=precision)
 
 
 def train_classconditional(ddpm, loader, n_epochs, optim, device, *, p_uncond=0.1, ema=None, grad_clip=1.0,
                            lr_scheduler=None, callback=None, stop=None, max_steps=None, max_seconds=None,
-                           progress=True, generator=None):
+                           progress=True, generator=None, grad_accum=1, precision="fp32"):
     """Algorithm 1 with class labels: the loader yields (x0, y) pairs. Each label is replaced by the null class
     with probability p_uncond, so one network learns eps(x_t, t, y) and eps(x_t, t) for classifier-free
     guidance. Takes the same keyword extras as `train`."""
@@ -143,4 +213,5 @@ def train_classconditional(ddpm, loader, n_epochs, optim, device, *, p_uncond=0.
         raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
     return _fit(ddpm, loader, n_epochs, optim, device, conditional=True, p_uncond=p_uncond, ema=ema,
                 grad_clip=grad_clip, lr_scheduler=lr_scheduler, callback=callback, stop=stop, max_steps=max_steps,
-                max_seconds=max_seconds, progress=progress, generator=generator)
+                max_seconds=max_seconds, progress=progress, generator=generator, grad_accum=grad_accum,
+                precision=precision)

@@ -10,6 +10,7 @@ import torch
 from ..checkpoint import CARD, CARD_MARK, EVALUATION, load_training_state, save_training_state, write_model_card
 from ..data import DATASETS, dataset_info, load_dataset, make_loader
 from ..diffusion import DDPM
+from ..distributed import check_replicas, setup, teardown
 from ..plots import image_grid
 from ..pretrained import bundled_folder, load_pretrained
 from ..sampling import SAMPLERS, compiled, sample
@@ -53,7 +54,8 @@ def add_train_args(p):
     p.add_argument("--epochs", type=int, default=1, help="passes over the training set")
     p.add_argument("--steps", type=int, default=None, help="stop after this many optimizer steps in total (overrides --epochs)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (weights are saved)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="the global batch of one optimizer step (split across torchrun's processes and --grad-accum)")
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (constant after warm-up, until --decay-steps)")
     p.add_argument("--warmup", type=int, default=50, help="linear learning-rate warm-up steps")
     p.add_argument("--decay-steps", type=int, default=0,
@@ -76,16 +78,14 @@ def add_train_args(p):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    p.add_argument("--log-every", type=int, default=100, help="optimizer steps per logged (mean) loss")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per optimizer step: the global --batch-size is split into processes x K")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16: the forward pass under autocast in bfloat16 (weights and optimizer stay float32)")
 
 
-def cmd_train(args):
-    if args.decay_steps and args.steps is None:
-        raise SystemExit(f"--decay-steps {args.decay_steps} needs --steps: the decay ends at that total step")
-    out = args.out or os.path.join("runs", args.dataset)
-    args.device = check_device(args.device)
-    torch.manual_seed(args.seed)
-    data = load_dataset(args.dataset, args.data, train=True)
-    C, H, _ = dataset_info(args.dataset).image_shape
+def _network(args, H):
     net = dict(NET_DEFAULTS[H])
     if args.base_channels:
         net["base_channels"] = args.base_channels
@@ -96,39 +96,73 @@ def cmd_train(args):
         net["attn_levels"] = args.attn_levels
     if args.patch_size:
         net["patch_size"] = args.patch_size
+    return net
+
+
+def cmd_train(args):
+    if args.decay_steps and args.steps is None:
+        raise SystemExit(f"--decay-steps {args.decay_steps} needs --steps: the decay ends at that total step")
+    out = args.out or os.path.join("runs", args.dataset)
+    ranks = setup(check_device(args.device))            # one process, or this one of torchrun's
+    try:
+        _train(args, out, ranks)
+    finally:
+        teardown()
+
+
+def _train(args, out, ranks):
+    say = print if ranks.main else (lambda *a, **k: None)           # rank 0 logs, keeps the EMA and saves
+    for name in ("grad_accum", "log_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: it must be an integer >= 1")
+    per_rank, left = divmod(args.batch_size, ranks.world_size * args.grad_accum)
+    if left or per_rank == 0:
+        raise ValueError(f"--batch-size {args.batch_size} is the global batch: it must be a multiple of the "
+                         f"{ranks.world_size} process(es) x --grad-accum {args.grad_accum}")
+    torch.manual_seed(args.seed)                         # the same initial weights on every rank
+    generator = torch.Generator(ranks.device).manual_seed(args.seed)     # t, eps, label dropout: the same on every rank
+    data = load_dataset(args.dataset, args.data, train=True)
+    C, H, _ = dataset_info(args.dataset).image_shape
     conditional = not args.unconditional
     ddpm = DDPM(image_size=H, in_channels=C, num_classes=len(data.classes) if conditional else None,
                 class_names=list(data.classes) if conditional else None, schedule=args.schedule, T=args.T,
-                net=net, dataset=args.dataset).to(args.device)
+                net=_network(args, H), dataset=args.dataset).to(ranks.device)
     optim = torch.optim.Adam(ddpm.parameters(), lr=args.lr)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optim, warmup_stable_decay(args.warmup, args.steps, args.decay_steps))
-    ema = EMA(ddpm, args.ema_decay)
+    ema = EMA(ddpm, args.ema_decay) if ranks.main else None
     step, history, wall_before = 0, [], 0.0
     if args.resume:
-        step = load_training_state(out, ddpm, optim, ema=ema, lr_scheduler=lr_schedule)
+        step = load_training_state(out, ddpm, optim, ema=ema, lr_scheduler=lr_schedule, generator=generator)
         with open(os.path.join(out, "training_state.json")) as f:
             meta = json.load(f)
         history, wall_before = meta.get("history", []), meta.get("wall_seconds", 0.0)
-        print(f"resumed {out} at step {step}")
+        say(f"resumed {out} at step {step}")
     n_params = sum(p.numel() for p in ddpm.parameters())
-    print(f"{args.dataset}: {len(data)} images, {n_params:,} parameters, device {args.device}, out {out}")
+    say(f"{args.dataset}: {len(data)} images, {n_params:,} parameters, {ranks.world_size} process(es) on "
+        f"{ranks.device.type}, batch {args.batch_size} = {ranks.world_size} x {args.grad_accum} x {per_rank}, "
+        f"precision {args.precision}, out {out}")
     flip = args.flip if args.flip is not None else args.dataset.startswith("cifar")
-    loader = make_loader(data, args.batch_size, seed=args.seed + step, flip=flip)
-    total = args.steps if args.steps is not None else step + args.epochs * len(loader)
+    loader = make_loader(data, per_rank, seed=args.seed, flip=flip, rank=ranks.rank, world_size=ranks.world_size,
+                         start=step * args.grad_accum)
+    total = args.steps if args.steps is not None else step + args.epochs * (len(loader) // args.grad_accum)
     start, last_save, window = time.perf_counter(), [time.perf_counter()], []
 
     def save(step_now):
         # the run's recipe and loss curve travel with the checkpoint: the model card is written from them
-        save_training_state(out, ddpm, optim, step_now, ema=ema, lr_scheduler=lr_schedule, extra=dict(
-            history=history, dataset=args.dataset, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-            decay_steps=args.decay_steps, p_uncond=args.p_uncond, n_train=len(data), n_params=n_params,
-            device=str(args.device), wall_seconds=wall_before + time.perf_counter() - start))
+        save_training_state(out, ddpm, optim, step_now, ema=ema, lr_scheduler=lr_schedule, generator=generator,
+                            extra=dict(history=history, dataset=args.dataset, batch_size=args.batch_size, lr=args.lr,
+                                       warmup=args.warmup, decay_steps=args.decay_steps, p_uncond=args.p_uncond,
+                                       n_train=len(data), n_params=n_params, processes=ranks.world_size,
+                                       grad_accum=args.grad_accum, precision=args.precision,
+                                       device=f"{ranks.world_size} x {ranks.device.type}" if ranks.world_size > 1
+                                       else str(ranks.device),
+                                       wall_seconds=wall_before + time.perf_counter() - start))
         last_save[0] = time.perf_counter()
 
     def on_step(s, loss):
         window.append(loss)
-        if len(window) == 100:
-            history.append([step + s, sum(window) / 100])
+        if len(window) == args.log_every:
+            history.append([step + s, sum(window) / len(window)])
             window.clear()
             if args.no_progress:
                 rate = (s * args.batch_size) / (time.perf_counter() - start)
@@ -138,13 +172,18 @@ def cmd_train(args):
 
     fit = train if args.unconditional else train_classconditional
     extra = {} if args.unconditional else {"p_uncond": args.p_uncond}
-    losses = fit(ddpm, loader, None, optim, args.device, ema=ema, lr_scheduler=lr_schedule, callback=on_step,
-                 max_steps=total - step, progress=not args.no_progress,
-                 max_seconds=args.max_minutes * 60 if args.max_minutes else None, **extra)
+    losses = fit(ddpm, loader, None, optim, ranks.device, ema=ema, lr_scheduler=lr_schedule,
+                 callback=on_step if ranks.main else None, max_steps=total - step, progress=not args.no_progress,
+                 max_seconds=args.max_minutes * 60 if args.max_minutes else None, generator=generator,
+                 grad_accum=args.grad_accum, precision=args.precision, **extra)
     step += len(losses)
-    save(step)
-    print(f"saved {out} at step {step} ({time.perf_counter() - start:.0f} s, "
-          f"{len(losses) * args.batch_size / (time.perf_counter() - start):.0f} images/s)")
+    check_replicas(ddpm)
+    if ranks.world_size > 1:
+        say(f"the weights are identical on all {ranks.world_size} processes")
+    if ranks.main:
+        save(step)
+    say(f"saved {out} at step {step} ({time.perf_counter() - start:.0f} s, "
+        f"{len(losses) * args.batch_size / (time.perf_counter() - start):.0f} images/s)")
 
 
 def add_sample_args(p):
