@@ -9,7 +9,7 @@ import os
 import gradio as gr
 import torch
 
-from ddpm.app import cores, edit, explain, finetune, forward, grid, playground, registry, reverse
+from ddpm.app import cores, edit, explain, finetune, forward, grid, guard, images, playground, registry, reverse
 from ddpm.app.inputs import LIMITS, SAMPLER_CHOICES, SAMPLER_HELP, UNCONDITIONAL
 
 CSS = """
@@ -65,8 +65,8 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 example = gr.Number(value=0, precision=0, label="example index", minimum=0)
                 with gr.Accordion("... or upload / draw your own image", open=False):
                     with gr.Row():
-                        upload = gr.Image(label="upload (png/jpg)", type="pil", sources=["upload"], height=220)
-                        sketch = gr.Sketchpad(label="draw", type="pil", height=260, canvas_size=(280, 280))
+                        upload = images.CheckedImage(label="upload (png/jpg)", type="pil", sources=["upload"], height=220)
+                        sketch = images.CheckedSketchpad(label="draw", type="pil", height=260, canvas_size=(280, 280))
                     use_sketch = gr.Button("use the drawing as x_0")
                 x0_view = image("x_0 (the image we noise)", height=300)
             with gr.Column(scale=3):
@@ -128,7 +128,9 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 grid_guid = guidance_input()
                 grid_sampler, grid_steps = sampler_inputs("grid", 25)
                 grid_seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
-                grid_go = gr.Button("Generate", variant="primary", elem_id="grid_go")
+                with gr.Row():
+                    grid_go = gr.Button("Generate", variant="primary", elem_id="grid_go")
+                    grid_stop = gr.Button("Stop", variant="stop", elem_id="grid_stop")
             with gr.Column(scale=3):
                 grid_img = image("samples: one row per class", elem_id="grid_img")
                 grid_judge = gr.Markdown()
@@ -150,7 +152,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                                          f"{LIMITS['upload_mb'][1]} MB each)",
                                    file_count="multiple", file_types=list(finetune.ALLOWED_EXT))
                 with gr.Accordion("... or draw them", open=False):
-                    ft_sketch = gr.Sketchpad(label="draw one image", type="pil", height=260, canvas_size=(280, 280))
+                    ft_sketch = images.CheckedSketchpad(label="draw one image", type="pil", height=260, canvas_size=(280, 280))
                     with gr.Row():
                         ft_add = gr.Button("Add drawing")
                         ft_clear = gr.Button("Clear drawings")
@@ -183,7 +185,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 sd_model = model_input()
                 sd_class = gr.Dropdown(label="class", choices=[UNCONDITIONAL], value=UNCONDITIONAL,
                                        allow_custom_value=True)
-                sd_sketch = gr.Sketchpad(label="draw (or upload / paste) an image", type="pil", height=280,
+                sd_sketch = images.CheckedSketchpad(label="draw (or upload / paste) an image", type="pil", height=280,
                                          elem_id="sd_sketch", canvas_size=(280, 280), sources=["upload", "clipboard"])
                 sd_t = gr.Slider(0, 999, value=500, step=1, label="strength t_start (0 = keep my image, T-1 = ignore it)",
                                  elem_id="sd_t")
@@ -234,7 +236,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                                     value=d["shape"], label="data")
                 pg_word = gr.Textbox(value="DDPM", label="text (for 'text': up to 12 ASCII characters)", max_length=12)
                 with gr.Accordion("my drawing (for 'my drawing')", open=False):
-                    pg_sketch = gr.Sketchpad(label="draw a shape", type="pil", height=260, canvas_size=(280, 280))
+                    pg_sketch = images.CheckedSketchpad(label="draw a shape", type="pil", height=260, canvas_size=(280, 280))
                 with gr.Row():
                     pg_schedule = gr.Radio(["linear", "cosine", "sigmoid"], value=d["schedule"], label="schedule")
                     pg_T = gr.Slider(*LIMITS["pg_T"], value=d["T"], step=1, label="T", elem_id="pg_T")
@@ -302,6 +304,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
     grid_go.click(grid.grid_run, inputs=[grid_model, grid_classes, grid_n, grid_guid, grid_sampler, grid_steps, grid_seed],
                   outputs=[grid_img, grid_judge, grid_png], api_name="grid",
                   concurrency_limit=SAMPLING_LIMIT, concurrency_id="sampling")
+    grid_stop.click(grid.grid_stop, api_name="grid_stop", queue=False)
 
     ft_base.change(finetune.finetune_class_choices, inputs=[ft_base], outputs=[ft_classes], api_name="finetune_classes")
     ft_add.click(finetune.add_drawing, inputs=[ft_sketch], outputs=[ft_drawings], api_name="add_drawing")
@@ -333,7 +336,9 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                   api_name="playground_paths", concurrency_limit=SAMPLING_LIMIT, concurrency_id="sampling")
     demo.unload(registry.end_session)
 
-demo.queue(default_concurrency_limit=2, max_size=64)
+# the queue's own bound is for light calls too; heavy jobs have tighter bounds per session and in all (guard.py)
+demo.queue(default_concurrency_limit=2, max_size=256)
+guard.install(demo)
 
 if __name__ == "__main__":
     demo.launch(css=CSS, max_file_size=f"{LIMITS['upload_mb'][1]}mb", show_error=True)

@@ -53,13 +53,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_app(models_dir, log_path, timeout=120):
-    """Run `python app.py` on a free port with the tiny models; returns (process, url)."""
+def start_app(models_dir, log_path, timeout=120, env=None, root=ROOT):
+    """Run `python app.py` on a free port with the tiny models (models_dir None: the bundled ones, with judges),
+    and `env` on top; returns (process, url)."""
     port = free_port()
-    env = dict(os.environ, DDPM_APP_MODELS=str(models_dir), DDPM_APP_JUDGE="0", GRADIO_SERVER_PORT=str(port),
-               GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False", DDPM_APP_MAX_TRAIN_SECONDS="30")
+    base = dict(DDPM_APP_MODELS=str(models_dir), DDPM_APP_JUDGE="0") if models_dir else {}
+    env = {**os.environ, **base, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "DDPM_APP_MAX_TRAIN_SECONDS": "30", **(env or {})}
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + timeout
     while time.time() < deadline:

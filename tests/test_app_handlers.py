@@ -494,3 +494,79 @@ def test_a_new_job_of_a_session_stops_its_running_one():
     assert "Done after" in out[2]
     *_, status, _, _, _, _ = drain(first)
     assert "Stopped after" in status                                   # the fine-tune ended, its weights kept
+
+
+# ------------------------------------------------------------------ stopping jobs, the time cap, the sweep (issue 17)
+
+def _grid_in_thread(request, sampler="ddpm"):
+    """A 10 x 10 DDPM grid (100 steps) in a thread; returns (thread, result box) once the job has started."""
+    import threading
+    box = {}
+
+    def run():
+        try:
+            box["out"] = grid.grid_run("mnist", registry.registry().model("mnist").class_names[:10], 10, 2.0, sampler,
+                                       20, 0, request=request)
+        except gr.Error as err:
+            box["error"] = err.message
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.time() + 30
+    while "grid" not in getattr(registry.registry().peek(request.session_hash), "stops", {}) and time.time() < deadline:
+        time.sleep(0.01)
+    return thread, box
+
+
+@pytest.mark.parametrize("how, reason", [
+    (lambda req: grid.grid_stop(request=req), "Stop was pressed"),
+    (lambda req: registry.end_session(request=req), "its visitor left"),
+    (lambda req: registry.registry().cancel(req.session_hash, "the connection of this session closed"),
+     "the connection of this session closed"),
+])
+def test_a_class_grid_stops_on_stop_when_its_visitor_leaves_and_when_the_connection_closes(how, reason):
+    """Issue 17, item 1: a 200-image DDPM grid ran 395 s after its client was killed; grids had no Stop."""
+    req = SimpleNamespace(session_hash=f"grid-{reason}")
+    thread, box = _grid_in_thread(req)
+    start = time.perf_counter()
+    how(req)
+    thread.join(timeout=60)
+    assert box.get("error") == f"the grid was stopped before it was done: {reason}"
+    assert time.perf_counter() - start < 5                        # ended after its current step
+
+
+def test_every_job_has_a_wall_time_cap(monkeypatch):
+    monkeypatch.setattr(registry, "MAX_JOB_SECONDS", 0.3)
+    thread, box = _grid_in_thread(SimpleNamespace(session_hash="capped"))
+    thread.join(timeout=60)
+    assert box.get("error") == "the grid was stopped before it was done: the time cap of 0.3 s per job"
+    run = reverse.reverse_run("mnist", "1 - one", "ddpm", 0, 0.0, 1.0, 0, 16, request=SimpleNamespace(session_hash="capped"))
+    assert "**stopped** (the time cap of 0.3 s per job)" in drain(run)[2]
+
+
+def test_the_sweep_removes_dead_servers_orphans_and_the_oldest_files_past_the_bound(tmp_path, monkeypatch):
+    from ddpm.app import guard
+    cache = tmp_path / "gradio"
+    cache.mkdir()
+    monkeypatch.setattr(guard, "get_upload_folder", lambda: str(cache))
+    now = time.time()
+    for k in range(6):                                           # 6 files of 1 MB, 1 to 6 hours old
+        path = cache / f"old{k}.png"
+        path.write_bytes(b"x" * 2**20)
+        os.utime(path, (now - 3600 * (k + 1),) * 2)
+    young = cache / "young.png"
+    young.write_bytes(b"x" * 3 * 2**20)                          # 3 MB, just written: never swept
+    root = tmp_path / "ddpm_app"                                 # the servers' temp folders, by pid
+    mine = root / str(os.getpid())
+    monkeypatch.setattr(guard, "TMP_ROOT", str(root))
+    monkeypatch.setattr(guard, "server_tmp", lambda: str(mine))
+    dead, orphan = root / "999999999", mine / "orphan"           # a server that is gone; a folder no session owns
+    dead.mkdir(parents=True)
+    orphan.mkdir(parents=True)
+    session = registry.registry().session("sweep-visitor")
+    session.workdir = str(mine / "live")
+    live = session.file("kept.png")
+    open(live, "wb").write(b"png")
+    left = guard.sweep(max_mb=5)
+    assert not os.path.exists(dead) and not os.path.exists(orphan) and os.path.isfile(live)
+    kept = sorted(p.name for p in cache.iterdir())
+    assert kept == ["old0.png", "young.png"] and left <= 5 * 2**20   # the oldest went first, to 4 MB (+ 3 bytes)

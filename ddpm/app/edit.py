@@ -20,7 +20,7 @@ from .cores import shares_cores
 from .images import image_to_x0, labelled_strip, show, strip_gif, to_unit
 from .inputs import check_int, check_range, check_steps, class_labels, class_names
 from .reverse import reverse_class_choices
-from .registry import holds_session, registry, session_id, stopper
+from .registry import Stopped, holds_session, registry, session_id, step_check, stopper
 
 STRIP_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)     # t_start / T of the SDEdit strip
 STREAM_EVERY_S = 0.25
@@ -47,14 +47,15 @@ def interpolate_class_choices(model, request: gr.Request = None):
             gr.update(choices=names, value=names[1] if len(names) > 1 else None))
 
 
-def _run_to_end(ddpm, x, **kwargs):
+def _run_to_end(ddpm, x, stop, **kwargs):
+    check = step_check(stop)
     for step in sample_steps(ddpm, x, **kwargs):
-        pass
+        check()
     return step.x_prev.clamp(-1, 1)
 
 
 @shares_cores
-@holds_session
+@holds_session("sdedit")
 def sdedit_run(model, class_name, image, t_start, sampler, steps, guidance, seed, request: gr.Request = None):
     """SDEdit, streamed: yields (your x_0, x_{t_start}, current x_t, predicted x0_hat, markdown, strip image).
 
@@ -71,7 +72,7 @@ def sdedit_run(model, class_name, image, t_start, sampler, steps, guidance, seed
     y = class_labels(ddpm, class_name, 1)
     guidance = guidance if y is not None else 1.0
     session = registry().session(sid)
-    stop = session.stops["sdedit"] = threading.Event()
+    stop = session.stops["sdedit"]
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     kw = dict(y=y, sampler=sampler, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed + 1))
     x_start = sample_xt(x0, t_start, eps, ddpm.schedule.alpha_bar)                       # Eq. (4): noise to t_start
@@ -86,20 +87,24 @@ def sdedit_run(model, class_name, image, t_start, sampler, steps, guidance, seed
                    f"{'the clean image' if step.t_prev < 0 else step.t_prev}", gr.update())
         if stop.is_set():
             break
-    strip, note = gr.update(), "stopped: no strip"
+    strip, note = gr.update(), f"stopped ({stop.reason}): no strip"
     if not stop.is_set():
         ts = [max(0, round(f * ddpm.T) - 1) for f in STRIP_FRACTIONS]
         results = [x0]
         # the DDPM sampler's 5 full runs would take as long as the run itself five times: the strip takes DDIM-20
         strip_kw = dict(kw, sampler="ddim") if sampler == "ddpm" else kw
         strip_steps = 20 if sampler == "ddpm" else steps
-        for ts_k in ts:
-            start = sample_xt(x0, ts_k, eps, ddpm.schedule.alpha_bar)
-            strip_kw["generator"] = torch.Generator().manual_seed(seed + 1)
-            results.append(_run_to_end(ddpm, start, steps=min(strip_steps, ts_k + 1), t_start=ts_k, **strip_kw))
-        strip = labelled_strip(torch.cat(results), ["yours"] + [f"t={t}" for t in ts], scale=6)
-        note = ("The strip: your drawing, then the result from the same noise for growing t_start (left: faithful to "
-                "your strokes, right: realistic but your own no longer)" + (", each with DDIM-20." if sampler == "ddpm" else "."))
+        try:
+            for ts_k in ts:
+                start = sample_xt(x0, ts_k, eps, ddpm.schedule.alpha_bar)
+                strip_kw["generator"] = torch.Generator().manual_seed(seed + 1)
+                results.append(_run_to_end(ddpm, start, stop, steps=min(strip_steps, ts_k + 1), t_start=ts_k, **strip_kw))
+            strip = labelled_strip(torch.cat(results), ["yours"] + [f"t={t}" for t in ts], scale=6)
+            note = ("The strip: your drawing, then the result from the same noise for growing t_start (left: faithful "
+                    "to your strokes, right: realistic but your own no longer)"
+                    + (", each with DDIM-20." if sampler == "ddpm" else "."))
+        except Stopped as why:
+            note = f"stopped ({why}) while drawing the strip: no strip"
     yield (mine, noised, show(step.x_prev.clamp(-1, 1), 8), show(step.x0_hat, 8),
            f"### {'stopped' if stop.is_set() else 'done'}: t_start = {t_start}, {step.n_steps} steps\n\n{note}", strip)
 
@@ -108,7 +113,7 @@ sdedit_stop = stopper("sdedit")
 
 
 @shares_cores
-@holds_session
+@holds_session("interpolate")
 def interpolate_run(model, class_a, class_b, seed_a, seed_b, n_frames, sampler, steps, guidance, mix_classes,
                     request: gr.Request = None):
     """Images from start noises on the great circle between two seeds: (strip image, GIF path, markdown).
@@ -136,7 +141,11 @@ def interpolate_run(model, class_a, class_b, seed_a, seed_b, n_frames, sampler, 
         a, b = (F.one_hot(labels, ddpm.num_classes + 1).float() for labels in (y[:1], y_b))
         y = (1 - w)[:, None] * a + w[:, None] * b                                      # [n, K + 1] class weights
         label = f"{class_a} → {class_b} (mixed class embeddings)"
-    images = _run_to_end(ddpm, x, y=y, sampler=sampler, steps=steps, guidance_scale=guidance if y is not None else 1.0)
+    try:
+        images = _run_to_end(ddpm, x, registry().session(sid).stops["interpolate"], y=y, sampler=sampler, steps=steps,
+                             guidance_scale=guidance if y is not None else 1.0)
+    except Stopped as why:
+        raise gr.Error(f"the interpolation was stopped before it was done: {why}") from None
     strip = labelled_strip(images, [f"{v:.2f}" for v in w.tolist()], scale=5)
     gif = strip_gif(to_uint8(images), registry().session(sid).file(f"interp_{int(time.time() * 1000)}.gif"))
     return (strip, gif, f"**{n} images** from seed {seed_a} to seed {seed_b} along the great circle (slerp), "

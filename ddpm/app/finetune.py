@@ -183,7 +183,7 @@ def _bar(done, total, unit, loss, status):
 
 
 @shares_cores
-@holds_session
+@holds_session("finetune")
 def finetune_run(base, source, classes, new_name, files, budget_kind, budget, refresh_every, seed=0,
                  request: gr.Request = None):
     """Fine-tune a copy of `base` (Algorithm 1), streaming progress; the result joins this session's models.
@@ -199,7 +199,7 @@ def finetune_run(base, source, classes, new_name, files, budget_kind, budget, re
     seed = check_int("seed", seed)
     model, dataset, preview, folder = _prepare(base, source, classes or [], new_name, files, sid)
     session = reg.session(sid)
-    stop = session.stops["finetune"] = threading.Event()
+    stop = session.stops["finetune"]
     before = _preview(model.eval(), preview)
     nothing = (gr.update(),) * 4            # checkpoint file and the three model pickers change only at the end
     yield (_bar(0, budget, budget_kind, None, "starting"), loss_figure([]), before, before,
@@ -238,7 +238,7 @@ def finetune_run(base, source, classes, new_name, files, budget_kind, budget, re
     zip_path = save_zip(model, session.file(name))
     choices = reg.model_names(sid)
     status = (f"**{'Stopped' if stopped else 'Done'} after {len(losses)} steps "
-              f"({time.perf_counter() - start:.0f} s).** "
+              f"({time.perf_counter() - start:.0f} s).** " + (f"Stopped because {stop.reason}. " if stopped else "")
               + (f"The time cap of {cap} s per run ended it before {budget} steps. " if capped else "")
               + f"The model is now **{name}** in the other tabs "
               f"(for this browser session only). Classes: {', '.join(class_names(model))}.")

@@ -7,9 +7,9 @@ import torch
 
 from ..plots import image_grid
 from ..sampling import sample
-from .cores import shares_cores, take_share
+from .cores import shares_cores
 from .inputs import check_int, check_sampling, class_indices, class_names
-from .registry import holds_session, registry, session_id
+from .registry import Stopped, holds_session, registry, session_id, step_check, stopper
 
 
 def grid_class_choices(model, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
@@ -19,7 +19,7 @@ def grid_class_choices(model, request: gr.Request = None, progress=gr.Progress(t
 
 
 @shares_cores
-@holds_session
+@holds_session("grid")
 def grid_run(model, classes, per_class, guidance, sampler, steps, seed, request: gr.Request = None,
              progress=gr.Progress(track_tqdm=True)):
     """`sample(ddpm, per_class, classes)` as a grid with one labelled row per class.
@@ -38,15 +38,22 @@ def grid_run(model, classes, per_class, guidance, sampler, steps, seed, request:
     idx = class_indices(ddpm, classes)
     per_class = check_int("samples per class", per_class, "per_class")
     steps, _, guidance, seed = check_sampling(ddpm, sampler, steps, 0.0, guidance, seed)
-    x = sample(ddpm, per_class, idx, sampler=sampler, steps=steps, guidance_scale=guidance,
-               generator=torch.Generator().manual_seed(seed), progress=True,    # tqdm, shown by gr.Progress
-               callback=take_share)                                    # this job's share of the cores, per step
+    stop = reg.session(sid).stops["grid"]
+    try:
+        x = sample(ddpm, per_class, idx, sampler=sampler, steps=steps, guidance_scale=guidance,
+                   generator=torch.Generator().manual_seed(seed), progress=True,    # tqdm, shown by gr.Progress
+                   callback=step_check(stop))       # per step: this job's share of the cores, and Stop
+    except Stopped as why:
+        raise gr.Error(f"the grid was stopped before it was done: {why}") from None
     grid = image_grid(x, per_class, scale=5, row_labels=classes, label_width=190)
     path = reg.session(sid).file(f"grid_{int(time.time() * 1000)}.png")
     grid.save(path)
     base = reg.base_folder(model, sid)
     n_known = reg.config(base).get("num_classes") if base in reg.bundled() else None
     return grid, judge_report(reg.judge(base), x, idx, classes, per_class, n_known), path
+
+
+grid_stop = stopper("grid")
 
 
 def judge_report(judge, x, idx, classes, per_class, n_known=None):

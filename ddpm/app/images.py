@@ -16,6 +16,64 @@ MAX_SIDE = 4096              # uploads larger than MAX_SIDE x MAX_SIDE pixels ar
 Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE // 2
 
 
+def open_checked(path, name=None):
+    """PIL's image of an uploaded file, refused with a message naming the file (never the server's path) when it
+    is not an image, has more than MAX_SIDE x MAX_SIDE pixels (read from the header, before decoding) or is
+    truncated."""
+    name = os.path.basename(str(name or path))
+    try:
+        image = Image.open(path)                           # reads the header only
+    except Image.DecompressionBombError:                   # PIL's own limit, over twice MAX_IMAGE_PIXELS
+        raise gr.Error(f"{name} has more than {MAX_SIDE} x {MAX_SIDE} pixels; at most {MAX_SIDE} x {MAX_SIDE} are "
+                       "allowed (it becomes 28 x 28 anyway)") from None
+    except (OSError, ValueError):
+        raise gr.Error(f"{name} is not a readable image: use a PNG, JPEG, BMP, GIF or WebP file") from None
+    if image.width * image.height > MAX_SIDE * MAX_SIDE:
+        raise gr.Error(f"{name} has more than {MAX_SIDE} x {MAX_SIDE} pixels ({image.width} x {image.height}); at "
+                       f"most {MAX_SIDE} x {MAX_SIDE} are allowed (it becomes 28 x 28 anyway)")
+    try:
+        image.load()
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise gr.Error(f"{name} is not a readable image (it may be truncated): use a PNG, JPEG, BMP, GIF or "
+                       "WebP file") from None
+    return image
+
+
+class _CheckedUploads:
+    """Gradio decodes an image input itself, before the handler, and a file it cannot read ends in its developer
+    message, with the server's temp path. These components check every file of the value first (open_checked)."""
+
+    def preprocess(self, payload):
+        if payload is not None:
+            for part in [payload, getattr(payload, "background", None), getattr(payload, "composite", None),
+                         *(getattr(payload, "layers", None) or [])]:
+                if getattr(part, "path", None) and not str(part.path).startswith("data:"):
+                    open_checked(part.path, getattr(part, "orig_name", None) or "the image").close()
+        return super().preprocess(payload)
+
+
+    # the page draws these with Gradio's own components
+    def get_block_name(self):                  # a template (Sketchpad) is drawn as its base (ImageEditor)
+        shown = self.shown_as.__base__ if hasattr(self.shown_as, "is_template") else self.shown_as
+        return shown.__name__.lower()
+
+    get_block_class = get_block_name
+
+    @classmethod
+    def get_component_class_id(cls):
+        return cls.shown_as.get_component_class_id()
+
+
+class CheckedImage(_CheckedUploads, gr.Image):
+    """gr.Image for uploads: checked before Gradio decodes them."""
+    shown_as = gr.Image
+
+
+class CheckedSketchpad(_CheckedUploads, gr.Sketchpad):
+    """gr.Sketchpad whose uploaded or pasted background and layers are checked before Gradio decodes them."""
+    shown_as = gr.Sketchpad
+
+
 def show(x, scale=10, nrow=None):
     """Images [B, 1, H, W] in [-1, 1] as one big PIL image, upscaled nearest-neighbour."""
     nrow = nrow or int(np.ceil(np.sqrt(x.shape[0])))
@@ -54,19 +112,7 @@ def image_to_x0(image):
     if image is None:
         raise gr.Error("no image: upload a file or draw something first")
     if isinstance(image, (str, os.PathLike)):
-        name = os.path.basename(str(image))
-        try:
-            image = Image.open(image)                      # reads the header only
-        except Image.DecompressionBombError:               # PIL's own limit, over twice MAX_IMAGE_PIXELS
-            raise gr.Error(f"{name} has more than {MAX_SIDE} x {MAX_SIDE} pixels; at most {MAX_SIDE} x {MAX_SIDE} are "
-                           "allowed (it becomes 28 x 28 anyway)") from None
-        except (OSError, ValueError):
-            raise gr.Error(f"{name} is not a readable image: use a PNG, JPEG, BMP, GIF or WebP file") from None
-        try:
-            image.load()
-        except (OSError, ValueError, Image.DecompressionBombError):
-            raise gr.Error(f"{name} is not a readable image (it may be truncated): use a PNG, JPEG, BMP, GIF or "
-                           "WebP file") from None
+        image = open_checked(image)
     if isinstance(image, Image.Image) and image.width * image.height > MAX_SIDE * MAX_SIDE:
         raise gr.Error(f"the image has {image.width} x {image.height} pixels; at most {MAX_SIDE} x {MAX_SIDE} are allowed")
     if isinstance(image, np.ndarray):

@@ -58,7 +58,7 @@ def _caption(steps, seconds):
 
 
 @shares_cores
-@holds_session
+@holds_session("playground")
 def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, width, depth, lr, batch, seconds,
                      t_view, seed=0, request: gr.Request = None):
     """Train a 2-D DDPM from scratch with `ddpm.train`, streaming (loss plot, samples and q(x_t | x_0), status).
@@ -72,7 +72,7 @@ def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, wi
     except ValueError as err:                                # e.g. betas outside (0, 1) for this schedule
         raise gr.Error(str(err)) from None
     session = registry().session(session_id(request))
-    stop = session.stops["playground"] = threading.Event()
+    stop = session.stops["playground"]
     losses = []
     session.playground = dict(model=model, data=data, losses=losses)
     g = torch.Generator().manual_seed(s["seed"])
@@ -107,6 +107,7 @@ def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, wi
     yield (loss_figure(losses), playground_figure(data, final[:N_PREVIEW * 2], x_t, t_view, s["T"],
                                                   _caption(len(losses), elapsed)),
            f"**{'Stopped' if stop.is_set() else 'Done'} after {len(losses)} steps ({elapsed:.1f} s).** "
+           + (f"Stopped because {stop.reason}. " if stop.is_set() else "") +
            f"Sliced Wasserstein distance of {N_FINAL} samples (Algorithm 2) to the data: **{distance:.3f}** "
            f"(two halves of the data itself: {floor:.3f}; lower is better)."
            + (f" **{off} of {N_FINAL} samples lie outside the plot** (or are not finite): the model has not learnt "

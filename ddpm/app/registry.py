@@ -25,10 +25,47 @@ from huggingface_hub import snapshot_download
 
 from ..diffusion import load_model
 from ..pretrained import BUNDLED_DIR, load_examples, load_pretrained
+from .cores import take_share
 
 # Hub models a visitor may pick (DDPM_APP_HUB_MODELS, comma-separated; "" for none): downloaded on first pick
 HUB_MODELS = [m.strip() for m in os.environ.get("DDPM_APP_HUB_MODELS", "google/ddpm-cifar10-32").split(",") if m.strip()]
 HUB_FILES = ["*.json", "*.safetensors", "*.md"]
+
+
+MAX_JOB_SECONDS = int(os.environ.get("DDPM_APP_MAX_JOB_SECONDS", 360))      # wall-time cap of every job
+
+
+class JobStop(threading.Event):
+    """A job's stop signal, and why it was given (shown to the visitor)."""
+    reason = None
+
+    def stop(self, reason):
+        if not self.is_set():
+            self.reason = reason
+            self.set()
+
+
+class Stopped(Exception):
+    """Raised by `step_check` inside a job that was asked to stop; the handler says why."""
+
+
+def step_check(stop):
+    """A per-step callback for `sample`: the job's share of the cores, and the end of the job once `stop` is set."""
+    def check(*_):
+        take_share()
+        if stop.is_set():
+            raise Stopped(stop.reason)
+    return check
+
+
+TMP_ROOT = os.path.join(tempfile.gettempdir(), "ddpm_app")       # one folder per server process, by its pid
+
+
+def server_tmp():
+    """This server's temp folder, TMP_ROOT/<pid>: the sessions' folders live in it (see guard.sweep)."""
+    folder = os.path.join(TMP_ROOT, str(os.getpid()))
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 def session_id(request):
@@ -40,13 +77,13 @@ def session_id(request):
 class Session:
     models: "OrderedDict[str, object]" = field(default_factory=OrderedDict)   # fine-tuned DDPMs, by name
     bases: dict = field(default_factory=dict)       # fine-tuned name -> bundled folder its examples come from
-    stops: dict = field(default_factory=dict)       # "reverse" / "finetune" -> threading.Event
+    stops: dict = field(default_factory=dict)       # "reverse" / "finetune" / "grid" ... -> the running job's JobStop
     frames: list = field(default_factory=list)      # the last reverse run: (x_t uint8, x0_hat uint8, caption)
     drawings: list = field(default_factory=list)    # sketches collected for fine-tuning, uint8 [28, 28]
     playground: dict = field(default_factory=dict)  # the last 2-D run: "model", "data", "losses"
     n_finetuned: int = 0
     jobs: int = 0                                   # jobs of this session running now: never evicted meanwhile
-    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="ddpm_app_"))
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(dir=server_tmp()))
 
     def file(self, name):
         """A path for a file of this session (its folder made again if a sweep removed it)."""
@@ -95,27 +132,45 @@ class Registry:
             return self._sessions[sid]
 
     @contextlib.contextmanager
-    def job(self, sid):
-        """`with registry().job(sid) as session:` around a job's work: the session exists and is not evicted
-        until the job ends (also when its stream is closed early). One heavy job per session: a new one asks
-        the session's running streams to stop (they end after their current step, keeping what they made)."""
-        session = self.session(sid)
+    def job(self, sid, kind):
+        """`with registry().job(sid, kind) as session:` around a job's work: the session exists and is not
+        evicted until the job ends (also when its stream is closed early), and `session.stops[kind]` is the job's
+        JobStop. One heavy job per session: a new one stops the session's running jobs (they end after their
+        current step, keeping what they made). Every job is stopped after MAX_JOB_SECONDS of wall time."""
+        session, stop = self.session(sid), JobStop()
+        timer = threading.Timer(MAX_JOB_SECONDS, stop.stop, args=(f"the time cap of {MAX_JOB_SECONDS} s per job",))
+        timer.daemon = True
         with self._lock:
-            if session.jobs:
-                for event in session.stops.values():
-                    event.set()
+            for other in session.stops.values():
+                other.stop("a newer job of this session started")
+            session.stops[kind] = stop
             session.jobs += 1
+        timer.start()
         try:
             yield session
         finally:
+            timer.cancel()
             with self._lock:
                 session.jobs -= 1
+                if session.stops.get(kind) is stop:
+                    del session.stops[kind]
 
-    def stop(self, sid, kind):
+    def stop(self, sid, kind, reason="Stop was pressed"):
         """Ask session `sid`'s running job of this kind ("reverse", "finetune", ...) to stop after its current step."""
         event = getattr(self.peek(sid), "stops", {}).get(kind)
         if event is not None:
-            event.set()
+            event.stop(reason)
+
+    def cancel(self, sid, reason="its visitor left"):
+        """Stop every running job of session `sid` (its visitor left, or its connection closed)."""
+        session = self.peek(sid)
+        for event in list(session.stops.values()) if session is not None else []:
+            event.stop(reason)
+
+    def workdirs(self):
+        """The folders of the sessions held now."""
+        with self._lock:
+            return {s.workdir for s in self._sessions.values()}
 
     def peek(self, sid):
         """This visitor's session if it exists, else None: for cheap calls, which never create or reorder one."""
@@ -241,26 +296,28 @@ def set_registry(models_dir, use_judges=True, hub_models=()):
     return _REGISTRY
 
 
-def holds_session(handler):
-    """Mark an app handler (a function, or a generator that streams) as a job of its visitor's session: the
-    session is created and is not evicted while the job runs (see Registry.job)."""
-    signature = inspect.signature(handler)
+def holds_session(kind):
+    """Mark an app handler (a function, or a generator that streams) as a job of `kind` of its visitor's session:
+    the session is created and is not evicted while the job runs, and the job can be stopped (see Registry.job)."""
+    def mark(handler):
+        signature = inspect.signature(handler)
 
-    def sid_of(args, kwargs):
-        return session_id(signature.bind_partial(*args, **kwargs).arguments.get("request"))
+        def sid_of(args, kwargs):
+            return session_id(signature.bind_partial(*args, **kwargs).arguments.get("request"))
 
-    if inspect.isgeneratorfunction(handler):
+        if inspect.isgeneratorfunction(handler):
+            @functools.wraps(handler)
+            def streamed(*args, **kwargs):
+                with registry().job(sid_of(args, kwargs), kind):
+                    yield from handler(*args, **kwargs)
+            return streamed
+
         @functools.wraps(handler)
-        def streamed(*args, **kwargs):
-            with registry().job(sid_of(args, kwargs)):
-                yield from handler(*args, **kwargs)
-        return streamed
-
-    @functools.wraps(handler)
-    def call(*args, **kwargs):
-        with registry().job(sid_of(args, kwargs)):
-            return handler(*args, **kwargs)
-    return call
+        def call(*args, **kwargs):
+            with registry().job(sid_of(args, kwargs), kind):
+                return handler(*args, **kwargs)
+        return call
+    return mark
 
 
 def stopper(kind):
@@ -290,8 +347,9 @@ def model_picker(request: gr.Request = None):
 
 
 def end_session(request: gr.Request = None):
-    """When a browser tab closes: forget its fine-tuned models, recorded frames and files."""
+    """When a browser tab closes: stop its jobs, forget its fine-tuned models, recorded frames and files."""
     sid, reg = session_id(request), registry()
+    reg.cancel(sid)
     with reg._lock:
         session = reg._sessions.pop(sid, None)
     if session is not None:

@@ -49,9 +49,9 @@ def _formula(sampler, step):
             f"{c['sqrt(1-alpha_bar_prev-sigma_t^2)']:.4f}\\,\\epsilon_\\theta + {c['sigma_t']:.4f}\\,z$$")
 
 
-def _step_text(sampler, step, stopped=False):
+def _step_text(sampler, step, stopped=None):
     head = (f"### step {step.i + 1} / {step.n_steps} &nbsp; t = {step.t} → "
-            f"{'the clean image' if step.t_prev < 0 else step.t_prev}" + ("  — **stopped**" if stopped else ""))
+            f"{'the clean image' if step.t_prev < 0 else step.t_prev}" + (f"  — **stopped** ({stopped})" if stopped else ""))
     return head + "\n\n" + _formula(sampler, step)
 
 
@@ -62,7 +62,7 @@ def reverse_class_choices(model, request: gr.Request = None, progress=gr.Progres
 
 
 @shares_cores
-@holds_session
+@holds_session("reverse")
 def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, request: gr.Request = None):
     """Stream one reverse run: yields (x_t image, x0_hat image, step markdown, scrub slider, GIF file).
 
@@ -77,7 +77,7 @@ def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, r
     if y is None:
         guidance = 1.0              # null-class samples: guidance has nothing to push towards
     session = reg.session(sid)
-    stop = session.stops["reverse"] = threading.Event()
+    stop = session.stops["reverse"]
     frames = session.frames = []          # this run's own list: a second run at once records into its own
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((batch, *ddpm.sample_shape), generator=g)                              # Alg. 2, line 1
@@ -96,7 +96,7 @@ def reverse_run(model, class_name, sampler, steps, eta, guidance, seed, batch, r
     frames.append((to_uint8(step.x_prev), to_uint8(step.x0_hat), f"result (after step {step.i + 1}/{n})"))
     gif = session.file(f"reverse_{int(time.time() * 1000)}.gif")
     frames_to_gif(frames, gif)
-    yield (show(step.x_prev.clamp(-1, 1), scale), show(step.x0_hat, scale), _step_text(sampler, step, stop.is_set()),
+    yield (show(step.x_prev.clamp(-1, 1), scale), show(step.x0_hat, scale), _step_text(sampler, step, stop.reason),
            gr.update(minimum=0, maximum=len(frames) - 1, value=len(frames) - 1, step=1, interactive=True),
            gif)
 

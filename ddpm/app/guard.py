@@ -1,0 +1,157 @@
+"""The public server's guards: per-session limits on queued and running jobs, heavy jobs apart from light calls,
+jobs stopped when their visitor's connection closes, and temp folders bounded in size.
+
+Gradio's queue takes every call of every visitor; it has one size limit for all and no notion of a session's
+share. `install(demo)` wraps the queue's `push` (a call joins the queue) and `clean_events` (Gradio's cleanup
+when a visitor's connection closes) and starts the sweep. Limits (environment variables):
+
+    DDPM_APP_SESSION_JOBS   heavy jobs (sampling, training) of one session, running or waiting      2
+    DDPM_APP_MAX_WAITING    heavy jobs waiting, all sessions together                              32
+    DDPM_APP_SESSION_CALLS  light calls (forward process, pickers, scrubbing) of one session waiting 8
+    DDPM_APP_MAX_TMP_MB     Gradio's cache plus the sessions' files, swept every minute and at start 1024
+
+A session's second heavy job waits for a free slot; when it starts it stops the first one (Registry.job), so a
+visitor who presses Generate again gets the new job, not a queue of old ones. Light calls have their own
+concurrency groups and never wait behind heavy jobs.
+"""
+import ctypes
+import os
+import shutil
+import threading
+import time
+
+from gradio import route_utils
+from gradio.utils import get_upload_folder
+
+from .registry import TMP_ROOT, registry, server_tmp
+
+HEAVY = {"sampling", "train"}                                   # the concurrency ids of the long jobs
+SESSION_JOBS = int(os.environ.get("DDPM_APP_SESSION_JOBS", 2))
+MAX_WAITING = int(os.environ.get("DDPM_APP_MAX_WAITING", 32))
+SESSION_CALLS = int(os.environ.get("DDPM_APP_SESSION_CALLS", 8))
+MAX_TMP_MB = float(os.environ.get("DDPM_APP_MAX_TMP_MB", 1024))
+SWEEP_S = float(os.environ.get("DDPM_APP_SWEEP_S", 60))
+MIN_AGE_S = float(os.environ.get("DDPM_APP_MIN_FILE_AGE_S", 120))   # younger files are never swept: a page may be fetching them
+SESSION_FILE_AGE_S = 3600
+
+
+def refusal(queue, body):
+    """The message that refuses this call, or None to let it join the queue."""
+    fn = route_utils.get_fn(queue.blocks, None, body)
+    heavy, sid = fn.concurrency_id in HEAVY, body.session_hash
+    waiting = [e for cid, q in queue.event_queue_per_concurrency_id.items() for e in q.queue if (cid in HEAVY) == heavy]
+    running = [e for job in queue.active_jobs if job for e in job if e.alive and (e.concurrency_id in HEAVY) == heavy]
+    mine = sum(e.session_hash == sid for e in waiting) + (sum(e.session_hash == sid for e in running) if heavy else 0)
+    if heavy and mine >= SESSION_JOBS:
+        return (f"this session already has {mine} jobs running or waiting (at most {SESSION_JOBS} per visitor): "
+                "wait for one to finish, or press Stop")
+    if heavy and len(waiting) >= MAX_WAITING:
+        return (f"the server is busy: {len(waiting)} jobs are waiting (at most {MAX_WAITING}); try again in a "
+                "minute (the forward-process tab works meanwhile)")
+    if not heavy and mine >= SESSION_CALLS:
+        return f"too many calls of this session at once ({mine} waiting, at most {SESSION_CALLS}); slow down"
+    return None
+
+
+def install(demo):
+    """Guard `demo`'s queue (after `demo.queue(...)`), sweep the temp folders now and then every SWEEP_S."""
+    queue = demo._queue
+    push, clean_events = queue.push, queue.clean_events
+
+    async def guarded_push(body, request, username):
+        if body.fn_index is not None and body.session_hash is not None:
+            message = refusal(queue, body)
+            if message is not None:
+                return False, message, "queue_full"
+        return await push(body, request, username)
+
+    async def clean_and_stop(*, session_hash=None, event_id=None):
+        await clean_events(session_hash=session_hash, event_id=event_id)
+        if session_hash is not None:                    # the visitor's connection closed: its jobs end too
+            registry().cancel(session_hash, "the connection of this session closed")
+
+    queue.push, queue.clean_events = guarded_push, clean_and_stop
+    sweep()
+    threading.Thread(target=_sweep_forever, daemon=True, name="ddpm-sweep").start()
+
+
+def _sweep_forever():
+    while True:
+        time.sleep(SWEEP_S)
+        try:
+            sweep()
+        except OSError:                                 # a file vanished under us: the next sweep tries again
+            pass
+
+
+def _files(folder):
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            yield stat.st_mtime, stat.st_size, path
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(max_mb=None, now=None):
+    """Remove what no one can need, then the oldest files past the size bound; returns the bytes left.
+
+    1. Folders of dead servers (TMP_ROOT/<pid>) and session folders no live session owns (ended, evicted,
+       or written by a job that finished after its visitor left).
+    2. Session files older than an hour (what a visitor downloads is served from Gradio's own copy).
+    3. While Gradio's cache and the session folders hold more than max_mb (DDPM_APP_MAX_TMP_MB), the oldest
+       files go first, never one younger than MIN_AGE_S.
+    It also hands freed memory back to the system (glibc's malloc_trim), see the README's reliability section."""
+    max_bytes, now = (MAX_TMP_MB if max_mb is None else max_mb) * 2**20, now or time.time()
+    mine = server_tmp()
+    for name in os.listdir(TMP_ROOT):
+        folder = os.path.join(TMP_ROOT, name)
+        if folder != mine and (not name.isdigit() or not _alive(int(name))):
+            shutil.rmtree(folder, ignore_errors=True)
+    live = registry().workdirs()
+    for name in os.listdir(mine):
+        folder = os.path.join(mine, name)
+        if folder not in live:
+            shutil.rmtree(folder, ignore_errors=True)
+    files = []
+    for folder, is_session in ((mine, True), (get_upload_folder(), False)):
+        for mtime, size, path in _files(folder):
+            if is_session and now - mtime > SESSION_FILE_AGE_S:
+                _remove(path)
+            else:
+                files.append((mtime, size, path))
+    total = sum(size for _, size, _ in files)
+    for mtime, size, path in sorted(files):
+        if total <= max_bytes or now - mtime < MIN_AGE_S:
+            break
+        if _remove(path):
+            total -= size
+    _trim()
+    return total
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+        return True
+    except OSError:
+        return False
+
+
+def _trim():
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):           # not glibc (macOS, musl): nothing to hand back this way
+        pass
