@@ -127,7 +127,7 @@ def model_card(model, state=None, scores=None, location="<folder or Hub id>"):
         training=training, hyperparameters=recipe or "not recorded",
         wall_time=f"{wall:.0f} s on {state.get('device', 'an unrecorded device')}" if wall else "not recorded",
         scores=scores or "Not measured yet: `python -m ddpm evaluate --model <this folder>` measures them and writes them here.",
-        location=location, classes_arg=f", classes=[0, 1]" if model.num_classes else "")
+        location=location, classes_arg=", classes=[0, 1]" if model.num_classes else "")
 
 
 def write_model_card(folder, model):

@@ -4,7 +4,6 @@ The same role as UNet2D for images, the same interface (forward(x, t, y), a `con
 sinusoidal time embedding, and a class embedding of num_classes + 1 rows (the last is the null class of
 classifier-free guidance), added to every hidden layer of a residual MLP.
 """
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -136,6 +136,9 @@ def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond, ema, g
     model = _Loss(ddpm)
     if world > 1:                      # gradients averaged over the ranks in backward
         model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    # fp32 enters no autocast at all: even a disabled one costs a few percent of a CPU step
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16"
+                else contextlib.nullcontext)
     losses, start, micro = [], time.perf_counter(), []
     total = max_steps if max_steps is not None else (n_epochs * len(loader) // grad_accum if n_epochs is not None else None)
     bar = tqdm(total=total, disable=not progress or rank != 0, desc="training", unit="step")
@@ -152,8 +155,9 @@ def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond, ema, g
                     y = torch.where(drop, torch.full_like(y, ddpm.null_class), y)
                 last = m == len(micro) - 1     # DDP: average the gradients once, after the last micro-batch
                 with model.no_sync() if world > 1 and not last else contextlib.nullcontext():
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                        part = model(x0, y if conditional else None, t, eps) * weight[m]   # Alg. 1, lines 2-5
+                    with autocast():
+                        part = model(x0, y if conditional else None, t, eps)              # Alg. 1, lines 2-5
+                    part = part * weight[m] if len(micro) > 1 else part
                     part.backward()
                 loss += part.detach().float()
             micro = []

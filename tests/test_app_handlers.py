@@ -570,3 +570,23 @@ def test_the_sweep_removes_dead_servers_orphans_and_the_oldest_files_past_the_bo
     assert not os.path.exists(dead) and not os.path.exists(orphan) and os.path.isfile(live)
     kept = sorted(p.name for p in cache.iterdir())
     assert kept == ["old0.png", "young.png"] and left <= 5 * 2**20   # the oldest went first, to 4 MB (+ 3 bytes)
+
+
+def test_upload_components_refuse_bad_files_before_gradio_decodes_them(tmp_path):
+    """Issue 17, item 8: through the server, Gradio decoded uploads itself and a bad file showed its developer
+    message with the server's temp path. The app's image inputs check the header first."""
+    from gradio.data_classes import ImageData
+    from ddpm.app import images
+    fake, bomb, cut, ok = (tmp_path / n for n in ("notes.png", "bomb.png", "cut.png", "ok.png"))
+    fake.write_text("not an image")
+    Image.new("L", (5000, 5000)).save(bomb)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(ok)
+    cut.write_bytes(ok.read_bytes()[:300])                      # a valid header, the pixels cut short
+    upload = images.CheckedImage(type="pil")
+    for path, message in ((fake, "notes.png is not a readable image"), (bomb, "bomb.png has more than 4096 x 4096"),
+                          (cut, "cut.png is not a readable image (it may be truncated)")):
+        with pytest.raises(gr.Error) as err:
+            upload.preprocess(ImageData(path=str(path), orig_name=path.name))
+        assert message in err.value.message and str(tmp_path) not in err.value.message
+    assert upload.preprocess(ImageData(path=str(ok), orig_name="ok.png")).size == (64, 64)
+    assert upload.get_block_name() == "image" and images.CheckedSketchpad().get_block_name() == "imageeditor"

@@ -5,8 +5,6 @@ the reverse process from there (`sample_steps(t_start=...)`): small t_start keep
 keeps only their rough layout. Interpolation: the same deterministic sampler from start noises on the great
 circle between two seeds (`slerp`), and optionally a mixture of two class embeddings (labelled as such).
 """
-import os
-import threading
 import time
 
 import gradio as gr

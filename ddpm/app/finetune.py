@@ -9,7 +9,6 @@ import copy
 import os
 import re
 import shutil
-import threading
 import time
 
 import gradio as gr

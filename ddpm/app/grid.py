@@ -1,5 +1,4 @@
 """Tab 3: class-conditional grids, exactly `ddpm.sample(ddpm, n_samples, classes)`, checked by the judge."""
-import os
 import time
 
 import gradio as gr

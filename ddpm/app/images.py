@@ -4,11 +4,10 @@ import os
 
 import gradio as gr
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from ..data import to_unit_range
-from ..plots import image_grid, upscale
+from ..plots import image_grid
 
 MAX_SIDE = 4096              # uploads larger than MAX_SIDE x MAX_SIDE pixels are refused before they are decoded
 # PIL refuses, from the header and before decoding, images over twice this many pixels: here MAX_SIDE^2. It also
@@ -16,10 +15,10 @@ MAX_SIDE = 4096              # uploads larger than MAX_SIDE x MAX_SIDE pixels ar
 Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE // 2
 
 
-def open_checked(path, name=None):
+def open_checked(path, name=None, *, decode=True):
     """PIL's image of an uploaded file, refused with a message naming the file (never the server's path) when it
-    is not an image, has more than MAX_SIDE x MAX_SIDE pixels (read from the header, before decoding) or is
-    truncated."""
+    is not an image, has more than MAX_SIDE x MAX_SIDE pixels (read from the header, before decoding) or, with
+    `decode`, is truncated."""
     name = os.path.basename(str(name or path))
     try:
         image = Image.open(path)                           # reads the header only
@@ -32,7 +31,8 @@ def open_checked(path, name=None):
         raise gr.Error(f"{name} has more than {MAX_SIDE} x {MAX_SIDE} pixels ({image.width} x {image.height}); at "
                        f"most {MAX_SIDE} x {MAX_SIDE} are allowed (it becomes 28 x 28 anyway)")
     try:
-        image.load()
+        if decode:
+            image.load()
     except (OSError, ValueError, Image.DecompressionBombError):
         raise gr.Error(f"{name} is not a readable image (it may be truncated): use a PNG, JPEG, BMP, GIF or "
                        "WebP file") from None
@@ -44,12 +44,20 @@ class _CheckedUploads:
     message, with the server's temp path. These components check every file of the value first (open_checked)."""
 
     def preprocess(self, payload):
+        name = "the image"
         if payload is not None:
             for part in [payload, getattr(payload, "background", None), getattr(payload, "composite", None),
                          *(getattr(payload, "layers", None) or [])]:
                 if getattr(part, "path", None) and not str(part.path).startswith("data:"):
-                    open_checked(part.path, getattr(part, "orig_name", None) or "the image").close()
-        return super().preprocess(payload)
+                    name = getattr(part, "orig_name", None) or name
+                    open_checked(part.path, name, decode=False).close()      # the header: Gradio decodes it once
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except (OSError, ValueError):                                        # truncated, or garbled past the header
+            raise gr.Error(f"{os.path.basename(name)} is not a readable image (it may be truncated): use a PNG, "
+                           "JPEG, BMP, GIF or WebP file") from None
 
 
     # the page draws these with Gradio's own components

@@ -4,7 +4,6 @@
 Each visitor's run lives in their session (registry.Session.playground): private, stoppable, and a stopped
 run keeps its model. The sliced Wasserstein distance to the data makes two settings comparable by number.
 """
-import threading
 import time
 
 import gradio as gr

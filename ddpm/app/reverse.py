@@ -3,8 +3,6 @@
 The stream shows the true trajectory of `ddpm.sample_steps`, which calls `ddpm_step` / `ddim_step`:
 the code panel of this tab shows exactly those functions.
 """
-import os
-import threading
 import time
 
 import gradio as gr

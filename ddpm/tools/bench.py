@@ -350,7 +350,6 @@ def main(argv=None):
     if args.playground:
         return _print_playground(args)
     quick = args.quick
-    reps = 2 if quick else 5
     load_before = os.getloadavg()
     t0 = time.perf_counter()
 
