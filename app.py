@@ -40,11 +40,22 @@ def model_input():
 
 
 def guidance_input():
-    return gr.Slider(*LIMITS["guidance"], value=2.0, step=0.1, label="guidance scale s (1 = none)")
+    return gr.Slider(*LIMITS["guidance"], value=GUIDANCE, step=0.1, label="guidance scale s (1 = none)")
 
 
-def sampler_inputs(tab, steps):
-    sampler = gr.Radio(SAMPLER_CHOICES, value="ddim", label="sampler", info=SAMPLER_HELP.replace("**", ""))
+# The sampling tabs start at the fewest steps whose quality (FD) is within 5% of DDIM-50's at the default guidance,
+# read from the first bundled model's quality-per-cost table (python -m ddpm evaluate --plan cost); picking another
+# model moves them to its own (registry.sampler_for).
+GUIDANCE = registry.DEFAULT_GUIDANCE
+_bundled = registry.registry().bundled()
+FAST = registry.registry().sampler_default(_bundled[0], GUIDANCE) if _bundled else None
+
+
+def sampler_inputs(tab, sampler, steps, *, from_table=True):
+    """The sampler and its steps: from the quality-per-cost tables when they exist (the tables measure sampling
+    from pure noise; SDEdit starts from a noised image, so its tab keeps its own), else the tab's own."""
+    sampler, steps = (from_table and FAST) or (sampler, steps)
+    sampler = gr.Radio(SAMPLER_CHOICES, value=sampler, label="sampler", info=SAMPLER_HELP.replace("**", ""))
     steps = gr.Slider(*LIMITS["steps"], value=steps, step=1, label="steps of DDIM / DPM-Solver++ (1 to T)",
                       elem_id=f"{tab}_steps")
     return sampler, steps
@@ -97,7 +108,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 rev_model = model_input()
                 rev_class = gr.Dropdown(label="class", choices=[UNCONDITIONAL], value=UNCONDITIONAL,
                                         allow_custom_value=True)
-                rev_sampler, rev_steps = sampler_inputs("rev", 50)
+                rev_sampler, rev_steps = sampler_inputs("rev", "ddim", 50)
                 rev_eta = gr.Slider(*LIMITS["eta"], value=0.0, step=0.05, label="DDIM η (0 = deterministic)")
                 rev_guid = guidance_input()
                 with gr.Row():
@@ -126,7 +137,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                                            allow_custom_value=True)
                 grid_n = gr.Slider(*LIMITS["per_class"], value=8, step=1, label="samples per class", elem_id="grid_n")
                 grid_guid = guidance_input()
-                grid_sampler, grid_steps = sampler_inputs("grid", 25)
+                grid_sampler, grid_steps = sampler_inputs("grid", "ddim", 25)
                 grid_seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
                 with gr.Row():
                     grid_go = gr.Button("Generate", variant="primary", elem_id="grid_go")
@@ -189,7 +200,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                                          elem_id="sd_sketch", canvas_size=(280, 280), sources=["upload", "clipboard"])
                 sd_t = gr.Slider(0, 999, value=500, step=1, label="strength t_start (0 = keep my image, T-1 = ignore it)",
                                  elem_id="sd_t")
-                sd_sampler, sd_steps = sampler_inputs("sd", 20)
+                sd_sampler, sd_steps = sampler_inputs("sd", "ddim", 20, from_table=False)
                 sd_guid = guidance_input()
                 sd_seed = gr.Number(value=0, precision=0, label="noise seed", minimum=0)
                 with gr.Row():
@@ -292,6 +303,8 @@ with gr.Blocks(title="DDPM, step by step") as demo:
         control.change(**fwd, api_name=False)
 
     rev_model.change(reverse.reverse_class_choices, inputs=[rev_model], outputs=[rev_class], api_name="reverse_classes")
+    rev_model.change(registry.sampler_for, inputs=[rev_model], outputs=[rev_sampler, rev_steps], api_name=False,
+                     show_progress="hidden")
     rev_start.click(reverse.reverse_run, inputs=[rev_model, rev_class, rev_sampler, rev_steps, rev_eta, rev_guid, rev_seed,
                                            rev_batch],
                     outputs=[rev_xt, rev_x0, rev_text, rev_scrub, rev_gif], api_name="reverse",
@@ -301,6 +314,8 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                       concurrency_limit=4, concurrency_id="scrub")
 
     grid_model.change(grid.grid_class_choices, inputs=[grid_model], outputs=[grid_classes], api_name="grid_classes")
+    grid_model.change(registry.sampler_for, inputs=[grid_model], outputs=[grid_sampler, grid_steps], api_name=False,
+                      show_progress="hidden")
     grid_go.click(grid.grid_run, inputs=[grid_model, grid_classes, grid_n, grid_guid, grid_sampler, grid_steps, grid_seed],
                   outputs=[grid_img, grid_judge, grid_png], api_name="grid",
                   concurrency_limit=SAMPLING_LIMIT, concurrency_id="sampling")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 STATE, STATE_JSON = "training_state.safetensors", "training_state.json"
-CARD, EVALUATION = "README.md", "evaluation.md"
+CARD, EVALUATION, QUALITY_COST = "README.md", "evaluation.md", "quality_cost.md"
 CARD_MARK = "<!-- written by ddpm.checkpoint.write_model_card: rewritten at every save -->"
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -130,15 +130,33 @@ def model_card(model, state=None, scores=None, location="<folder or Hub id>"):
         location=location, classes_arg=", classes=[0, 1]" if model.num_classes else "")
 
 
+def update_card_section(folder, title, text):
+    """Put `text` under "## {title}" in folder/README.md between two marks, replacing what an earlier call put
+    there and leaving the rest of the card (written by hand or by `write_model_card`) as it is."""
+    path = os.path.join(folder, CARD)
+    start, end = f"<!-- {title}: start -->", f"<!-- {title}: end -->"
+    card = open(path, encoding="utf-8").read() if os.path.isfile(path) else ""
+    block = f"{start}\n## {title[:1].upper() + title[1:]}\n\n{text.strip()}\n{end}"
+    if start in card and end in card:
+        card = card[:card.index(start)] + block + card[card.index(end) + len(end):]
+    else:
+        card = card.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(card)
+    return path
+
+
 def write_model_card(folder, model):
     """(Re)write folder/README.md from the model, folder/training_state.json and folder/evaluation.md; a card
     written by hand (without this package's mark) is left alone."""
     path = os.path.join(folder, CARD)
     if os.path.isfile(path) and CARD_MARK not in open(path, encoding="utf-8").read():
         return
-    state_path, scores_path = os.path.join(folder, STATE_JSON), os.path.join(folder, EVALUATION)
+    state_path = os.path.join(folder, STATE_JSON)
     state = json.load(open(state_path)) if os.path.isfile(state_path) else None
-    scores = open(scores_path, encoding="utf-8").read() if os.path.isfile(scores_path) else None
+    parts = [open(os.path.join(folder, name), encoding="utf-8").read() for name in (EVALUATION, QUALITY_COST)
+             if os.path.isfile(os.path.join(folder, name))]
+    scores = "\n\n".join(parts) or None
     model_card(model, state, scores, location=getattr(model, "hub_id", None) or folder).save(path)
 
 

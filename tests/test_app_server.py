@@ -1,4 +1,5 @@
 """`python app.py` in a subprocess with tiny models, driven through every tab's endpoint with gradio_client."""
+import json
 import os
 import threading
 import time
@@ -13,7 +14,14 @@ from app_fixtures import make_models_dir, start_app, stop_app
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    proc, url = start_app(make_models_dir(root / "models"), root / "app.log")
+    models = make_models_dir(root / "models")
+    # a quality-per-cost table for one model: its rule picks DPM-Solver++ with 12 steps at guidance 2
+    rows = [dict(sampler=s, steps=k, guidance=2.0, n=1000, seed=0, fd=fd, fd_floor=1.0, accuracy=1.0, worst_class=0,
+                 worst_accuracy=1.0, seconds=1.0) for s, k, fd in (("ddim", 50, 10.0), ("dpmpp_2m", 12, 10.3),
+                                                                    ("dpmpp_2m", 6, 12.0))]
+    with open(os.path.join(models, "mnist", "quality_cost.json"), "w") as f:
+        json.dump(rows, f)
+    proc, url = start_app(models, root / "app.log")
     yield url
     stop_app(proc)
 
@@ -24,6 +32,17 @@ def client(url):
 
 def is_png(path, min_width):
     return os.path.isfile(path) and Image.open(path).width >= min_width
+
+
+def test_sampling_tabs_start_at_the_quality_per_cost_default(url):
+    """The reverse and grid tabs start where the bundled tables' rule lands (DPM-Solver++-12 here); SDEdit keeps
+    its own DDIM-20 (the tables measure sampling from pure noise)."""
+    import httpx
+    components = httpx.get(url + "config").json()["components"]
+    value = {c["props"].get("elem_id"): c["props"].get("value") for c in components if c["props"].get("elem_id")}
+    assert value["rev_steps"] == 12 and value["grid_steps"] == 12 and value["sd_steps"] == 20
+    radios = [c["props"]["value"] for c in components if c["type"] == "radio" and c["props"].get("label") == "sampler"]
+    assert radios.count("dpmpp_2m") == 2 and radios.count("ddim") >= 1
 
 
 def test_forward_endpoints(url):

@@ -1,4 +1,5 @@
 """Fréchet distance and conditional accuracy, and the evaluation table on a tiny model."""
+import json
 import math
 
 import pytest
@@ -71,3 +72,80 @@ def test_evaluation_rows_and_table(make_ddpm):
     assert all(0 <= r["accuracy"] <= 1 and math.isfinite(r["fd"]) and r["n"] == 20 for r in rows)
     table = format_table(rows)
     assert table.count("\n") == 3 and "| DDIM | 4 | 2 | 20 |" in table
+
+
+def _row(sampler, steps, guidance, fd, n=1000, seed=0):
+    return dict(sampler=sampler, steps=steps, guidance=guidance, n=n, seed=seed, fd=fd, fd_floor=1.0, accuracy=0.9,
+                worst_class=0, worst_accuracy=0.8, seconds=1.0)
+
+
+def test_choose_default_takes_the_fewest_steps_within_five_percent_of_ddim50():
+    from ddpm.eval.evaluate import choose_default
+    rows = [_row("ddim", 50, 1.0, 10.0), _row("ddim", 20, 1.0, 10.4), _row("ddim", 10, 1.0, 12.0),
+            _row("dpmpp_2m", 10, 1.0, 10.5), _row("dpmpp_2m", 6, 1.0, 10.51), _row("ddpm", 1000, 1.0, 8.0),
+            _row("ddim", 50, 2.0, 20.0), _row("dpmpp_2m", 6, 2.0, 30.0), _row("ddim", 10, 2.0, 20.9),
+            _row("dpmpp_2m", 10, 2.0, 20.5)]
+    assert choose_default(rows, 1.0) == ("dpmpp_2m", 10)           # 10.51 > 10.5: six steps miss the bar
+    assert choose_default(rows, 2.0) == ("dpmpp_2m", 10)           # same steps as DDIM-10, lower FD
+    assert choose_default(rows, 2.0, tolerance=0.0) == ("ddim", 50)
+    assert choose_default(rows, 3.0) is None                       # no DDIM-50 at this guidance
+
+
+def test_cost_plan_rows_resume_and_plot(make_ddpm, tmp_path):
+    from ddpm.data import ImageDataset
+    from ddpm.eval.evaluate import calls_per_image, cost_plan, load_rows, plot_cost, save_rows
+    plan = cost_plan(1000)
+    assert {(c[0], c[1]) for c in plan} == {("ddpm", 1000), ("ddim", 50), ("ddim", 20), ("ddim", 10),
+                                            ("dpmpp_2m", 20), ("dpmpp_2m", 10), ("dpmpp_2m", 6)}
+    assert {c[2] for c in plan} == {1.0, 2.0} and {c[3] for c in plan} == {1000} and plan[-1][0] == "ddpm"
+    assert calls_per_image(_row("ddim", 10, 1.0, 0)) == 10 and calls_per_image(_row("ddim", 10, 2.0, 0)) == 20
+    model = make_ddpm(num_classes=10, T=20)
+    judge = Judge(width=4).eval()
+    real = ImageDataset(torch.rand(40, 1, 28, 28) * 2 - 1, torch.arange(10).repeat(4), "toy", [str(i) for i in range(10)])
+    cells = [("ddim", 2, 1.0, 10), ("dpmpp_2m", 2, 2.0, 10)]
+    first = run(model, judge, real, real, cells[:1], n_bar=0, progress=False)
+    path = str(tmp_path / "rows.json")
+    save_rows(path, first)
+    sampled = []
+    rows = run(model, judge, real, real, cells, n_bar=0, progress=False, done=load_rows(path), on_row=sampled.append)
+    assert [r["sampler"] for r in sampled] == ["dpmpp_2m"]          # the earlier cell is not sampled again
+    assert rows[0] == first[0] and rows[1]["sampler"] == "dpmpp_2m"
+    png = plot_cost(rows, str(tmp_path / "cost.png"))
+    from PIL import Image
+    assert Image.open(png).size[0] > 800                            # two panels, one per guidance
+
+
+def test_evaluate_cost_plan_from_the_command_line(make_ddpm, fake_data, tmp_path):
+    """`evaluate --plan cost --quick` on a tiny model: table with network calls, JSON, plot, defaults line; then
+    --resume measures nothing again."""
+    from ddpm.tools.cli import main
+    root, _ = fake_data
+    folder = tmp_path / "model"
+    make_ddpm(num_classes=10, T=60, dataset="mnist").save_pretrained(folder)
+    Judge(width=4).save(folder)
+    main(["evaluate", "--model", str(folder), "--data", str(root), "--plan", "cost", "--quick"])
+    table = open(folder / "quality_cost.md").read()
+    assert "network calls / image" in table and "| DPM++(2M) | 6 | 2 |" in table and "within 5% of DDIM-50" in table
+    assert (folder / "quality_cost.png").stat().st_size > 0
+    rows = json.load(open(folder / "quality_cost.json"))
+    assert len(rows) == 12 and {r["sampler"] for r in rows} == {"ddim", "dpmpp_2m"}
+    assert "## Quality per cost" in open(folder / "README.md").read()
+    main(["evaluate", "--model", str(folder), "--data", str(root), "--plan", "cost", "--quick", "--resume"])
+    assert json.load(open(folder / "quality_cost.json")) == rows                # nothing measured again
+    assert open(folder / "README.md").read().count("## Quality per cost") == 1
+
+
+def test_each_bundled_model_gets_the_default_of_its_own_table(tmp_path):
+    from ddpm.app.registry import Registry
+    from ddpm.eval.evaluate import save_rows
+    from app_fixtures import make_models_dir
+    models = make_models_dir(tmp_path / "models", per_class=1)
+    save_rows(str(tmp_path / "models" / "mnist" / "quality_cost.json"),
+              [_row("ddim", 50, 2.0, 10.0), _row("dpmpp_2m", 6, 2.0, 10.2), _row("dpmpp_2m", 10, 2.0, 10.1)])
+    save_rows(str(tmp_path / "models" / "fashion_mnist" / "quality_cost.json"),
+              [_row("ddim", 50, 2.0, 20.0), _row("dpmpp_2m", 6, 2.0, 25.0), _row("dpmpp_2m", 20, 2.0, 20.5)])
+    reg = Registry(models, use_judges=False)
+    assert reg.sampler_default("mnist", 2.0) == ("dpmpp_2m", 6)
+    assert reg.sampler_default("fashion_mnist", 2.0) == ("dpmpp_2m", 20)     # six steps are not good enough here
+    assert reg.sampler_default("fashion_mnist", 1.0) is None                 # no DDIM-50 row at guidance 1
+    assert reg.sampler_default("../mnist", 2.0) is None and reg.sampler_default("hub/model", 2.0) is None

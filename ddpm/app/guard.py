@@ -7,14 +7,23 @@ when a visitor's connection closes) and starts the sweep. Limits (environment va
 
     DDPM_APP_SESSION_JOBS   heavy jobs (sampling, training) of one session, running or waiting      2
     DDPM_APP_MAX_WAITING    heavy jobs waiting, all sessions together                              32
+    DDPM_APP_ADDRESS_JOBS   heavy jobs of one network address, running or waiting, all its sessions  16
     DDPM_APP_SESSION_CALLS  light calls (forward process, pickers, scrubbing) of one session waiting 8
     DDPM_APP_MAX_TMP_MB     Gradio's cache plus the sessions' files, swept every minute and at start 1024
+    DDPM_APP_MALLOC_TRIM    0: freed memory is not handed back after jobs and sweeps (registry.trim_memory) 1
 
 A session's second heavy job waits for a free slot; when it starts it stops the first one (Registry.job), so a
 visitor who presses Generate again gets the new job, not a queue of old ones. Light calls have their own
 concurrency groups and never wait behind heavy jobs.
+
+Session ids cost nothing to make, so one client with many ids could still take every waiting place; the address
+limit (DDPM_APP_ADDRESS_JOBS) stops that at half of them. The address is the peer's as uvicorn reads it (it
+already takes X-Forwarded-For from a proxy on loopback). Behind a proxy elsewhere, as on a Space (the peer is
+then the proxy, an internal address shared by every visitor), DDPM_APP_PROXY_HOPS = N takes the N-th address from
+the right of X-Forwarded-For, the one the outermost trusted proxy wrote; a client can only forge those to its
+left. It is 1 when SPACE_ID is set (a Hugging Face Space), else 0. A lecture hall behind one NAT shares one
+address too: that is why the limit is half the waiting places, not a few jobs.
 """
-import ctypes
 import os
 import shutil
 import threading
@@ -23,11 +32,13 @@ import time
 from gradio import route_utils
 from gradio.utils import get_upload_folder
 
-from .registry import TMP_ROOT, registry, server_tmp
+from .registry import TMP_ROOT, registry, server_tmp, trim_memory
 
 HEAVY = {"sampling", "train"}                                   # the concurrency ids of the long jobs
 SESSION_JOBS = int(os.environ.get("DDPM_APP_SESSION_JOBS", 2))
 MAX_WAITING = int(os.environ.get("DDPM_APP_MAX_WAITING", 32))
+ADDRESS_JOBS = int(os.environ.get("DDPM_APP_ADDRESS_JOBS", max(SESSION_JOBS, MAX_WAITING // 2)))
+PROXY_HOPS = int(os.environ.get("DDPM_APP_PROXY_HOPS", 1 if os.environ.get("SPACE_ID") else 0))
 SESSION_CALLS = int(os.environ.get("DDPM_APP_SESSION_CALLS", 8))
 MAX_TMP_MB = float(os.environ.get("DDPM_APP_MAX_TMP_MB", 1024))
 SWEEP_S = float(os.environ.get("DDPM_APP_SWEEP_S", 60))
@@ -35,7 +46,16 @@ MIN_AGE_S = float(os.environ.get("DDPM_APP_MIN_FILE_AGE_S", 120))   # younger fi
 SESSION_FILE_AGE_S = 3600
 
 
-def refusal(queue, body):
+def address(request, hops=None):
+    """The network address a request came from (see the module's docstring), or None when it has none."""
+    hops = PROXY_HOPS if hops is None else hops
+    forwarded = [a.strip() for a in getattr(request, "headers", {}).get("x-forwarded-for", "").split(",") if a.strip()]
+    if hops > 0 and forwarded:
+        return forwarded[-min(hops, len(forwarded))]
+    return getattr(getattr(request, "client", None), "host", None)
+
+
+def refusal(queue, body, request=None):
     """The message that refuses this call, or None to let it join the queue."""
     fn = route_utils.get_fn(queue.blocks, None, body)
     heavy, sid = fn.concurrency_id in HEAVY, body.session_hash
@@ -45,6 +65,12 @@ def refusal(queue, body):
     if heavy and mine >= SESSION_JOBS:
         return (f"this session already has {mine} jobs running or waiting (at most {SESSION_JOBS} per visitor): "
                 "wait for one to finish, or press Stop")
+    where = address(request)
+    if heavy and where is not None:
+        ours = sum(address(e.request) == where for e in waiting + running)
+        if ours >= ADDRESS_JOBS:
+            return (f"your network address already has {ours} jobs running or waiting (at most {ADDRESS_JOBS} per "
+                    "address, all its sessions together): wait for one to finish")
     if heavy and len(waiting) >= MAX_WAITING:
         return (f"the server is busy: {len(waiting)} jobs are waiting (at most {MAX_WAITING}); try again in a "
                 "minute (the forward-process tab works meanwhile)")
@@ -60,7 +86,7 @@ def install(demo):
 
     async def guarded_push(body, request, username):
         if body.fn_index is not None and body.session_hash is not None:
-            message = refusal(queue, body)
+            message = refusal(queue, body, request)
             if message is not None:
                 return False, message, "queue_full"
         return await push(body, request, username)
@@ -138,7 +164,7 @@ def sweep(max_mb=None, now=None):
             break
         if _remove(path):
             total -= size
-    _trim()
+    trim_memory()
     return total
 
 
@@ -148,10 +174,3 @@ def _remove(path):
         return True
     except OSError:
         return False
-
-
-def _trim():
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):           # not glibc (macOS, musl): nothing to hand back this way
-        pass

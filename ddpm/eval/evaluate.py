@@ -3,7 +3,13 @@
 Every cell samples n images, an equal number per class, with a fixed seed, and reports what the judge
 classifier (ddpm/eval/judge.py) makes of them. The floor row compares n real training images with n real
 test images: no generator can be expected to beat it at the same n.
+
+Two plans: `plan` (the guidance sweep of the model card) and `cost_plan` (quality per cost: each sampler at a
+few step counts, at guidance 1 and 2, n = 1000), whose rows `choose_default` turns into the app's defaults and
+`plot_cost` into FD against network calls per image.
 """
+import json
+import os
 import time
 
 import torch
@@ -28,6 +34,112 @@ def plan(n_sweep=100):
     return cells
 
 
+# the quality-per-cost plan: (sampler, steps), cheapest first so that a run stopped early has the few-step rows
+COST_SAMPLERS = (("dpmpp_2m", 6), ("ddim", 10), ("dpmpp_2m", 10), ("ddim", 20), ("dpmpp_2m", 20), ("ddim", 50),
+                 ("ddpm", 1000))
+COST_GUIDANCE = (1.0, 2.0)
+
+
+def cost_plan(n=1000, guidance=COST_GUIDANCE):
+    """The cells of the quality-per-cost table: every (sampler, steps) at every guidance, n images each."""
+    return [(sampler, steps, g, n) for sampler, steps in COST_SAMPLERS for g in guidance]
+
+
+def calls_per_image(row):
+    """Network evaluations per image: one per step, two with guidance (conditional and unconditional halves)."""
+    return row["steps"] * (1 if row["guidance"] == 1.0 else 2)
+
+
+def cell_key(row):
+    return (row["sampler"], int(row["steps"]), float(row["guidance"]), int(row["n"]), int(row["seed"]))
+
+
+def load_rows(path):
+    """The rows of an earlier run (a JSON list), or [] when there is none: `run(done=...)` skips them."""
+    if not path or not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_rows(path, rows):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=1)
+    os.replace(tmp, path)                       # a run killed mid-write leaves the previous file whole
+
+
+def acceptable(rows, guidance, *, tolerance=0.05, reference=("ddim", 50)):
+    """{(sampler, steps): row} of the rows at this guidance whose FD is within `tolerance` of the reference's
+    (DDIM-50); None when the table has no reference row at this guidance."""
+    at = [r for r in rows if r["guidance"] == guidance]
+    ref = [r for r in at if (r["sampler"], r["steps"]) == reference]
+    if not ref:
+        return None
+    return {(r["sampler"], r["steps"]): r for r in at if r["fd"] <= ref[0]["fd"] * (1 + tolerance)}
+
+
+def _fewest(candidates):
+    """The fewest steps; ties go to fewer network calls, then to the lower FD."""
+    return min(candidates, key=lambda r: (r["steps"], calls_per_image(r), r["fd"]))
+
+
+def choose_default(rows, guidance, **kw):
+    """(sampler, steps): the fewest steps whose FD is within 5% of DDIM-50's at this guidance (issue 15's rule);
+    ties go to fewer network calls, then to the lower FD. None when the table lacks DDIM-50 at this guidance."""
+    good = acceptable(rows, guidance, **kw)
+    if good is None:
+        return None
+    best = _fewest(good.values())
+    return best["sampler"], best["steps"]
+
+
+QUALITY_COST_JSON = "quality_cost.json"        # written beside a model by `python -m ddpm evaluate --plan cost`
+
+
+def default_for(folder, guidance, **kw):
+    """choose_default on the quality-per-cost table beside a model (folder/quality_cost.json), or None without one."""
+    rows = load_rows(os.path.join(folder, QUALITY_COST_JSON))
+    return choose_default(rows, guidance, **kw) if rows else None
+
+
+def plot_cost(rows, path, title=""):
+    """FD (judge features) against network calls per image, one line per sampler, one panel per guidance."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    scales = sorted({r["guidance"] for r in rows})
+    fig, axes = plt.subplots(1, len(scales), figsize=(5.2 * len(scales), 4.2), squeeze=False)
+    names = {"ddpm": "DDPM (Alg. 2)", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)"}
+    for ax, g in zip(axes[0], scales):
+        for sampler, marker in (("ddim", "o"), ("dpmpp_2m", "s"), ("ddpm", "*")):
+            pts = sorted((calls_per_image(r), r["fd"], r["steps"]) for r in rows if r["guidance"] == g and r["sampler"] == sampler)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ms=8 if sampler == "ddpm" else 6,
+                        label=names[sampler])
+                for x, y, k in pts:
+                    ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        floor = [r["fd_floor"] for r in rows if r["guidance"] == g]
+        if floor:
+            ax.axhline(floor[0], color="gray", ls=":", label="real vs real (floor)")
+        ax.set_xscale("log")
+        ticks = [c for c in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if any(calls_per_image(r) >= c / 2 for r in rows)]
+        ax.set_xticks(ticks, [str(c) for c in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("network calls per image (log; labels: steps)")
+        ax.set_ylabel("Fréchet distance (judge features), lower is better")
+        ax.set_title(f"guidance s = {g:g}" + (" (none)" if g == 1.0 else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def sample_balanced(ddpm, n, *, sampler, steps, guidance, seed, chunk=250):
     """n images, n / num_classes per class, in chunks; returns (images, labels)."""
     per_class = max(1, n // ddpm.num_classes)
@@ -46,8 +158,12 @@ def real_subset(dataset, n, seed):
     return dataset.images[idx]
 
 
-def run(ddpm, judge, test_set, train_set, cells, *, n_bar=1000, seed=0, progress=True, on_row=None):
-    """Evaluate every cell (and the two n_bar rows); returns a list of row dicts."""
+def run(ddpm, judge, test_set, train_set, cells, *, n_bar=1000, seed=0, progress=True, on_row=None, done=()):
+    """Evaluate every cell (and the two n_bar rows); returns a list of row dicts.
+
+    done: rows of an earlier run of the same model; a cell with the same (sampler, steps, guidance, n, seed) is
+    taken from there and not sampled again, so a long plan can be resumed (`--resume`)."""
+    earlier = {cell_key(r): r for r in done}
     feats_cache = {}
 
     def real_feats(n):
@@ -60,6 +176,10 @@ def run(ddpm, judge, test_set, train_set, cells, *, n_bar=1000, seed=0, progress
     rows = []
 
     def evaluate_cell(sampler, steps, guidance, n):
+        key = (sampler, int(steps), float(guidance), max(1, n // ddpm.num_classes) * ddpm.num_classes, int(seed))
+        if key in earlier:
+            rows.append(earlier[key])
+            return earlier[key]
         start = time.perf_counter()
         images, labels = sample_balanced(ddpm, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed)
         seconds = time.perf_counter() - start
@@ -83,12 +203,17 @@ def run(ddpm, judge, test_set, train_set, cells, *, n_bar=1000, seed=0, progress
     return rows
 
 
-def format_table(rows, class_names=None):
-    lines = ["| sampler | steps | guidance s | n | seed | cond. accuracy | worst class | FD (judge features) | FD floor (real vs real, same n) | wall time |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+def format_table(rows, class_names=None, *, calls=False):
+    """The rows as a markdown table; calls=True adds network calls per image (the quality-per-cost table)."""
+    extra = " network calls / image |" if calls else ""
+    lines = ["| sampler | steps | guidance s | n | seed | cond. accuracy | worst class | FD (judge features) | FD floor (real vs real, same n) |"
+             + extra + " wall time |", "|---|---|---|---|---|---|---|---|---|" + ("---|" if calls else "") + "---|"]
     for r in rows:
         worst = class_names[r["worst_class"]] if class_names else r["worst_class"]
-        lines.append(f"| {r['sampler'].upper()} | {r['steps']} | {r['guidance']:g} | {r['n']} | {r['seed']} | "
+        lines.append(f"| {SAMPLER_NAMES.get(r['sampler'], r['sampler'])} | {r['steps']} | {r['guidance']:g} | {r['n']} | {r['seed']} | "
                      f"{100 * r['accuracy']:.1f}% | {worst} ({100 * r['worst_accuracy']:.0f}%) | {r['fd']:.2f} | "
-                     f"{r['fd_floor']:.2f} | {r['seconds']:.0f} s |")
+                     f"{r['fd_floor']:.2f} |" + (f" {calls_per_image(r)} |" if calls else "") + f" {r['seconds']:.0f} s |")
     return "\n".join(lines)
+
+
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp_2m": "DPM++(2M)"}

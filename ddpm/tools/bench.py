@@ -5,6 +5,7 @@
     python -m ddpm bench --out artifacts/bench.md
     python -m ddpm bench --compile    # also: the network at batch 16 and 100 through `ddpm.compiled` (opt-in)
     python -m ddpm bench --ablations  # instead: the network against it without each kept change, and compiled
+    python -m ddpm bench --targets    # instead: what app users wait for, with the bundled models (issue 15's targets)
 
 Every figure is the median of several repeats, measured on an MNIST-shaped model (28x28, 10 classes) with
 *random* weights: speed does not depend on the weights' values. conv_out, which starts at zero, is given
@@ -187,11 +188,17 @@ def our_steps(ddpm, n_per_class, classes, sampler, steps, guidance):
 
 def diffusers_steps(ddpm, n_per_class, classes, sampler, steps, guidance):
     """The same sampling with diffusers' scheduler around the same network and the same guidance, one x per step."""
-    from diffusers import DDIMScheduler, DDPMScheduler
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
     s = ddpm.schedule
     common = dict(num_train_timesteps=s.T, beta_schedule="linear", beta_start=float(s.betas[0]),
                   beta_end=float(s.betas[-1]), clip_sample=True)
-    if sampler == "ddpm":
+    if sampler == "dpmpp_2m":                  # as tests/test_dpm_solver.py: thresholding at 1.0 = clipping x0_hat
+        del common["clip_sample"]
+        scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
+                                                thresholding=True, sample_max_value=1.0, **common)
+        scheduler.set_timesteps(steps)
+        step_kwargs = {}
+    elif sampler == "ddpm":
         scheduler = DDPMScheduler(variance_type="fixed_large", **common)   # sigma_t^2 = beta_t, as our default
         scheduler.set_timesteps(s.T)
         step_kwargs = {}
@@ -339,6 +346,10 @@ def main(argv=None):
     p.add_argument("--playground", action="store_true",
                    help="instead of the main table: the 2-D playground's default run, SDEdit and interpolation with "
                         "the bundled MNIST model (about 15 s)")
+    p.add_argument("--targets", action="store_true",
+                   help="instead of the main table: the app's grid and first reverse frame through a real server "
+                        "(gradio_client), our DPM-Solver++ loop against diffusers' and training against the matmul "
+                        "rate, with the bundled models and the app's default sampler (about 3 minutes)")
     p.add_argument("--compile", action="store_true",
                    help="also time the network at batch 16 and 100 compiled (ddpm.compiled), against eager and the "
                         "matmul in alternating runs: about 40 s of compiling per batch size")
@@ -349,6 +360,8 @@ def main(argv=None):
         return _print_ablations(args)
     if args.playground:
         return _print_playground(args)
+    if args.targets:
+        return _print_targets(args)
     quick = args.quick
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -498,6 +511,138 @@ def _print_playground(args):
     lines = [f"torch {torch.__version__}, threads {torch.get_num_threads()}, {time.perf_counter() - t0:.0f} s", "",
              "| figure | time | note |", "|---|---|---|"]
     lines += [f"| {name} | {seconds:.2f} s | {note} |" for name, seconds, note in rows]
+    _emit("\n".join(lines), args.out)
+    return rows
+
+
+APP_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "app.py")
+TARGETS = {"grid default": 3.0, "grid 10 x 10": 4.0, "first frame": 0.3, "dpmpp ratio": 1.0, "train % of mm": 60.0}
+
+
+def app_default(model, guidance=2.0):
+    """The sampler and steps the app's grid and reverse tabs take for a bundled model (its quality-per-cost
+    table, ddpm.eval.evaluate.default_for), or DDIM-25, the grid tab's own default, without one."""
+    from ..eval.evaluate import default_for
+    from ..pretrained import bundled_folder
+    return default_for(bundled_folder(model), guidance) or ("ddim", 25)
+
+
+@contextlib.contextmanager
+def app_server(threads, timeout=180):
+    """`python app.py` of this checkout on a free loopback port with the bundled models; yields its URL."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    if not os.path.isfile(APP_PY):
+        raise FileNotFoundError(f"--targets starts the app: {APP_PY} is missing (run it from a checkout)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "DDPM_APP_TORCH_THREADS": str(threads)}
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    proc = subprocess.Popen([sys.executable, APP_PY], cwd=os.path.dirname(APP_PY), env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url, deadline = f"http://127.0.0.1:{port}/", time.time() + timeout
+    try:
+        while True:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"app.py did not start on {url}; its log: {log.name}")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def first_output_seconds(client, args, api_name, stop_api):
+    """Seconds from submitting a streaming call to its first output; the run is then stopped."""
+    start = time.perf_counter()
+    job = client.submit(*args, api_name=api_name)
+    while not job.outputs():
+        if job.done():
+            raise RuntimeError(f"{api_name} ended without an output: {job.exception()}")
+        time.sleep(0.002)
+    seconds = time.perf_counter() - start
+    client.predict(api_name=stop_api)
+    job.result(timeout=120)
+    return seconds
+
+
+def target_rows(threads, repeats=3, quick=False):
+    """(figure, seconds or ratio, target, note) rows: what a Space visitor waits for and the loops' cost."""
+    from gradio_client import Client
+
+    from ..pretrained import BUNDLED, load_pretrained
+    rows = []
+    with app_server(threads) as url:
+        client = Client(url, verbose=False)
+        for model in BUNDLED:
+            sampler, steps = app_default(model)
+            label = f"{'DPM-Solver++' if sampler == 'dpmpp_2m' else sampler.upper()}-{steps}"
+            names = [c[0] if isinstance(c, (list, tuple)) else c for c in client.predict(model, api_name="/grid_classes")["choices"]][:10]
+            for per_class, key in ((8, "grid default"), (10, "grid 10 x 10")):
+                call = lambda: client.predict(model, names, per_class, 2.0, sampler, steps, 0, api_name="/grid")
+                call()                                      # the first call loads the model and its judge
+                t = statistics.median(_timed(call) for _ in range(repeats))
+                rows.append((f"{model}: grid tab, 10 classes x {per_class}, guided (s=2), {label}", t, TARGETS[key],
+                             "through the server (gradio_client), judge included; median of "
+                             f"{repeats} after one warm-up"))
+            frame = [first_output_seconds(client, (model, names[0], sampler, steps, 0.0, 2.0, k, 4), "/reverse",
+                                          "/reverse_stop") for k in range(repeats + 2)]
+            rows.append((f"{model}: reverse tab, first streamed frame after Start (batch 4, {label})",
+                         statistics.median(frame[1:]), TARGETS["first frame"],
+                         f"gradio_client submit -> first output; median of {len(frame) - 1} after one warm-up; "
+                         f"all: {', '.join(f'{v:.2f}' for v in frame)} s"))
+    ddpm = load_pretrained(BUNDLED[0])
+    sampler, steps = app_default(BUNDLED[0])
+    loop = (ddpm, 8, list(range(10)), "dpmpp_2m", steps if sampler == "dpmpp_2m" else 10, 2.0)
+    ours(*loop, 1), diffusers_loop(*loop, 1)                            # oneDNN's kernels for this batch size
+    timings = [lockstep(our_steps(*loop), diffusers_steps(*loop)) for _ in range(repeats)]
+    diff = (ours(*loop, 1) - diffusers_loop(*loop, 1)).abs().max().item()
+    rows.append((f"{BUNDLED[0]}: our DPM-Solver++(2M)-{loop[4]} loop / diffusers' DPMSolverMultistepScheduler loop, "
+                 "10 classes x 8, guided (s=2), lockstep", statistics.median(a / b for a, b in timings),
+                 TARGETS["dpmpp ratio"], f"ours {statistics.median(a for a, _ in timings):.2f} s, diffusers "
+                 f"{statistics.median(b for _, b in timings):.2f} s; max abs difference after one step {diff:.1e}"))
+    batch, train_net = 128, copy.deepcopy(ddpm).train()
+    mm_before = matmul_gflops()
+    s_train = train_ours(train_net, batch, 3 if quick else 6)
+    mm = statistics.median([mm_before, matmul_gflops()])
+    rate = train_flops(train_net) * batch / s_train / 1e9
+    rows.append((f"{BUNDLED[0]}: training step, batch 128 (train_classconditional, EMA, clip), % of the matmul rate",
+                 100 * rate / mm, TARGETS["train % of mm"], f"{batch / s_train:.0f} img/s, {rate:.1f} GFLOP/s; "
+                 f"matmul {mm_before:.1f} before, {mm:.1f} median of before and after"))
+    return rows
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _print_targets(args):
+    t0, load = time.perf_counter(), os.getloadavg()[0]
+    threads = torch.get_num_threads()
+    rows = target_rows(threads, repeats=2 if args.quick else 3, quick=args.quick)
+    lines = [f"torch {torch.__version__}, threads {threads} (the app's too), {time.perf_counter() - t0:.0f} s; load "
+             f"average (1 min) {load:.2f} before, {os.getloadavg()[0]:.2f} after", "",
+             "| figure | measured | target | met | note |", "|---|---|---|---|---|"]
+    for name, value, target, note in rows:
+        ratio = "ratio" in name or "/ diffusers" in name
+        pct = "% of the matmul" in name
+        shown = f"{value:.2f}" if ratio else f"{value:.0f}%" if pct else f"{value:.2f} s"
+        goal = f">= {target:.0f}%" if pct else f"<= {target:.2f}" if ratio else f"< {target:g} s"
+        met = value >= target if pct else value <= target
+        lines.append(f"| {name} | {shown} | {goal} | {'yes' if met else '**no**'} | {note} |")
     _emit("\n".join(lines), args.out)
     return rows
 

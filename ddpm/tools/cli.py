@@ -7,7 +7,8 @@ import time
 
 import torch
 
-from ..checkpoint import CARD, CARD_MARK, EVALUATION, load_training_state, save_training_state, write_model_card
+from ..checkpoint import (CARD, CARD_MARK, EVALUATION, QUALITY_COST, load_training_state, save_training_state,
+                          update_card_section, write_model_card)
 from ..data import DATASETS, dataset_info, load_dataset, make_loader
 from ..diffusion import DDPM
 from ..distributed import check_replicas, setup, teardown
@@ -74,6 +75,8 @@ def add_train_args(p):
                         "is given, else the preset's)")
     p.add_argument("--patch-size", type=int, default=None, help="fold p x p pixel patches into channels first")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
+    p.add_argument("--max-steps", type=int, default=None, help="with --plan cost: only the cells of at most this many "
+                                                                  "steps (the rest later with --resume)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -253,42 +256,83 @@ def add_evaluate_args(p):
     p.add_argument("--model", required=True, help="bundled name or checkpoint folder; its judge must sit beside it")
     p.add_argument("--judge", default=None, help="folder of the judge (default: the model's folder)")
     p.add_argument("--data", default=None, help="dataset root with the real images (default: $DDPM_DATA or ./data)")
+    p.add_argument("--plan", choices=("sweep", "cost"), default="sweep",
+                   help="sweep: DDIM over guidance scales (the model card's table); cost: quality per cost, every "
+                        "sampler at a few step counts (DDPM-1000, DDIM-50/20/10, DPM++-20/10/6) at guidance 1 and 2, "
+                        "--n images each, with a plot of FD against network calls and the app defaults it implies")
     p.add_argument("--n-sweep", type=int, default=100, help="images per cell of the sampler x guidance sweep")
-    p.add_argument("--n", type=int, default=1000, help="images for the two DDIM-50 rows (guidance 1 and best)")
+    p.add_argument("--n", type=int, default=1000, help="images for the two DDIM-50 rows (guidance 1 and best); "
+                                                       "with --plan cost, images per cell")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a tiny table in a minute, to try the command")
-    p.add_argument("--out", default=None, help="also write the markdown table to this file")
+    p.add_argument("--out", default=None, help="also write the markdown table to this file (with --plan cost, "
+                                               "default <model folder>/quality_cost.md, beside its .json and .png)")
+    p.add_argument("--max-steps", type=int, default=None, help="with --plan cost: only the cells of at most this many "
+                                                                  "steps (the rest later with --resume)")
+    p.add_argument("--resume", action="store_true", help="keep the cells already in the .json beside --out and "
+                                                          "measure only the missing ones (a long plan across sessions)")
+
+
+def _load_note():
+    return "load average (1 min) " + (f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown")
 
 
 def cmd_evaluate(args):
-    from ..eval.evaluate import format_table, plan, run
+    from ..eval.evaluate import (COST_GUIDANCE, SAMPLER_NAMES, choose_default, cost_plan, format_table, load_rows,
+                                 plan, plot_cost, run, save_rows)
     from ..eval.judge import load_judge
     ddpm = load_pretrained(args.model)
     judge = load_judge(args.judge or bundled_folder(args.model))
     test_set, train_set = load_dataset(ddpm.dataset, args.data, train=False), load_dataset(ddpm.dataset, args.data, train=True)
-    cells = [("ddim", 10, 1.0, 20), ("ddim", 10, 3.0, 20)] if args.quick else plan(args.n_sweep)
-    header = (f"Model `{args.model}` ({ddpm.dataset}), judge test accuracy measured separately; "
-              f"{torch.get_num_threads()} threads; command: `python -m ddpm evaluate {' '.join(args.argv)}`\n\n")
-
-    done = []
-
-    def on_row(row):           # rewrite the file after every cell: a long run leaves what it measured so far
-        done.append(row)
-        if args.out:
-            with open(args.out, "w") as f:
-                f.write(header + format_table(done, ddpm.class_names) + "\n")
-
-    rows = run(ddpm, judge, test_set, train_set, cells, n_bar=0 if args.quick else args.n, seed=args.seed,
-               on_row=on_row)
-    table = header + format_table(rows, ddpm.class_names)
-    print(table)
     folder = bundled_folder(args.model)
-    card = os.path.join(folder, CARD)
-    if os.path.isdir(folder) and (not os.path.isfile(card) or CARD_MARK in open(card, encoding="utf-8").read()):
-        with open(os.path.join(folder, EVALUATION), "w") as f:         # a card of ours: the scores go into it
+    cost = args.plan == "cost"
+    out = args.out or (os.path.join(folder, QUALITY_COST) if cost and os.path.isdir(folder) else None)
+    if cost:
+        cells = cost_plan(20 if args.quick else args.n)
+        cells = [c for c in cells if c[0] != "ddpm"] if args.quick else cells
+        cells = [c for c in cells if args.max_steps is None or c[1] <= args.max_steps]
+    else:
+        cells = [("ddim", 10, 1.0, 20), ("ddim", 10, 3.0, 20)] if args.quick else plan(args.n_sweep)
+    rows_path = os.path.splitext(out)[0] + ".json" if out else None
+    done = load_rows(rows_path) if args.resume else []
+    header = (f"Model `{args.model}` ({ddpm.dataset}), judge test accuracy measured separately; "
+              f"{torch.get_num_threads()} threads; command: `python -m ddpm evaluate {' '.join(args.argv)}`; "
+              f"{_load_note()} at the start\n\n")
+
+    measured = []
+
+    def on_row(row):           # rewrite the files after every cell: a long run leaves what it measured so far
+        measured.append(row)
+        if out:
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(header + format_table(measured, ddpm.class_names, calls=cost) + "\n")
+            save_rows(rows_path, measured + [r for r in done if r not in measured])
+
+    rows = run(ddpm, judge, test_set, train_set, cells, n_bar=0 if args.quick or cost else args.n, seed=args.seed,
+               on_row=on_row, done=done)
+    table = header + format_table(rows, ddpm.class_names, calls=cost)
+    if cost:
+        table += f"\n\n{_load_note()} at the end."
+        picks = {g: choose_default(rows, g) for g in COST_GUIDANCE}
+        table += "".join(f"\nAt guidance {g:g}, the fewest steps whose FD is within 5% of DDIM-50's: "
+                         + (f"{SAMPLER_NAMES[p[0]]}-{p[1]}." if p else "(no DDIM-50 row)") for g, p in picks.items())
+    print(table)
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
             f.write(table + "\n")
-        write_model_card(folder, ddpm)
-        print(f"wrote {os.path.join(folder, EVALUATION)} and the model card {card}")
+        if cost:
+            save_rows(rows_path, rows)
+            print(f"wrote {out}, {rows_path} and {plot_cost(rows, os.path.splitext(out)[0] + '.png', title=args.model)}")
+    if cost and os.path.isdir(folder) and out and os.path.dirname(os.path.abspath(out)) == os.path.abspath(folder):
+        update_card_section(folder, "quality per cost", table)
+        print(f"updated the model card {os.path.join(folder, CARD)}")
+    elif not cost:
+        card = os.path.join(folder, CARD)
+        if os.path.isdir(folder) and (not os.path.isfile(card) or CARD_MARK in open(card, encoding="utf-8").read()):
+            with open(os.path.join(folder, EVALUATION), "w") as f:         # a card of ours: the scores go into it
+                f.write(table + "\n")
+            write_model_card(folder, ddpm)
+            print(f"wrote {os.path.join(folder, EVALUATION)} and the model card {card}")
 
 
 def main(argv=None):
