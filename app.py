@@ -47,6 +47,7 @@ def guidance_input():
 # read from the first bundled model's quality-per-cost table (python -m ddpm evaluate --plan cost); picking another
 # model moves them to its own (registry.sampler_for).
 GUIDANCE = registry.DEFAULT_GUIDANCE
+REVERSE_OWN, GRID_OWN = ("ddim", 50), ("ddim", 25)     # the tabs' own (sampler, steps) where no table is at hand
 _bundled = registry.registry().bundled()
 FAST = registry.registry().sampler_default(_bundled[0], GUIDANCE) if _bundled else None
 
@@ -108,7 +109,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                 rev_model = model_input()
                 rev_class = gr.Dropdown(label="class", choices=[UNCONDITIONAL], value=UNCONDITIONAL,
                                         allow_custom_value=True)
-                rev_sampler, rev_steps = sampler_inputs("rev", "ddim", 50)
+                rev_sampler, rev_steps = sampler_inputs("rev", *REVERSE_OWN)
                 rev_eta = gr.Slider(*LIMITS["eta"], value=0.0, step=0.05, label="DDIM η (0 = deterministic)")
                 rev_guid = guidance_input()
                 with gr.Row():
@@ -137,7 +138,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                                            allow_custom_value=True)
                 grid_n = gr.Slider(*LIMITS["per_class"], value=8, step=1, label="samples per class", elem_id="grid_n")
                 grid_guid = guidance_input()
-                grid_sampler, grid_steps = sampler_inputs("grid", "ddim", 25)
+                grid_sampler, grid_steps = sampler_inputs("grid", *GRID_OWN)
                 grid_seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
                 with gr.Row():
                     grid_go = gr.Button("Generate", variant="primary", elem_id="grid_go")
@@ -303,8 +304,8 @@ with gr.Blocks(title="DDPM, step by step") as demo:
         control.change(**fwd, api_name=False)
 
     rev_model.change(reverse.reverse_class_choices, inputs=[rev_model], outputs=[rev_class], api_name="reverse_classes")
-    rev_model.change(registry.sampler_for, inputs=[rev_model], outputs=[rev_sampler, rev_steps], api_name=False,
-                     show_progress="hidden")
+    rev_model.change(registry.sampler_for(REVERSE_OWN), inputs=[rev_model, rev_guid], outputs=[rev_sampler, rev_steps],
+                     api_name=False, show_progress="hidden")
     rev_start.click(reverse.reverse_run, inputs=[rev_model, rev_class, rev_sampler, rev_steps, rev_eta, rev_guid, rev_seed,
                                            rev_batch],
                     outputs=[rev_xt, rev_x0, rev_text, rev_scrub, rev_gif], api_name="reverse",
@@ -314,8 +315,8 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                       concurrency_limit=4, concurrency_id="scrub")
 
     grid_model.change(grid.grid_class_choices, inputs=[grid_model], outputs=[grid_classes], api_name="grid_classes")
-    grid_model.change(registry.sampler_for, inputs=[grid_model], outputs=[grid_sampler, grid_steps], api_name=False,
-                      show_progress="hidden")
+    grid_model.change(registry.sampler_for(GRID_OWN), inputs=[grid_model, grid_guid], outputs=[grid_sampler, grid_steps],
+                      api_name=False, show_progress="hidden")
     grid_go.click(grid.grid_run, inputs=[grid_model, grid_classes, grid_n, grid_guid, grid_sampler, grid_steps, grid_seed],
                   outputs=[grid_img, grid_judge, grid_png], api_name="grid",
                   concurrency_limit=SAMPLING_LIMIT, concurrency_id="sampling")

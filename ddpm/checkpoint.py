@@ -154,7 +154,8 @@ def write_model_card(folder, model):
         return
     state_path = os.path.join(folder, STATE_JSON)
     state = json.load(open(state_path)) if os.path.isfile(state_path) else None
-    parts = [open(os.path.join(folder, name), encoding="utf-8").read() for name in (EVALUATION, QUALITY_COST)
+    parts = [heading + open(os.path.join(folder, name), encoding="utf-8").read()
+             for name, heading in ((EVALUATION, ""), (QUALITY_COST, "### Quality per cost\n\n"))
              if os.path.isfile(os.path.join(folder, name))]
     scores = "\n\n".join(parts) or None
     model_card(model, state, scores, location=getattr(model, "hub_id", None) or folder).save(path)

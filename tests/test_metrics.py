@@ -102,7 +102,7 @@ def test_cost_plan_rows_resume_and_plot(make_ddpm, tmp_path):
     model = make_ddpm(num_classes=10, T=20)
     judge = Judge(width=4).eval()
     real = ImageDataset(torch.rand(40, 1, 28, 28) * 2 - 1, torch.arange(10).repeat(4), "toy", [str(i) for i in range(10)])
-    cells = [("ddim", 2, 1.0, 10), ("dpmpp_2m", 2, 2.0, 10)]
+    cells = [("ddim", 2, 1.0, 15), ("dpmpp_2m", 2, 2.0, 15)]          # 15 asked: 10 drawn, one per class
     first = run(model, judge, real, real, cells[:1], n_bar=0, progress=False)
     path = str(tmp_path / "rows.json")
     save_rows(path, first)
@@ -123,19 +123,27 @@ def test_evaluate_cost_plan_from_the_command_line(make_ddpm, fake_data, tmp_path
     folder = tmp_path / "model"
     make_ddpm(num_classes=10, T=60, dataset="mnist").save_pretrained(folder)
     Judge(width=4).save(folder)
-    main(["evaluate", "--model", str(folder), "--data", str(root), "--plan", "cost", "--quick"])
+    quick = ["evaluate", "--model", str(folder), "--data", str(root), "--plan", "cost", "--quick"]
+    main(quick)
+    assert not (folder / "quality_cost.md").exists()                # a --quick try writes no table of the model
+    main(quick + ["--out", str(folder / "quality_cost.md")])
     table = open(folder / "quality_cost.md").read()
     assert "network calls / image" in table and "| DPM++(2M) | 6 | 2 |" in table and "within 5% of DDIM-50" in table
     assert (folder / "quality_cost.png").stat().st_size > 0
     rows = json.load(open(folder / "quality_cost.json"))
     assert len(rows) == 12 and {r["sampler"] for r in rows} == {"ddim", "dpmpp_2m"}
     assert "## Quality per cost" in open(folder / "README.md").read()
-    main(["evaluate", "--model", str(folder), "--data", str(root), "--plan", "cost", "--quick", "--resume"])
+    resume = quick + ["--out", str(folder / "quality_cost.md"), "--resume"]
+    main(resume)
     assert json.load(open(folder / "quality_cost.json")) == rows                # nothing measured again
+    main(resume + ["--max-steps", "6"])                                         # a smaller plan keeps the rest
+    assert json.load(open(folder / "quality_cost.json")) == rows
+    make_ddpm(num_classes=10, T=60, dataset="mnist").save_pretrained(folder)   # the card is rebuilt at a save
+    main(resume)
     assert open(folder / "README.md").read().count("## Quality per cost") == 1
 
 
-def test_each_bundled_model_gets_the_default_of_its_own_table(tmp_path):
+def test_each_bundled_model_gets_the_default_of_its_own_table(tmp_path, monkeypatch):
     from ddpm.app.registry import Registry
     from ddpm.eval.evaluate import save_rows
     from app_fixtures import make_models_dir
@@ -149,3 +157,10 @@ def test_each_bundled_model_gets_the_default_of_its_own_table(tmp_path):
     assert reg.sampler_default("fashion_mnist", 2.0) == ("dpmpp_2m", 20)     # six steps are not good enough here
     assert reg.sampler_default("fashion_mnist", 1.0) is None                 # no DDIM-50 row at guidance 1
     assert reg.sampler_default("../mnist", 2.0) is None and reg.sampler_default("hub/model", 2.0) is None
+    import ddpm.app.registry as registry_module
+    monkeypatch.setattr(registry_module, "_REGISTRY", reg)
+    pick = registry_module.sampler_for(("ddim", 25))                       # the grid tab's handler
+    values = lambda updates: tuple(u["value"] for u in updates)
+    assert values(pick("fashion_mnist", 3.0)) == ("dpmpp_2m", 20)         # s = 3: the table's s = 2 pick
+    assert values(pick("fashion_mnist", 1.0)) == ("ddim", 25)             # no s = 1 rows: the tab's own
+    assert values(pick("mnist-finetuned-1", 2.0)) == ("ddim", 25)         # a visitor's model has no table

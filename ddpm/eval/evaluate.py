@@ -46,7 +46,8 @@ def cost_plan(n=1000, guidance=COST_GUIDANCE):
 
 
 def calls_per_image(row):
-    """Network evaluations per image: one per step, two with guidance (conditional and unconditional halves)."""
+    """Network evaluations per image (NFE): one per step, two with guidance (the conditional and unconditional
+    halves, which run as one batched forward pass of twice the batch)."""
     return row["steps"] * (1 if row["guidance"] == 1.0 else 2)
 
 
@@ -80,13 +81,13 @@ def acceptable(rows, guidance, *, tolerance=0.05, reference=("ddim", 50)):
 
 
 def _fewest(candidates):
-    """The fewest steps; ties go to fewer network calls, then to the lower FD."""
-    return min(candidates, key=lambda r: (r["steps"], calls_per_image(r), r["fd"]))
+    """The fewest steps (at one guidance, also the fewest network calls); ties (another sampler) go to the lower FD."""
+    return min(candidates, key=lambda r: (r["steps"], r["fd"]))
 
 
 def choose_default(rows, guidance, **kw):
     """(sampler, steps): the fewest steps whose FD is within 5% of DDIM-50's at this guidance (issue 15's rule);
-    ties go to fewer network calls, then to the lower FD. None when the table lacks DDIM-50 at this guidance."""
+    a tie (the same steps with another sampler) goes to the lower FD. None when the table lacks DDIM-50 here."""
     good = acceptable(rows, guidance, **kw)
     if good is None:
         return None
@@ -124,7 +125,8 @@ def plot_cost(rows, path, title=""):
         if floor:
             ax.axhline(floor[0], color="gray", ls=":", label="real vs real (floor)")
         ax.set_xscale("log")
-        ticks = [c for c in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if any(calls_per_image(r) >= c / 2 for r in rows)]
+        most = max((calls_per_image(r) for r in rows if r["guidance"] == g), default=10)
+        ticks = [c for c in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if c <= 1.5 * most]
         ax.set_xticks(ticks, [str(c) for c in ticks])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("network calls per image (log; labels: steps)")
@@ -176,6 +178,7 @@ def run(ddpm, judge, test_set, train_set, cells, *, n_bar=1000, seed=0, progress
     rows = []
 
     def evaluate_cell(sampler, steps, guidance, n):
+        steps = ddpm.T if sampler == "ddpm" else steps          # Algorithm 2 always walks all T steps
         key = (sampler, int(steps), float(guidance), max(1, n // ddpm.num_classes) * ddpm.num_classes, int(seed))
         if key in earlier:
             rows.append(earlier[key])

@@ -641,7 +641,7 @@ def _print_targets(args):
         pct = "% of the matmul" in name
         shown = f"{value:.2f}" if ratio else f"{value:.0f}%" if pct else f"{value:.2f} s"
         goal = f">= {target:.0f}%" if pct else f"<= {target:.2f}" if ratio else f"< {target:g} s"
-        met = value >= target if pct else value <= target
+        met = value >= target if pct else value <= target if ratio else value < target
         lines.append(f"| {name} | {shown} | {goal} | {'yes' if met else '**no**'} | {note} |")
     _emit("\n".join(lines), args.out)
     return rows

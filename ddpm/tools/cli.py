@@ -75,8 +75,6 @@ def add_train_args(p):
                         "is given, else the preset's)")
     p.add_argument("--patch-size", type=int, default=None, help="fold p x p pixel patches into channels first")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
-    p.add_argument("--max-steps", type=int, default=None, help="with --plan cost: only the cells of at most this many "
-                                                                  "steps (the rest later with --resume)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -265,8 +263,9 @@ def add_evaluate_args(p):
                                                        "with --plan cost, images per cell")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a tiny table in a minute, to try the command")
-    p.add_argument("--out", default=None, help="also write the markdown table to this file (with --plan cost, "
-                                               "default <model folder>/quality_cost.md, beside its .json and .png)")
+    p.add_argument("--out", default=None, help="also write the markdown table to this .md file and its rows beside it "
+                                               "as .json (with --plan cost: default <model folder>/quality_cost.md, "
+                                               "with a .png plot; not with --quick)")
     p.add_argument("--max-steps", type=int, default=None, help="with --plan cost: only the cells of at most this many "
                                                                   "steps (the rest later with --resume)")
     p.add_argument("--resume", action="store_true", help="keep the cells already in the .json beside --out and "
@@ -278,15 +277,21 @@ def _load_note():
 
 
 def cmd_evaluate(args):
-    from ..eval.evaluate import (COST_GUIDANCE, SAMPLER_NAMES, choose_default, cost_plan, format_table, load_rows,
-                                 plan, plot_cost, run, save_rows)
+    from ..eval.evaluate import (COST_GUIDANCE, SAMPLER_NAMES, cell_key, choose_default, cost_plan, format_table,
+                                 load_rows, plan, plot_cost, run, save_rows)
     from ..eval.judge import load_judge
-    ddpm = load_pretrained(args.model)
-    judge = load_judge(args.judge or bundled_folder(args.model))
-    test_set, train_set = load_dataset(ddpm.dataset, args.data, train=False), load_dataset(ddpm.dataset, args.data, train=True)
     folder = bundled_folder(args.model)
     cost = args.plan == "cost"
-    out = args.out or (os.path.join(folder, QUALITY_COST) if cost and os.path.isdir(folder) else None)
+    # the cost plan's files go beside the model (the app reads its defaults from there), unless --out says
+    # otherwise; a --quick try writes nothing unless asked, so it never replaces a real table
+    out = args.out or (os.path.join(folder, QUALITY_COST) if cost and not args.quick and os.path.isdir(folder) else None)
+    if out and out.endswith(".json"):
+        raise ValueError(f"--out {out}: give the markdown file (.md); its rows go beside it as .json")
+    if args.resume and not out:
+        raise ValueError("--resume reads the rows beside --out: give --out (or --plan cost with a model folder)")
+    ddpm = load_pretrained(args.model)
+    judge = load_judge(args.judge or folder)
+    test_set, train_set = load_dataset(ddpm.dataset, args.data, train=False), load_dataset(ddpm.dataset, args.data, train=True)
     if cost:
         cells = cost_plan(20 if args.quick else args.n)
         cells = [c for c in cells if c[0] != "ddpm"] if args.quick else cells
@@ -297,7 +302,13 @@ def cmd_evaluate(args):
     done = load_rows(rows_path) if args.resume else []
     header = (f"Model `{args.model}` ({ddpm.dataset}), judge test accuracy measured separately; "
               f"{torch.get_num_threads()} threads; command: `python -m ddpm evaluate {' '.join(args.argv)}`; "
-              f"{_load_note()} at the start\n\n")
+              f"{_load_note()} at the start"
+              + (f"; {len(done)} rows kept from earlier runs of this plan (their wall times are theirs)" if done else "")
+              + "\n\n")
+
+    def with_done(rows):       # this run's rows, then the earlier ones it did not measure again
+        keys = {cell_key(r) for r in rows}
+        return rows + [r for r in done if cell_key(r) not in keys]
 
     measured = []
 
@@ -305,11 +316,11 @@ def cmd_evaluate(args):
         measured.append(row)
         if out:
             with open(out, "w", encoding="utf-8") as f:
-                f.write(header + format_table(measured, ddpm.class_names, calls=cost) + "\n")
-            save_rows(rows_path, measured + [r for r in done if r not in measured])
+                f.write(header + format_table(with_done(measured), ddpm.class_names, calls=cost) + "\n")
+            save_rows(rows_path, with_done(measured))
 
-    rows = run(ddpm, judge, test_set, train_set, cells, n_bar=0 if args.quick or cost else args.n, seed=args.seed,
-               on_row=on_row, done=done)
+    rows = with_done(run(ddpm, judge, test_set, train_set, cells, n_bar=0 if args.quick or cost else args.n,
+                         seed=args.seed, on_row=on_row, done=done))
     table = header + format_table(rows, ddpm.class_names, calls=cost)
     if cost:
         table += f"\n\n{_load_note()} at the end."
@@ -320,19 +331,22 @@ def cmd_evaluate(args):
     if out:
         with open(out, "w", encoding="utf-8") as f:
             f.write(table + "\n")
+        save_rows(rows_path, rows)
+        print(f"wrote {out} and {rows_path}")
         if cost:
-            save_rows(rows_path, rows)
-            print(f"wrote {out}, {rows_path} and {plot_cost(rows, os.path.splitext(out)[0] + '.png', title=args.model)}")
-    if cost and os.path.isdir(folder) and out and os.path.dirname(os.path.abspath(out)) == os.path.abspath(folder):
-        update_card_section(folder, "quality per cost", table)
-        print(f"updated the model card {os.path.join(folder, CARD)}")
-    elif not cost:
-        card = os.path.join(folder, CARD)
-        if os.path.isdir(folder) and (not os.path.isfile(card) or CARD_MARK in open(card, encoding="utf-8").read()):
-            with open(os.path.join(folder, EVALUATION), "w") as f:         # a card of ours: the scores go into it
-                f.write(table + "\n")
-            write_model_card(folder, ddpm)
-            print(f"wrote {os.path.join(folder, EVALUATION)} and the model card {card}")
+            print(f"wrote {plot_cost(rows, os.path.splitext(out)[0] + '.png', title=args.model)}")
+    beside = out is not None and os.path.dirname(os.path.abspath(out)) == os.path.abspath(folder)
+    card = os.path.join(folder, CARD)
+    ours = not os.path.isfile(card) or CARD_MARK in open(card, encoding="utf-8").read()
+    if not cost and os.path.isdir(folder) and ours:
+        with open(os.path.join(folder, EVALUATION), "w") as f:             # a card of ours: the scores go into it
+            f.write(table + "\n")
+    if os.path.isdir(folder) and ((not cost and ours) or (cost and beside)):
+        if ours:
+            write_model_card(folder, ddpm)           # rebuilt from evaluation.md and quality_cost.md
+        else:
+            update_card_section(folder, "quality per cost", table)          # a card written by hand: one section
+        print(f"updated the model card {card}")
 
 
 def main(argv=None):
