@@ -37,8 +37,8 @@ class EMA:
     def update(self, model):
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
-        for p_ema, p in zip(self.model.parameters(), model.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - decay)
+        # one fused pass over all tensors (as timm's ModelEmaV3): theta_ema += (1 - d) (theta - theta_ema)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
 def warmup_stable_decay(warmup, total=None, decay=0):

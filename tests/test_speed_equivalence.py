@@ -74,16 +74,28 @@ def test_step_coefs_are_python_floats(make_ddpm):
             assert all(type(v) is float for v in step.coefs.values())
 
 
-def test_channels_last_inference_matches_training_layout(make_ddpm):
-    """The CPU inference path runs the network on NHWC activations; the training path stays NCHW."""
+def test_channels_last_matches_the_plain_layout_forward_and_backward(make_ddpm):
+    """On CPU the network runs on NHWC activations, in sampling and in training: its output and its weight
+    gradients equal those of the plain NCHW network, and what it returns is in the standard layout."""
     ddpm = make_ddpm(T=20)
     x, t, y = torch.randn(4, *ddpm.sample_shape), torch.tensor([0, 5, 10, 19]), torch.tensor([0, 1, 2, 10])
-    with torch.no_grad():
-        fast = ddpm.net(x, t, y)
-    with torch.enable_grad():
-        plain = ddpm.net(x, t, y).detach()
-    assert fast.is_contiguous()
+    layouts = []
+    hook = ddpm.net.down[0][0].register_forward_hook(
+        lambda m, i, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
+
+    def output_and_grads(channels_last):
+        ddpm.net.channels_last_on_cpu = channels_last
+        ddpm.net.zero_grad(set_to_none=True)
+        out = ddpm.net(x, t, y)
+        out.square().mean().backward()
+        return out.detach(), [p.grad.clone() for p in ddpm.net.parameters()]
+    fast, fast_grads = output_and_grads(True)
+    plain, plain_grads = output_and_grads(False)
+    hook.remove()
+    assert layouts == [True, False] and fast.is_contiguous()
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    for a, b in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_compiled_model_samples_what_the_eager_one_samples(make_ddpm):
