@@ -194,12 +194,13 @@ def _check_settings(ddpm, x, y, guidance_scale, eta, variance):
 
 @torch.inference_mode()
 def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidance_scale=1.0,
-                 clip_x0=True, variance=None, t_start=None, generator=None):
+                 clip_x0=True, variance=None, t_start=None, generator=None, randn=torch.randn):
     """Run the reverse process from x (pure noise x_{T-1}, or an image noised to step t_start) and yield each Step.
 
     variance: sigma_t^2 of Algorithm 2, "beta" or "beta_tilde"; None takes the model's own (`ddpm.variance`,
-    "beta" unless a diffusers scheduler config said otherwise). The network runs in eval mode and inference
-    mode; the mode `ddpm` was in comes back when the run ends.
+    "beta" unless a diffusers scheduler config said otherwise). randn(shape, generator=, device=) draws each
+    step's noise z (as NVlabs/edm's `randn_like`): an ablation can pass one that returns zeros. The network runs
+    in eval mode and inference mode; the mode `ddpm` was in comes back when the run ends.
     """
     variance = ddpm.variance if variance is None else variance
     _check_settings(ddpm, x, y, guidance_scale, eta, variance)
@@ -214,10 +215,10 @@ def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidan
         for i, (t, t_prev) in enumerate(pairs):
             eps = guided_eps(ddpm, x, t, y, guidance_scale)
             if sampler == "ddpm":
-                z = torch.randn(x.shape, generator=generator, device=x.device) if t > 0 else None   # Alg. 2, line 3
+                z = randn(x.shape, generator=generator, device=x.device) if t > 0 else None         # Alg. 2, line 3
                 x_prev, x0_hat, coefs = ddpm_step(x, t, eps, ddpm.schedule, noise=z, clip_x0=clip_x0, variance=variance)
             elif sampler == "ddim":
-                z = torch.randn(x.shape, generator=generator, device=x.device) if eta > 0 else None
+                z = randn(x.shape, generator=generator, device=x.device) if eta > 0 else None
                 x_prev, x0_hat, coefs = ddim_step(x, t, t_prev, eps, ddpm.schedule, eta=eta, noise=z, clip_x0=clip_x0)
             else:
                 x_prev, x0_hat, coefs = dpmpp_2m_step(x, t, t_prev, eps, ddpm.schedule, previous=previous,

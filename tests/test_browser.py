@@ -136,3 +136,22 @@ def test_playground_trains_from_scratch(page):
     page.locator("#pg_draw").click()
     page.locator("#pg_paths img").first.wait_for(state="visible")
     shoot(page, "6_playground.png")
+
+
+def test_explore_compares_three_columns_and_a_link_reopens_the_scene(page):
+    tab(page, "7. Explore")
+    page.locator("#ex_go").click()
+    page.locator("#ex_status").get_by_text("Done").wait_for()
+    for column in "abc":
+        page.locator(f"#ex_img_{column} img").first.wait_for(state="visible")
+        assert "network calls per image" in page.locator(f"#ex_text_{column}").inner_text()
+    shoot(page, "7_explore.png")
+    page.locator("#ex_link_go").click()
+    page.wait_for_function("() => document.querySelector('#ex_link textarea').value.startsWith('http')")
+    link = page.locator("#ex_link textarea").input_value()
+    assert "tab=explore" in link and "seed=0" in link
+    other = page.context.new_page()
+    other.set_default_timeout(60_000)
+    other.goto(link.replace("seed=0", "seed=7"))
+    other.locator("#ex_status").get_by_text("Done: 3 columns from one x_T (seed 7)").wait_for()   # opened and ran
+    other.close()

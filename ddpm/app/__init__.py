@@ -7,6 +7,12 @@
     reverse.py   tab 2: the reverse process, streamed step by step
     grid.py      tab 3: class-conditional grids, checked by the judge
     finetune.py  tab 4: Algorithm 1 in the browser
+    edit.py      tab 5: sketch to image (SDEdit) and interpolation
+    playground.py tab 6: a DDPM on 2-D points, trained from scratch
+    explore.py   tab 7: up to three runs side by side from one x_T (ablations, scenes and links)
+    curves.py    tab 7: accuracy, Fréchet distance and diversity against steps and guidance, measured
+    neighbours.py tab 7: each sample's nearest training images (is the model copying?)
+    guard.py     limits on heavy jobs per session, per address and in all
     figures.py   matplotlib figures (schedules, histogram, loss)
     explain.py   the explanations and the source shown beside each output
     cores.py     the CPU cores, shared among the jobs running at once

@@ -2,8 +2,8 @@
 import inspect
 
 from .. import diffusion, mlp, plots, points, sampling, schedule, training
-from ..eval import metrics
-from . import finetune
+from ..eval import metrics, neighbours, sweep
+from . import explore, finetune
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
@@ -67,6 +67,15 @@ plot at t = T-1), betas that destroy the data too fast or too slowly, a network 
 The **sliced Wasserstein distance** (the mean over random directions of the 1-D distance between the projected clouds) compares two settings by number.
 """
 
+EXPLORE = r"""
+### Change one choice at a time, and measure what it does
+Up to three runs side by side, from **the same** $x_T$ and the same stream of step noises $z$: two columns differ only by the
+settings that differ. Try the sampler and its steps, DDIM's $\eta$, the guidance scale $s$, the variance $\sigma_t^2 = \beta_t$ or
+$\tilde\beta_t$, clipping of $\hat x_0$, and two ablations of Algorithm 2: drop its noise $z$ (line 4), or tell the network a wrong $t$.
+Under each column the **judge** (a classifier trained on the real data) says which class it sees in each image, and how sure it is.
+Pick a **scene** for a ready-made lesson, or share yours with **Link to this view**.
+"""
+
 
 def source(*objects):
     """The source code of ddpm functions, one after the other, as shown in the 'Show the code' accordions."""
@@ -81,4 +90,6 @@ SOURCES = {
     "finetune": (training._fit, diffusion.DDPM.loss, finetune.with_new_class),
     "edit": (diffusion.sample_xt, sampling.slerp, sampling.sample_steps),
     "playground": (mlp.MLP.forward, training.train, training._fit, points.two_moons, metrics.sliced_wasserstein),
+    "explore": (explore.column_run, explore.no_noise, explore.told_wrong_t, sampling.sample_steps, sampling.ddpm_step,
+                sweep.measure, metrics.frechet_distance, neighbours.nearest),
 }

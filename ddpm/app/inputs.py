@@ -27,6 +27,7 @@ LIMITS = {
     "pg_T": (2, 1000), "beta": (1e-6, 0.999), "width": (8, 512), "depth": (1, 8), "lr": (1e-5, 0.1),
     "pg_batch": (8, 4096), "pg_seconds": (1, int(os.environ.get("DDPM_APP_MAX_PLAYGROUND_SECONDS", 60))),
     "paths": (1, 64), "frames": (2, 16),
+    "nn_per_class": (1, 4),          # the nearest-neighbour search: 10 classes x 4 = 40 rows at most
 }
 UNCONDITIONAL = "unconditional"
 

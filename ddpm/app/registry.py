@@ -101,6 +101,7 @@ class Session:
     frames: list = field(default_factory=list)      # the last reverse run: (x_t uint8, x0_hat uint8, caption)
     drawings: list = field(default_factory=list)    # sketches collected for fine-tuning, uint8 [28, 28]
     playground: dict = field(default_factory=dict)  # the last 2-D run: "model", "data", "losses"
+    explore: list = field(default_factory=list)     # the last comparison: per tick, each column's x_t (uint8) + caption
     n_finetuned: int = 0
     jobs: int = 0                                   # jobs of this session running now: never evicted meanwhile
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(dir=server_tmp()))
@@ -355,7 +356,7 @@ def stopper(kind):
     return stop
 
 
-MODEL_PICKERS = 4          # the model dropdowns of tabs 2, 3 and 5 (SDEdit, interpolation)
+MODEL_PICKERS = 5          # the model dropdowns of tabs 2, 3, 5 (SDEdit, interpolation) and 7
 
 
 def app_init(request: gr.Request = None):

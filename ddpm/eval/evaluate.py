@@ -142,8 +142,9 @@ def plot_cost(rows, path, title=""):
     return path
 
 
-def sample_balanced(ddpm, n, *, sampler, steps, guidance, seed, chunk=250):
-    """n images, n / num_classes per class, in chunks; returns (images, labels)."""
+def sample_balanced(ddpm, n, *, sampler, steps, guidance, seed, chunk=250, callback=None):
+    """n images, n / num_classes per class, in chunks; returns (images, labels). callback: passed to `sample`
+    (called after every step: the app's Stop)."""
     per_class = max(1, n // ddpm.num_classes)
     labels = torch.arange(ddpm.num_classes).repeat_interleave(per_class)
     images = []
@@ -151,7 +152,7 @@ def sample_balanced(ddpm, n, *, sampler, steps, guidance, seed, chunk=250):
         ys = labels[start:start + chunk]
         # sample(ddpm, 1, classes) draws one image per listed class, in the order given
         images.append(sample(ddpm, 1, ys.tolist(), sampler=sampler, steps=None if sampler == "ddpm" else steps,
-                             guidance_scale=guidance, generator=torch.Generator().manual_seed(seed + k)))
+                             guidance_scale=guidance, generator=torch.Generator().manual_seed(seed + k), callback=callback))
     return torch.cat(images), labels
 
 

@@ -96,12 +96,14 @@ def _fake_batches(ddpm, n, batch, seed=0):
             for _ in range(n)]
 
 
-def train_ours(ddpm, batch, steps, warmup=2):
+def train_ours(ddpm, batch, steps, warmup=2, *, before=False):
     """Seconds per step of train_classconditional (EMA, grad clip 1.0, fused Adam as `python -m ddpm train`
-    builds it), median over `steps` steps."""
+    builds it), median over `steps` steps. before=True: as training ran before issue 15 (Adam's for-each
+    implementation, NCHW activations in training)."""
     ddpm = copy.deepcopy(ddpm)
+    ddpm.net.channels_last_on_cpu = not before
     stamps = []
-    optim = torch.optim.Adam(ddpm.parameters(), lr=2e-4, fused=True)
+    optim = torch.optim.Adam(ddpm.parameters(), lr=2e-4, fused=not before)
     train_classconditional(ddpm, _fake_batches(ddpm, warmup + steps + 1, batch), 1, optim, "cpu",
                            ema=EMA(ddpm, 0.999), grad_clip=1.0, progress=False, max_steps=warmup + steps + 1,
                            callback=lambda step, loss: stamps.append(time.perf_counter()))
@@ -351,6 +353,9 @@ def main(argv=None):
                    help="instead of the main table: the app's grid and first reverse frame through a real server "
                         "(gradio_client), our DPM-Solver++ loop against diffusers' and training against the matmul "
                         "rate, with the bundled models and the app's default sampler (about 3 minutes)")
+    p.add_argument("--before-models", default=None,
+                   help="with --targets: a models folder as ddpm/bundled was before, served with the tabs' earlier "
+                        "defaults for the 'before' column (default: this checkout's models)")
     p.add_argument("--compile", action="store_true",
                    help="also time the network at batch 16 and 100 compiled (ddpm.compiled), against eager and the "
                         "matmul in alternating runs: about 40 s of compiling per batch size")
@@ -517,7 +522,8 @@ def _print_playground(args):
 
 
 APP_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "app.py")
-TARGETS = {"grid default": 3.0, "grid 10 x 10": 4.0, "first frame": 0.3, "dpmpp ratio": 1.0, "train % of mm": 60.0}
+TARGETS = {"grid default": 3.0, "grid 10 x 10": 4.0, "first frame": 0.3, "dpmpp ratio": 1.0, "train % of mm": 60.0,
+           "compare first frame": 0.5, "compare": 6.0}
 
 
 def app_default(model, guidance=2.0):
@@ -529,8 +535,9 @@ def app_default(model, guidance=2.0):
 
 
 @contextlib.contextmanager
-def app_server(threads, timeout=180):
-    """`python app.py` of this checkout on a free loopback port with the bundled models; yields its URL."""
+def app_server(threads, timeout=180, models_dir=None):
+    """`python app.py` of this checkout on a free loopback port with the bundled models (or the models folder
+    `models_dir`); yields its URL."""
     import socket
     import subprocess
     import sys
@@ -541,7 +548,8 @@ def app_server(threads, timeout=180):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "DDPM_APP_TORCH_THREADS": str(threads)}
+           "GRADIO_ANALYTICS_ENABLED": "False", "DDPM_APP_TORCH_THREADS": str(threads),
+           **({"DDPM_APP_MODELS": os.path.abspath(models_dir)} if models_dir else {})}
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
     proc = subprocess.Popen([sys.executable, APP_PY], cwd=os.path.dirname(APP_PY), env=env, stdout=log,
                             stderr=subprocess.STDOUT)
@@ -578,31 +586,74 @@ def first_output_seconds(client, args, api_name, stop_api):
     return seconds
 
 
-def target_rows(threads, repeats=3, quick=False):
-    """(figure, seconds or ratio, target, note) rows: what a Space visitor waits for and the loops' cost."""
+# the sampling tabs' (sampler, steps) before the quality-per-cost defaults (issue 15): grid DDIM-25, reverse DDIM-50
+BEFORE = {"grid": ("ddim", 25), "reverse": ("ddim", 50)}
+
+
+def _label(sampler, steps):
+    return f"{'DPM-Solver++' if sampler == 'dpmpp_2m' else sampler.upper()}-{steps}"
+
+
+def _server_rows(url, settings, repeats):
+    """{figure: (seconds, note)} of the grid tab and the reverse tab's first frame through one running server;
+    settings(model, tab) -> (sampler, steps)."""
     from gradio_client import Client
 
+    from ..pretrained import BUNDLED
+    client, out = Client(url, verbose=False), {}
+    for model in BUNDLED:
+        names = [c[0] if isinstance(c, (list, tuple)) else c for c in client.predict(model, api_name="/grid_classes")["choices"]][:10]
+        sampler, steps = settings(model, "grid")
+        for per_class, key in ((8, "grid default"), (10, "grid 10 x 10")):
+            call = lambda: client.predict(model, names, per_class, 2.0, sampler, steps, 0, api_name="/grid")
+            call()                                      # the first call loads the model and its judge
+            out[(model, key)] = (statistics.median(_timed(call) for _ in range(repeats)), _label(sampler, steps),
+                                 f"median of {repeats} after one warm-up")
+        sampler, steps = settings(model, "reverse")
+        frame = [first_output_seconds(client, (model, names[0], sampler, steps, 0.0, 2.0, k, 4), "/reverse",
+                                      "/reverse_stop") for k in range(repeats + 2)]
+        out[(model, "first frame")] = (statistics.median(frame[1:]), _label(sampler, steps),
+                                       f"median of {len(frame) - 1} after one warm-up; all: "
+                                       f"{', '.join(f'{v:.2f}' for v in frame)} s")
+    return out, client
+
+
+def _explore_rows(client, repeats):
+    """The Explore tab through the server: the first streamed frame of a 3-column comparison and the whole
+    default comparison (the tab's default scene: 3 columns x 8 images), on the first bundled model."""
+    from ..pretrained import BUNDLED
+    _, n, seed, *settings = client.predict("?tab=explore", api_name="/scene")      # the default scene's values
+    args = (BUNDLED[0], n, seed, *settings)
+    client.predict(*args, api_name="/compare")                                        # warm-up
+    first = [first_output_seconds(client, args, "/compare", "/compare_stop") for _ in range(repeats + 1)]
+    whole = [_timed(lambda: client.predict(*args, api_name="/compare")) for _ in range(repeats)]
+    return [(f"{BUNDLED[0]}: explore tab, first streamed frame of a 3-column comparison (the default scene)",
+             statistics.median(first), None, TARGETS["compare first frame"], f"median of {len(first)} after one warm-up"),
+            (f"{BUNDLED[0]}: explore tab, default comparison, 3 columns x {n} images, judge included",
+             statistics.median(whole), None, TARGETS["compare"], f"median of {repeats} after one warm-up")]
+
+
+def target_rows(threads, repeats=3, quick=False, before_models=None):
+    """(figure, value, value before, target, note) rows: what a Space visitor waits for and the loops' cost.
+
+    "After" is this checkout's app with its defaults (the quality-per-cost tables); "before" is, in the same run,
+    the sampling tabs' earlier defaults (BEFORE) served by `before_models` (a models folder as ddpm/bundled was
+    before, e.g. with the FULL_RES FashionMNIST model), or by this checkout's models when it is None; training
+    "before" is the earlier optimizer and layout (train_ours(before=True))."""
     from ..pretrained import BUNDLED, load_pretrained
     rows = []
     with app_server(threads) as url:
-        client = Client(url, verbose=False)
-        for model in BUNDLED:
-            sampler, steps = app_default(model)
-            label = f"{'DPM-Solver++' if sampler == 'dpmpp_2m' else sampler.upper()}-{steps}"
-            names = [c[0] if isinstance(c, (list, tuple)) else c for c in client.predict(model, api_name="/grid_classes")["choices"]][:10]
-            for per_class, key in ((8, "grid default"), (10, "grid 10 x 10")):
-                call = lambda: client.predict(model, names, per_class, 2.0, sampler, steps, 0, api_name="/grid")
-                call()                                      # the first call loads the model and its judge
-                t = statistics.median(_timed(call) for _ in range(repeats))
-                rows.append((f"{model}: grid tab, 10 classes x {per_class}, guided (s=2), {label}", t, TARGETS[key],
-                             "through the server (gradio_client), judge included; median of "
-                             f"{repeats} after one warm-up"))
-            frame = [first_output_seconds(client, (model, names[0], sampler, steps, 0.0, 2.0, k, 4), "/reverse",
-                                          "/reverse_stop") for k in range(repeats + 2)]
-            rows.append((f"{model}: reverse tab, first streamed frame after Start (batch 4, {label})",
-                         statistics.median(frame[1:]), TARGETS["first frame"],
-                         f"gradio_client submit -> first output; median of {len(frame) - 1} after one warm-up; "
-                         f"all: {', '.join(f'{v:.2f}' for v in frame)} s"))
+        after, client = _server_rows(url, lambda model, tab: app_default(model), repeats)
+        explore_rows = _explore_rows(client, repeats)
+    with app_server(threads, models_dir=before_models) as url:
+        before, _ = _server_rows(url, lambda model, tab: BEFORE[tab], repeats)
+    for (model, key), (value, label, note) in after.items():
+        old, old_label, _ = before[(model, key)]
+        what = {"grid default": "grid tab, 10 classes x 8, guided (s=2)", "grid 10 x 10": "grid tab, 10 classes x 10, "
+                "guided (s=2)", "first frame": "reverse tab, first streamed frame after Start (batch 4)"}[key]
+        rows.append((f"{model}: {what}; before {old_label}, after {label}", value, old, TARGETS[key],
+                     f"through the server (gradio_client){', judge included' if 'grid' in key else ''}; {note}"))
+    rows += explore_rows
     ddpm = load_pretrained(BUNDLED[0])
     sampler, steps = app_default(BUNDLED[0])
     loop = (ddpm, 8, list(range(10)), "dpmpp_2m", steps if sampler == "dpmpp_2m" else 10, 2.0)
@@ -610,17 +661,25 @@ def target_rows(threads, repeats=3, quick=False):
     timings = [lockstep(our_steps(*loop), diffusers_steps(*loop)) for _ in range(repeats)]
     diff = (ours(*loop, 1) - diffusers_loop(*loop, 1)).abs().max().item()
     rows.append((f"{BUNDLED[0]}: our DPM-Solver++(2M)-{loop[4]} loop / diffusers' DPMSolverMultistepScheduler loop, "
-                 "10 classes x 8, guided (s=2), lockstep", statistics.median(a / b for a, b in timings),
+                 "10 classes x 8, guided (s=2), lockstep", statistics.median(a / b for a, b in timings), None,
                  TARGETS["dpmpp ratio"], f"ours {statistics.median(a for a, _ in timings):.2f} s, diffusers "
                  f"{statistics.median(b for _, b in timings):.2f} s; max abs difference after one step {diff:.1e}"))
     batch, train_net = 128, copy.deepcopy(ddpm).train()
     mm_before = matmul_gflops()
-    s_train = train_ours(train_net, batch, 3 if quick else 6)
-    mm = statistics.median([mm_before, matmul_gflops()])
-    rate = train_flops(train_net) * batch / s_train / 1e9
-    rows.append((f"{BUNDLED[0]}: training step, batch 128 (train_classconditional, EMA, clip), % of the matmul rate",
-                 100 * rate / mm, TARGETS["train % of mm"], f"{batch / s_train:.0f} img/s, {rate:.1f} GFLOP/s; "
-                 f"matmul {mm_before:.1f} before, {mm:.1f} median of before and after"))
+    n_steps = 3 if quick else 6
+    s_old, s_new = [], []
+    for _ in range(2):                                   # alternate the two, so the machine's drift hits both
+        s_old.append(train_ours(train_net, batch, n_steps, before=True))
+        s_new.append(train_ours(train_net, batch, n_steps))
+    s_old, s_new = min(s_old), min(s_new)
+    mm = statistics.mean([mm_before, matmul_gflops()])
+    flops = train_flops(train_net) * batch
+    rows.append((f"{BUNDLED[0]}: training step, batch 128 (train_classconditional, EMA, clip), % of the matmul rate; "
+                 "before: for-each Adam, NCHW; after: fused Adam, channels_last", 100 * flops / s_new / 1e9 / mm,
+                 100 * flops / s_old / 1e9 / mm, TARGETS["train % of mm"],
+                 f"after {batch / s_new:.0f} img/s ({flops / s_new / 1e9:.1f} GFLOP/s), before {batch / s_old:.0f} img/s; "
+                 f"best of 2 alternating runs each; matmul {mm_before:.1f} GFLOP/s before, {mm:.1f} the mean of before "
+                 "and after"))
     return rows
 
 
@@ -633,17 +692,18 @@ def _timed(fn):
 def _print_targets(args):
     t0, load = time.perf_counter(), os.getloadavg()[0]
     threads = torch.get_num_threads()
-    rows = target_rows(threads, repeats=2 if args.quick else 3, quick=args.quick)
+    rows = target_rows(threads, repeats=2 if args.quick else 3, quick=args.quick, before_models=args.before_models)
     lines = [f"torch {torch.__version__}, threads {threads} (the app's too), {time.perf_counter() - t0:.0f} s; load "
-             f"average (1 min) {load:.2f} before, {os.getloadavg()[0]:.2f} after", "",
-             "| figure | measured | target | met | note |", "|---|---|---|---|---|"]
-    for name, value, target, note in rows:
-        ratio = "ratio" in name or "/ diffusers" in name
+             f"average (1 min) {load:.2f} before, {os.getloadavg()[0]:.2f} after; before: "
+             + (f"models from {args.before_models}" if args.before_models else "this checkout's models"), "",
+             "| figure | before | after | target | met | note |", "|---|---|---|---|---|---|"]
+    for name, value, old, target, note in rows:
+        ratio = "/ diffusers" in name
         pct = "% of the matmul" in name
-        shown = f"{value:.2f}" if ratio else f"{value:.0f}%" if pct else f"{value:.2f} s"
+        shown = lambda v: "-" if v is None else f"{v:.2f}" if ratio else f"{v:.0f}%" if pct else f"{v:.2f} s"
         goal = f">= {target:.0f}%" if pct else f"<= {target:.2f}" if ratio else f"< {target:g} s"
         met = value >= target if pct else value <= target if ratio else value < target
-        lines.append(f"| {name} | {shown} | {goal} | {'yes' if met else '**no**'} | {note} |")
+        lines.append(f"| {name} | {shown(old)} | {shown(value)} | {goal} | {'yes' if met else '**no**'} | {note} |")
     _emit("\n".join(lines), args.out)
     return rows
 

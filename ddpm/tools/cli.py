@@ -1,4 +1,4 @@
-"""Command line: `ddpm` or `python -m ddpm` {train, sample, judge, evaluate, bench} ... (each with --help)."""
+"""Command line: `ddpm` or `python -m ddpm` {train, sample, judge, evaluate, neighbours, bench} ... (each with --help)."""
 import argparse
 import json
 import os
@@ -272,13 +272,75 @@ def add_evaluate_args(p):
                                                                   "steps (the rest later with --resume)")
     p.add_argument("--resume", action="store_true", help="keep the cells already in the .json beside --out and "
                                                           "measure only the missing ones (a long plan across sessions)")
+    p.add_argument("--sweep", action="store_true",
+                   help="the curves of the app's Explore tab instead of a table: accuracy and FD against steps (DDIM, "
+                        "DPM-Solver++, DDPM) at guidance 2, accuracy and diversity against guidance with the model's "
+                        "default sampler, FD against the real examples bundled beside the model; writes sweep.json and "
+                        "two plots beside the model (or in the folder --out; with --quick only there)")
+    p.add_argument("--per-class", type=int, default=20, help="with --sweep: images per class of every point")
 
 
 def _load_note():
     return "load average (1 min) " + (f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown")
 
 
+def cmd_sweep(args):
+    """evaluate --sweep: the app's curves (ddpm/eval/sweep.py) at a larger n; the file is written after each curve."""
+    from ..data import to_unit_range
+    from ..eval.evaluate import default_for
+    from ..eval.judge import load_judge
+    from ..eval.sweep import (GUIDANCE_GRID, STEP_GRID, SWEEP_GUIDANCE, SWEEP_JSON, format_points, guidance_points,
+                              plot_guidance, plot_steps, save_sweep, steps_points)
+    from ..pretrained import EXAMPLES, load_examples
+    folder = bundled_folder(args.model)
+    out = args.out or (None if args.quick else folder)         # a --quick try never replaces a real sweep
+    if out and out.endswith((".md", ".json")):
+        raise ValueError(f"--out {out}: with --sweep, give a folder (sweep.json and its two plots go into it)")
+    if args.resume:
+        raise ValueError("--resume belongs to the tables (--plan); a --sweep is measured whole")
+    per_class = 1 if args.quick else args.per_class
+    if per_class < 1:
+        raise ValueError(f"--per-class {per_class}: give an integer >= 1")
+    ddpm = load_pretrained(args.model)
+    judge = load_judge(args.judge or folder)
+    if os.path.isfile(os.path.join(folder, EXAMPLES)):        # the app measures against the same images
+        real = to_unit_range(load_examples(folder)[0])
+        reference = f"the {len(real)} real examples beside the model ({EXAMPLES})"
+    else:
+        real = load_dataset(ddpm.dataset, args.data, train=False).images
+        reference = f"the {len(real)} real test images of {ddpm.dataset}"
+    sampler, steps = default_for(folder, SWEEP_GUIDANCE) or ("dpmpp_2m", 10)
+    steps = min(steps, ddpm.T)
+    grid = tuple(k for k in ((5, 10) if args.quick else STEP_GRID) if k <= ddpm.T)
+    common = dict(per_class=per_class, n=per_class * ddpm.num_classes, seed=args.seed)
+    curves = [("steps", dict(guidance=SWEEP_GUIDANCE, **common), plot_steps,
+               steps_points(ddpm, judge, real, guidance=SWEEP_GUIDANCE, per_class=per_class, seed=args.seed,
+                            steps=grid, with_ddpm=not args.quick)),
+              ("guidance", dict(sampler=sampler, steps=steps, **common), plot_guidance,
+               guidance_points(ddpm, judge, real, sampler=sampler, steps=steps, per_class=per_class, seed=args.seed,
+                               scales=(1.0, 2.0) if args.quick else GUIDANCE_GRID))]
+    data = dict(command=f"python -m ddpm evaluate {' '.join(args.argv)}", judge=args.judge or args.model,
+                reference=reference)
+    print(f"Model `{args.model}`: n = {common['n']} images per point ({per_class} per class), seed {args.seed}, FD "
+          f"against {reference}; {torch.get_num_threads()} threads, {_load_note()}", flush=True)
+    for part, settings, plot, points in curves:
+        rows = []
+        for row in points:
+            rows.append(row)
+            print(f"{part}: {row['sampler']} {row['steps']} steps, s = {row['guidance']:g}: accuracy "
+                  f"{100 * row['accuracy']:.1f}%, FD {row['fd']:.2f}, {row['seconds']:.0f} s", flush=True)
+        print(f"\n{part} curve ({', '.join(f'{k} {v}' for k, v in settings.items())})\n\n{format_points(rows)}\n")
+        data[part] = dict(settings, rows=rows)
+        if out:
+            os.makedirs(out, exist_ok=True)
+            save_sweep(os.path.join(out, SWEEP_JSON), data)       # a part in the file is a finished curve
+            plot(rows, f"{args.model}, {part}").save(os.path.join(out, f"sweep_{part}.png"))
+            print(f"wrote {os.path.join(out, SWEEP_JSON)} and {os.path.join(out, f'sweep_{part}.png')}", flush=True)
+
+
 def cmd_evaluate(args):
+    if args.sweep:
+        return cmd_sweep(args)
     from ..eval.evaluate import (COST_GUIDANCE, SAMPLER_NAMES, cell_key, choose_default, cost_plan, format_table,
                                  load_rows, plan, plot_cost, run, save_rows)
     from ..eval.judge import load_judge
@@ -351,13 +413,48 @@ def cmd_evaluate(args):
         print(f"updated the model card {card}")
 
 
+def add_neighbours_args(p):
+    p.add_argument("--model", required=True, help="bundled name or checkpoint folder; its judge must sit beside it")
+    p.add_argument("--judge", default=None, help="folder of the judge (default: the model's folder)")
+    p.add_argument("--data", default=None, help="dataset root with the training set (default: $DDPM_DATA or ./data)")
+    p.add_argument("--per-class", type=int, default=400,
+                   help="training images per class in the index (a seeded stratified subset); 0: the whole set")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset")
+    p.add_argument("--out", default=None, help="folder for neighbours.safetensors (default: the model's folder)")
+
+
+def cmd_neighbours(args):
+    from ..data import to_unit_range
+    from ..eval.judge import load_judge
+    from ..eval.neighbours import SPACES, build_index, save_index, typical_distance
+    from ..pretrained import EXAMPLES, load_examples
+    if args.per_class < 0:
+        raise ValueError(f"--per-class {args.per_class}: give a number of images >= 1, or 0 for the whole set")
+    folder = bundled_folder(args.model)
+    ddpm = load_pretrained(args.model)
+    judge = load_judge(args.judge or folder)
+    train_set = load_dataset(ddpm.dataset, args.data, train=True)
+    index = build_index(train_set, judge, per_class=args.per_class or None, seed=args.seed)
+    path = save_index(args.out or folder, index)
+    subset = f"{args.per_class} per class, seed {args.seed}" if args.per_class else "the whole set"
+    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB): {index['n']:,} of {index['n_total']:,} "
+          f"{ddpm.dataset} training images ({subset})")
+    if os.path.isfile(os.path.join(folder, EXAMPLES)):            # the held-out reference the app reads against
+        held = to_unit_range(load_examples(folder)[0])
+        typical = {space: typical_distance(index, held, judge, space=space) for space in SPACES}
+        print(f"median nearest-neighbour distance of the {len(held)} bundled held-out test images to it: "
+              + ", ".join(f"{typical[s]:.2f} ({s})" for s in SPACES))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="ddpm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = [("train", "train a DDPM (Algorithm 1), saving safetensors checkpoints", add_train_args, cmd_train),
                 ("sample", "draw samples (Algorithm 2 or DDIM) into a PNG grid", add_sample_args, cmd_sample),
                 ("judge", "train the judge classifier used by evaluate", add_judge_args, cmd_judge),
-                ("evaluate", "accuracy and Fréchet distance over samplers and guidance scales", add_evaluate_args, cmd_evaluate)]
+                ("evaluate", "accuracy and Fréchet distance over samplers and guidance scales", add_evaluate_args, cmd_evaluate),
+                ("neighbours", "index a training set for the nearest-neighbour search (is the model copying?)",
+                 add_neighbours_args, cmd_neighbours)]
     for name, help_text, add_args, command in commands:
         p = sub.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         add_args(p)

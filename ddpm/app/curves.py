@@ -1,0 +1,235 @@
+"""Tab "Explore": curves, measured (issue 19).
+
+Accuracy and Fréchet distance against the number of steps, accuracy and diversity against the guidance scale; each
+point is real sampling judged by the model's judge classifier (ddpm/eval/sweep.py) at a small n, streamed as it
+comes. Finished curves of bundled models are cached per setting, so the next visitor sees them at once; a bundled
+model's sweep.json (`python -m ddpm evaluate --sweep`, a larger n) is shown instead when its settings match.
+"""
+import os
+import threading
+import time
+from collections import OrderedDict
+
+import gradio as gr
+
+from ..data import to_unit_range
+from ..eval.sweep import (GUIDANCE_GRID, FEW_STEP_SAMPLERS, STEP_GRID, SWEEP_JSON, format_points, guidance_points,
+                          load_sweep, plot_guidance, plot_steps, steps_points)
+from .cores import shares_cores
+from .figures import plt_lock
+from .inputs import check_int, check_range, check_steps
+from .registry import Stopped, holds_session, registry, session_id, step_check, stopper
+
+CURVES_HELP = r"""
+### Curves, measured
+Every point samples $n$ images ($n/K$ of each of the $K$ classes, one seed) and asks the judge classifier what it sees.
+**Steps**: class accuracy and the Fréchet distance $\lVert\mu_g-\mu_r\rVert^2 + \mathrm{tr}\big(\Sigma_g+\Sigma_r-2(\Sigma_g^{1/2}\Sigma_r\Sigma_g^{1/2})^{1/2}\big)$ between judge features of the samples ($g$) and of the real examples ($r$): how few steps are enough?
+**Guidance** $s$: accuracy rises with $s$ while diversity, the mean distance $\lVert f_i - f_j\rVert$ between the features of two images of one class, falls: the trade-off of classifier-free guidance.
+**Bands**: accuracy, the 95% Wilson interval; FD, the 5-95% range of a bootstrap over the images; diversity, $\pm 1.96$ standard errors over the classes. Points whose bands overlap are not told apart at this $n$.
+At small $n$ FD is far from its large-$n$ value: compare points with each other and with the dotted real-vs-real line, never with published FIDs.
+"""
+
+LIVE_PER_CLASS = 2             # the tab's default: n = 20 images per point for a 10-class model
+BANDS = ("Bands: accuracy, the 95% Wilson interval; FD, the 5-95% range of a bootstrap over the images; "
+         "diversity, ±1.96 standard errors over the classes.")
+
+
+class RowCache:
+    """Finished curves (lists of rows) by key; the least recently used go past `size`. Gradio runs handlers in
+    threads, so every access holds a lock."""
+
+    def __init__(self, size=64):
+        self.size, self._rows, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key not in self._rows:
+                return None
+            self._rows.move_to_end(key)
+            return list(self._rows[key])
+
+    def put(self, key, rows):
+        with self._lock:
+            self._rows[key] = list(rows)
+            self._rows.move_to_end(key)
+            while len(self._rows) > self.size:
+                self._rows.popitem(last=False)
+
+    def clear(self):
+        with self._lock:
+            self._rows.clear()
+
+
+CACHE = RowCache(64)
+
+
+def _shared(reg, model, sid):
+    """Whether `model` is a bundled model for every visitor (not this visitor's own fine-tuned one of that name)."""
+    own = reg.peek(sid)
+    return model in reg.bundled() and not (own is not None and model in own.models)
+
+
+def _cache_key(reg, model, sid, kind, settings, per_class, seed):
+    """The key of a curve in CACHE, or None for a visitor's own model: its curves are never shown to others."""
+    if not _shared(reg, model, sid):
+        return None
+    return os.path.abspath(os.path.join(reg.models_dir, model)), model, kind, settings, per_class, seed
+
+
+def bundled_sweep(reg, model, sid, part):
+    """The `part` ("steps" or "guidance") of a bundled model's sweep.json with its "command", or None."""
+    if not _shared(reg, model, sid):
+        return None
+    folder = os.path.join(reg.models_dir, model)
+    try:
+        data = load_sweep(os.path.join(folder, SWEEP_JSON))
+    except ValueError as err:
+        raise gr.Error(f"the {SWEEP_JSON} of model {model!r} cannot be used: {err}".replace(folder, model)) from None
+    if data is None or part not in data:
+        return None
+    return dict(data[part], command=data.get("command", "python -m ddpm evaluate --sweep"))
+
+
+def _checked(model, per_class, seed, request):
+    """(sid, registry, ddpm, per_class, seed) after the checks every curve needs."""
+    sid, reg = session_id(request), registry()
+    ddpm = reg.model(model, sid)
+    if ddpm.num_classes is None:
+        raise gr.Error(f"model {model!r} is unconditional: the curves measure class accuracy; pick a class-conditional model")
+    return sid, reg, ddpm, check_int("images per class", per_class, "per_class"), check_int("seed", seed)
+
+
+def _judge_and_real(reg, model, sid, ddpm):
+    """The judge classifier and the real examples (the FD reference, [N, 1, H, W] in [-1, 1]) of `model`."""
+    base = reg.base_folder(model, sid)
+    judge = reg.judge(base)
+    if judge is None:
+        raise gr.Error(f"the curves need the judge classifier of model {model!r} (judge.safetensors beside it), "
+                       "and there is none")
+    if judge.config["num_classes"] != ddpm.num_classes:
+        raise gr.Error(f"model {model!r} has {ddpm.num_classes} classes, its judge classifier knows "
+                       f"{judge.config['num_classes']}: the curves need a judge of every class")
+    if base not in reg.datasets():
+        raise gr.Error(f"the curves need the real examples of model {model!r} (examples.safetensors), and there are none")
+    images, _ = reg.examples(base)
+    return judge, to_unit_range(images)
+
+
+def _plot(plot, rows, title):
+    with plt_lock:                          # matplotlib is not thread-safe
+        return plot(rows, title)
+
+
+def _report(head, rows, notes=()):
+    return "\n\n".join([head, *notes, BANDS, format_points(rows) if rows else "*measuring the first point ...*"])
+
+
+def _bundled(plot, part, title, notes, other):
+    """(plot, markdown) of a bundled measurement."""
+    head = (f"**Bundled measurement**, n = {part['n']} per point ({part['per_class']} per class, seed {part['seed']}), "
+            f"made by `python -m ddpm evaluate --sweep` (`{part['command']}`). Choose another {other} to measure "
+            "live at a smaller n.")
+    return _plot(plot, part["rows"], title), _report(head, part["rows"], notes)
+
+
+def _stream(plot, title, points, *, key, total, who, notes):
+    """Drain `points`, yielding (plot, markdown) first at once, then after every point; cache the finished curve."""
+    rows, start = [], time.perf_counter()
+    image = _plot(plot, rows, title)
+    yield image, _report(f"**Measured live**, {who}: measuring {total} points ...", rows, notes)
+    try:
+        for row in points:
+            rows.append(row)
+            image = _plot(plot, rows, title)
+            yield image, _report(f"**Measured live**, {who}: {len(rows)} of {total} points, "
+                                 f"{time.perf_counter() - start:.0f} s so far.", rows, notes)
+    except Stopped as why:
+        yield (_plot(plot, rows, title),
+               _report(f"**Stopped** after {len(rows)} of {total} points ({why}); {who}. These points are not cached.",
+                       rows, notes))
+        return
+    if key is not None:
+        CACHE.put(key, rows)
+    kept = "cached for the next visitor" if key is not None else "not cached (a model of this session)"
+    yield image, _report(f"**Measured live**, {who}: all {total} points in {time.perf_counter() - start:.0f} s; "
+                         f"{kept}.", rows, notes)
+
+
+def _who(model, ddpm, per_class, seed):
+    return f"`{model}`, n = {per_class * ddpm.num_classes} images per point ({per_class} per class), seed {seed}"
+
+
+def _cached(plot, rows, title, who, notes):
+    seconds = sum(r["seconds"] for r in rows)
+    return _plot(plot, rows, title), _report(f"**Measured earlier on this server**, {who}, shown from the cache "
+                                             f"({seconds:.0f} s of work then).", rows, notes)
+
+
+@shares_cores
+@holds_session("sweep")
+def sweep_steps(model, guidance, per_class, seed, request: gr.Request = None):
+    """Class accuracy and FD against the number of steps, one line per few-step sampler, at this guidance scale.
+
+    Yields (plot image, markdown): at once, then after every point; once only for a cached curve or a bundled
+    measurement at this guidance (sweep.json beside a bundled model). DDPM (all T steps) is not measured here.
+    """
+    sid, reg, ddpm, per_class, seed = _checked(model, per_class, seed, request)
+    guidance = float(check_range("guidance scale", guidance, "guidance"))
+    title = f"{model}: accuracy and FD against steps at guidance s = {guidance:g}"
+    notes = [f"DDPM (Algorithm 2) is not measured live: it takes all T = {ddpm.T} steps, {ddpm.T} network calls per "
+             "image (twice that guided); `python -m ddpm evaluate --sweep` measures it."]
+    bundled = bundled_sweep(reg, model, sid, "steps")
+    if bundled is not None and float(bundled["guidance"]) == guidance:
+        yield _bundled(plot_steps, bundled, title, [], "guidance scale")
+        return
+    steps = tuple(k for k in STEP_GRID if k <= ddpm.T)
+    who = _who(model, ddpm, per_class, seed)
+    key = _cache_key(reg, model, sid, "steps", (guidance, steps), per_class, seed)
+    rows = CACHE.get(key) if key is not None else None
+    if rows is not None:
+        yield _cached(plot_steps, rows, title, who, notes)
+        return
+    judge, real = _judge_and_real(reg, model, sid, ddpm)
+    stop = reg.session(sid).stops["sweep"]
+    points = steps_points(ddpm, judge, real, guidance=guidance, per_class=per_class, seed=seed, steps=steps,
+                          callback=step_check(stop))
+    yield from _stream(plot_steps, title, points, key=key, total=len(steps) * len(FEW_STEP_SAMPLERS), who=who,
+                       notes=notes)
+
+
+@shares_cores
+@holds_session("sweep")
+def sweep_guidance(model, sampler, steps, per_class, seed, request: gr.Request = None):
+    """Class accuracy and diversity against the guidance scale s (GUIDANCE_GRID) with this sampler and steps.
+
+    Yields (plot image, markdown): at once, then after every point; once only for a cached curve or a bundled
+    measurement with this sampler and steps (sweep.json beside a bundled model).
+    """
+    sid, reg, ddpm, per_class, seed = _checked(model, per_class, seed, request)
+    steps = check_steps(sampler, steps)
+    if steps is not None and steps > ddpm.T:
+        raise gr.Error(f"steps = {steps} is outside the allowed range [1, {ddpm.T}] (T of this model)")
+    steps = ddpm.T if steps is None else steps
+    title = f"{model}: accuracy and diversity against guidance, {sampler} {steps} steps"
+    bundled = bundled_sweep(reg, model, sid, "guidance")
+    if bundled is not None and (bundled["sampler"], int(bundled["steps"])) == (sampler, steps):
+        yield _bundled(plot_guidance, bundled, title, [], "sampler or number of steps")
+        return
+    if sampler not in FEW_STEP_SAMPLERS:
+        raise gr.Error(f"sampler {sampler!r} takes all T = {ddpm.T} steps per image, too slow to measure live; "
+                       f"choose one of {list(FEW_STEP_SAMPLERS)}")
+    who = _who(model, ddpm, per_class, seed)
+    notes = [] if per_class > 1 else ["Diversity needs two images of a class: choose 2 or more images per class."]
+    key = _cache_key(reg, model, sid, "guidance", (sampler, steps), per_class, seed)
+    rows = CACHE.get(key) if key is not None else None
+    if rows is not None:
+        yield _cached(plot_guidance, rows, title, who, notes)
+        return
+    judge, real = _judge_and_real(reg, model, sid, ddpm)
+    stop = reg.session(sid).stops["sweep"]
+    points = guidance_points(ddpm, judge, real, sampler=sampler, steps=steps, per_class=per_class, seed=seed,
+                             callback=step_check(stop))
+    yield from _stream(plot_guidance, title, points, key=key, total=len(GUIDANCE_GRID), who=who, notes=notes)
+
+
+sweep_stop = stopper("sweep")

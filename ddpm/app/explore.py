@@ -1,0 +1,397 @@
+"""Tab 7, Explore: change one choice of DDPM at a time and compare up to three runs side by side, judged.
+
+Every column starts from the same x_T and draws its step noises z from a generator seeded alike, so two
+columns differ only by the settings that differ. The columns advance together (step-synchronised: at tick k
+of K, a column of n steps has done ceil(k n / K) of them), stream together and are scrubbed together.
+
+The ablation switches change exactly one thing each:
+    no_z     every z of Alg. 2, line 4 (and of DDIM with eta > 0) is 0: sigma_t z vanishes
+    wrong_t  the network is always told t = T/2, whatever step the sampler is at
+    clip     x0_hat is clipped to [-1, 1] before the update (off: the raw prediction, which can leave [-1, 1])
+A scene is every setting of the tab as a URL query string: a link restores it, and the presets are scenes.
+"""
+import copy
+import math
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass, fields
+
+import gradio as gr
+import torch
+from PIL import Image, ImageDraw
+
+from ..data import to_uint8, to_unit_range
+from ..sampling import SAMPLERS, VARIANCES, sample_steps, timesteps
+from .cores import shares_cores
+from .images import show
+from .inputs import check_int, check_range, check_steps, class_names
+from .registry import holds_session, registry, session_id, stopper
+
+NAMES = ("A", "B", "C")
+MAX_FRAMES = 60            # recorded ticks per comparison (the scrubber)
+STREAM_EVERY_S = 0.25      # at most ~4 updates a second
+SCALE = 4                  # nearest-neighbour upscaling of each 28 x 28 tile
+
+
+@dataclass
+class Column:
+    """One column's settings; the defaults are column A of the default scene."""
+    on: bool = True                # column A is always on
+    sampler: str = "dpmpp_2m"
+    steps: int = 10                # DDIM / DPM-Solver++ (DDPM always walks all T)
+    eta: float = 0.0               # DDIM only: 0 deterministic, 1 DDPM's posterior noise
+    guidance: float = 2.0          # s = 1 + w; 1 = no guidance
+    variance: str = "beta"         # DDPM only: sigma_t^2 = beta_t or beta_tilde_t
+    clip: bool = True              # clip x0_hat to [-1, 1]
+    no_z: bool = False             # ablation: z = 0 in Alg. 2, line 4
+    wrong_t: bool = False          # ablation: the network is told t = T/2
+
+    def label(self):
+        name = {"ddpm": "DDPM (Alg. 2)", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++"}[self.sampler]
+        parts = [name if self.sampler == "ddpm" else f"{name}, {self.steps} steps", f"s = {self.guidance:g}"]
+        parts += [f"η = {self.eta:g}"] if self.sampler == "ddim" else []
+        parts += ["σ² = β̃" if self.variance == "beta_tilde" else "σ² = β"] if self.sampler == "ddpm" else []
+        parts += [] if self.clip else ["no clipping"]
+        parts += ["no z"] if self.no_z else []
+        parts += ["told t = T/2"] if self.wrong_t else []
+        return " · ".join(parts)
+
+
+FIELDS = [f.name for f in fields(Column)]
+
+
+def no_noise(shape, generator=None, device=None):
+    """The `randn` of the "no z" ablation: every z of Alg. 2, line 4 is 0, so x_{t-1} is the posterior mean."""
+    return torch.zeros(shape, device=device)
+
+
+def told_wrong_t(ddpm, t_fixed=None):
+    """A view of `ddpm` (the same weights) whose network is always told t = t_fixed (default T // 2): the
+    ablation that shows what the time input is for."""
+    t_fixed = ddpm.T // 2 if t_fixed is None else t_fixed
+    wrong = copy.copy(ddpm)                                  # shares the network; only `eps` is its own
+    wrong.eps = lambda x_t, t, y=None: type(ddpm).eps(ddpm, x_t, torch.full_like(t, t_fixed), y)
+    return wrong
+
+
+def column_run(ddpm, x_T, y, col, seed):
+    """The reverse run of one column: sample_steps from x_T with its settings and its own generator, seeded
+    alike in every column (the same stream of step noises)."""
+    model = told_wrong_t(ddpm) if col.wrong_t else ddpm
+    return sample_steps(model, x_T.clone(), y=y, sampler=col.sampler, steps=None if col.sampler == "ddpm" else col.steps,
+                        eta=col.eta, guidance_scale=col.guidance if y is not None else 1.0, clip_x0=col.clip,
+                        variance=col.variance, generator=torch.Generator().manual_seed(seed + 1),
+                        randn=no_noise if col.no_z else torch.randn)
+
+
+def calls_per_image(ddpm, col, guided):
+    """Network evaluations per image: one per step, two when guided (one batched pass of twice the batch)."""
+    n = len(timesteps(col.sampler, ddpm.T, None if col.sampler == "ddpm" else col.steps))
+    return n * (2 if guided and col.guidance != 1.0 else 1)
+
+
+def columns_from(values):
+    """The flat control values of the three columns (len(FIELDS) each, in FIELDS order) -> three Columns."""
+    k = len(FIELDS)
+    if len(values) != k * len(NAMES):
+        raise gr.Error(f"the comparison takes {k} settings per column for {len(NAMES)} columns "
+                       f"({k * len(NAMES)} values), got {len(values)}")
+    return [Column(**dict(zip(FIELDS, values[i * k:(i + 1) * k]))) for i in range(len(NAMES))]
+
+
+def check_column(ddpm, name, col):
+    """The column's settings checked (gr.Error naming the column, the value and what is allowed)."""
+    try:
+        steps = check_steps(col.sampler, col.steps)
+        if steps is not None and steps > ddpm.T:
+            raise gr.Error(f"steps = {steps} is outside the allowed range [1, {ddpm.T}] (T of this model)")
+        if col.variance not in VARIANCES:
+            raise gr.Error(f"variance {col.variance!r} is unknown; choose one of {list(VARIANCES)}")
+        for flag in ("on", "clip", "no_z", "wrong_t"):
+            if not isinstance(getattr(col, flag), bool):
+                raise gr.Error(f"{flag} = {getattr(col, flag)!r} must be true or false")
+        return Column(col.on, col.sampler, steps or col.steps, float(check_range("eta", col.eta)),
+                      float(check_range("guidance scale", col.guidance, "guidance")), col.variance, col.clip,
+                      col.no_z, col.wrong_t)
+    except gr.Error as e:
+        raise gr.Error(f"column {name}: {e.message}") from None
+
+
+def verdicts(judge, x):
+    """The judge's class and confidence (softmax probability) for every image: (classes [B], confidences [B])."""
+    with torch.no_grad():
+        p = judge(x).softmax(1)
+    conf, pred = p.max(1)
+    return pred, conf
+
+
+def judged_tiles(x, y, pred, conf, names, per_row=4):
+    """Images [B, C, H, W] in rows of `per_row`, each with the judge's verdict under it: the class the judge sees
+    and its confidence, green when it is the asked class, red and marked "(no)" when it is not."""
+    tiles = [show(x[i:i + 1], SCALE) for i in range(len(x))]
+    w, h = tiles[0].width, tiles[0].height
+    cap, pad = 22, 6
+    rows = math.ceil(len(tiles) / per_row)
+    canvas = Image.new("RGB", (per_row * (w + pad), rows * (h + cap + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, per_row)
+        x0, y0 = c * (w + pad), r * (h + cap + pad)
+        canvas.paste(tile, (x0, y0))
+        if pred is None:
+            continue
+        right = y is not None and int(pred[i]) == int(y[i])
+        seen = names[int(pred[i])] if names else str(int(pred[i]))
+        text = f"{seen.split(' - ')[0][:9]} {100 * float(conf[i]):.0f}%" + ("" if right or y is None else " (no)")
+        draw.text((x0 + 2, y0 + h + 1), text, fill=(0, 120, 0) if right else (190, 0, 0), font_size=17)
+    return canvas
+
+
+def _caption(col, step, n_steps, x0_hat, stopped=None):
+    where = ("not started" if step is None else
+             f"step {step.i + 1} / {n_steps}, t = {step.t} → {'clean' if step.t_prev < 0 else step.t_prev}")
+    rng = "" if x0_hat is None else f" · x̂₀ in [{float(x0_hat.min()):.2f}, {float(x0_hat.max()):.2f}]"
+    return f"**{col.label()}**  \n{where}{rng}" + (f"  \n**stopped** ({stopped})" if stopped else "")
+
+
+def _summary(col, x, y, pred, conf, names, calls, seconds):
+    head = f"**{col.label()}** — {calls} network calls per image, {seconds:.1f} s"
+    if pred is None:
+        return head + "  \n*No judge classifier for this model: the images are not checked.*"
+    if y is None:
+        return head + "  \njudge (unconditional samples): " + ", ".join(
+            f"{names[int(p)] if names else int(p)}" for p in pred)
+    hits = int((pred == y).sum())
+    return (head + f"  \n**judge: {hits} / {len(y)} show the asked class** ({100 * hits / len(y):.0f}%), "
+            f"mean confidence {100 * float(conf.mean()):.0f}%")
+
+
+@shares_cores
+@holds_session("explore")
+def compare_run(request: gr.Request, model, n, seed, *settings):
+    """Run the enabled columns from one x_T, step-synchronised, and stream them.
+
+    settings: len(FIELDS) values per column A, B, C (see `Column`). Yields 3 x (image, markdown), the scrubber
+    and a status line; the last update has the final images with the judge's verdicts under them."""
+    sid, reg = session_id(request), registry()
+    ddpm = reg.model(model, sid)
+    n, seed = check_int("images per column", n, "batch"), check_int("seed", seed)
+    cols = [check_column(ddpm, name, col) for name, col in zip(NAMES, columns_from(settings))]
+    active = [k for k, col in enumerate(cols) if col.on or k == 0]
+    names = class_names(ddpm)
+    y = torch.arange(n) % ddpm.num_classes if ddpm.num_classes else None      # classes 0, 1, 2, ... in turn
+    g = torch.Generator().manual_seed(seed)
+    x_T = torch.randn((n, *ddpm.sample_shape), generator=g)                          # Alg. 2, line 1: one x_T
+    runs = {k: column_run(ddpm, x_T, y, cols[k], seed) for k in active}
+    n_steps = {k: len(timesteps(cols[k].sampler, ddpm.T, None if cols[k].sampler == "ddpm" else cols[k].steps))
+               for k in active}
+    K = max(n_steps.values())
+    session = reg.session(sid)
+    stop = session.stops["explore"]
+    ticks = session.explore = []          # this run's own record: (per column uint8 x_t or None, captions)
+    last_step, done, spent = {k: None for k in active}, {k: 0 for k in active}, {k: 0.0 for k in active}
+    stride, shown = max(1, K // MAX_FRAMES), 0.0
+
+    def view(k, final=False):
+        step = last_step[k]
+        x = x_T if step is None else (step.x_prev if final else step.x_t)
+        return show(x.clamp(-1, 1), SCALE, nrow=min(4, n))
+
+    def frame():
+        return [(view(k), _caption(cols[k], last_step[k], n_steps[k], None if last_step[k] is None else last_step[k].x0_hat))
+                if k in runs else (None, "*column off*") for k in range(len(NAMES))]
+
+    for tick in range(1, K + 1):
+        for k in active:
+            target = math.ceil(tick * n_steps[k] / K)
+            start = time.perf_counter()
+            while done[k] < target:
+                last_step[k] = next(runs[k])
+                done[k] += 1
+            spent[k] += time.perf_counter() - start
+        if tick % stride == 0 or tick == K:
+            ticks.append([to_uint8(last_step[k].x_prev if tick == K else last_step[k].x_t) if k in runs else None
+                          for k in range(len(NAMES))] + [f"tick {tick} / {K}"])
+        if tick == 1 or stop.is_set() or time.perf_counter() - shown > STREAM_EVERY_S:
+            shown = time.perf_counter()
+            yield (*[v for pair in frame() for v in pair], gr.update(), f"tick {tick} / {K}")
+        if stop.is_set():
+            break
+    judge = reg.judge(reg.base_folder(model, sid)) if ddpm.data_dim is None else None
+    out = []
+    for k in range(len(NAMES)):
+        if k not in runs:
+            out += [None, "*column off*"]
+            continue
+        step = last_step[k]
+        x = step.x_prev.clamp(-1, 1)
+        pred, conf = verdicts(judge, x) if judge is not None and ddpm.num_classes else (None, None)
+        out += [judged_tiles(x, y, pred, conf, names),
+                _summary(cols[k], x, y, pred, conf, names, calls_per_image(ddpm, cols[k], y is not None), spent[k])
+                + (f"  \n**stopped at step {done[k]} / {n_steps[k]}** ({stop.reason})" if done[k] < n_steps[k] else "")]
+    status = (f"**Done**: {len(runs)} columns from one x_T (seed {seed}), {n} images each" if not stop.is_set()
+              else f"**Stopped** ({stop.reason}); what was made is shown")
+    yield (*out, gr.update(minimum=0, maximum=len(ticks) - 1, value=len(ticks) - 1, step=1, interactive=True), status)
+
+
+compare_stop = stopper("explore")
+
+
+def compare_scrub(frame, request: gr.Request = None):
+    """Recorded tick `frame` of this session's last comparison: the three columns' x_t and a caption."""
+    session = registry().peek(session_id(request))
+    ticks = getattr(session, "explore", None) or []
+    if not ticks:
+        raise gr.Error("nothing recorded yet: press Compare first")
+    frame = int(frame or 0)
+    if not 0 <= frame < len(ticks):
+        raise gr.Error(f"frame {frame} is outside [0, {len(ticks) - 1}]")
+    *images, caption = ticks[frame]
+    return (*[None if im is None else show(to_unit_range(im), SCALE, nrow=min(4, len(im))) for im in images],
+            f"recorded {caption}")
+
+
+# ---------------------------------------------------------------------------------------------- scenes
+# A scene is the whole tab as a query string: tab=explore, model, n, seed and, per column, its fields
+# (prefix a_, b_, c_). Every value is checked when a scene is opened.
+SCENE_KEYS = {"model", "n", "seed"} | {f"{p}_{f}" for p in "abc" for f in FIELDS}
+
+
+def default_columns():
+    """Columns A, B, C of the default scene."""
+    return [Column(), Column(sampler="ddim"), Column(sampler="ddim", eta=1.0)]
+
+
+def scene_query(model, n, seed, *settings):
+    """The query string that restores this view ("?tab=explore&model=...")."""
+    cols = columns_from(settings)
+    pairs = [("tab", "explore"), ("model", model), ("n", int(n)), ("seed", int(seed))]
+    for p, col in zip("abc", cols):
+        pairs += [(f"{p}_{f}", (int(v) if isinstance(v, bool) else v)) for f, v in asdict(col).items()]
+    return "?" + urllib.parse.urlencode(pairs)
+
+
+def _parse_value(key, text, default):
+    """One query value as the type of its default, or gr.Error naming the key, the value and what is allowed."""
+    try:
+        if isinstance(default, bool):
+            if text not in ("0", "1", "true", "false"):
+                raise ValueError
+            return text in ("1", "true")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+        return text
+    except ValueError:
+        kind = "0 or 1" if isinstance(default, bool) else type(default).__name__
+        raise gr.Error(f"the link's {key} = {text!r} is not a valid value (expected {kind})") from None
+
+
+def parse_scene(query):
+    """A query string (with or without "?") -> (model or None, n, seed, [Column] x 3); unknown keys refused."""
+    query = query.strip()
+    query = query.split("?", 1)[1] if "?" in query else query          # a whole link, or its query string
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - SCENE_KEYS - {"tab", "scene"})
+    if unknown:
+        raise gr.Error(f"the link has unknown settings {unknown}; a scene link holds only {sorted(SCENE_KEYS)}")
+    one = {k: v[-1] for k, v in params.items()}
+    if one.get("scene"):
+        if one["scene"] not in SCENES:
+            raise gr.Error(f"scene {one['scene']!r} is unknown; choose one of {list(SCENES)}")
+        return parse_scene(SCENES[one["scene"]][1])
+    cols = default_columns()
+    for p, col in zip("abc", cols):
+        for f in FIELDS:
+            if f"{p}_{f}" in one:
+                setattr(col, f, _parse_value(f"{p}_{f}", one[f"{p}_{f}"], getattr(col, f)))
+    n = _parse_value("n", one.get("n", "8"), 8)
+    seed = _parse_value("seed", one.get("seed", "0"), 0)
+    for col in cols:
+        if col.sampler not in SAMPLERS:
+            raise gr.Error(f"the link's sampler {col.sampler!r} is unknown; choose one of {list(SAMPLERS)}")
+    return one.get("model") or None, n, seed, cols
+
+
+def _scene(**columns):
+    """A preset's query: the default scene with these column settings (a=dict(...), b=..., c=...)."""
+    cols = default_columns()
+    for p, changes in columns.items():
+        cols["abc".index(p)] = Column(**{**asdict(Column()), **changes})
+    values = [v for col in cols for v in asdict(col).values()]
+    return scene_query("mnist", 8, 0, *values).replace("model=mnist&", "")
+
+
+# name -> (what to look for, the scene): lecture-ready comparisons
+SCENES = {
+    "Three samplers at 10 steps (the default)": (
+        "One x_T, 10 steps each: the two ODE solvers, DPM-Solver++ and DDIM with η = 0, land on nearly the same "
+        "images; DDIM with η = 1 adds fresh noise z at every step and lands elsewhere: the same classes in other "
+        "handwriting.",
+        _scene(a=dict(), b=dict(sampler="ddim"), c=dict(sampler="ddim", eta=1.0))),
+    "DDIM vs DDPM at 10 steps": (
+        "DDIM at 10 steps is clean; the same 10 steps with DDPM's noise (η = 1) stay grainy; Algorithm 2 needs all "
+        "1000 steps (and 100x the network calls) for what DDIM does in 10.",
+        _scene(a=dict(sampler="ddim"), b=dict(sampler="ddim", eta=1.0), c=dict(sampler="ddpm", guidance=2.0))),
+    "Clipping matters": (
+        "Strong guidance (s = 5) pushes x̂₀ far outside [-1, 1] (see its range under each column while it runs); "
+        "clipping keeps the strokes clean, without it the digits burn out into blobs.",
+        _scene(a=dict(sampler="ddim", steps=20, guidance=5.0), b=dict(sampler="ddim", steps=20, guidance=5.0, clip=False),
+               c=dict(sampler="dpmpp_2m", steps=20, guidance=5.0, clip=False))),
+    "Guidance trades diversity": (
+        "The same noise at s = 1, 3 and 7: the judge's accuracy goes up while each image becomes bolder and more "
+        "like the class's prototype; the variety of the unguided column is what guidance spends.",
+        _scene(a=dict(guidance=1.0), b=dict(guidance=3.0), c=dict(guidance=7.0))),
+    "What Algorithm 2 needs (ablations)": (
+        "Algorithm 2 as written (left); without its noise z (middle) every step lands on the posterior mean and the "
+        "samples come out smooth and washed-out; told a wrong t (right) the network removes the wrong amount of noise.",
+        _scene(a=dict(sampler="ddpm", guidance=1.0), b=dict(sampler="ddpm", guidance=1.0, no_z=True),
+               c=dict(sampler="ddpm", guidance=1.0, wrong_t=True))),
+}
+DEFAULT_SCENE = next(iter(SCENES))
+
+
+def scene_values(query, request: gr.Request = None):
+    """The tab's controls set from a scene query: (model, n, seed, 3 x len(FIELDS) settings, note). The model
+    stays as it is when the query names none; a model that is not available is refused by name."""
+    model, n, seed, cols = parse_scene(query or "")
+    if model is not None and model not in registry().model_names(session_id(request)):
+        raise gr.Error(f"the link's model {model!r} is not available here; choose one of "
+                       f"{registry().model_names(session_id(request))}")
+    values = [gr.update(value=v) for col in cols for v in asdict(col).values()]
+    return (gr.update(value=model) if model else gr.update(), n, seed, *values)
+
+
+def scene_preset(name, request: gr.Request = None):
+    """A preset picked from the dropdown: its settings, and one sentence of what to look for."""
+    if name not in SCENES:
+        raise gr.Error(f"scene {name!r} is unknown; choose one of {list(SCENES)}")
+    return (*scene_values(SCENES[name][1], request), f"*{SCENES[name][0]}*")
+
+
+def scene_link(model, n, seed, *settings):
+    """The query string of this view, for the "link to this view" button (the page prepends its own address)."""
+    return scene_query(model, n, seed, *settings)
+
+
+# the "link to this view" button: the server makes the query string, the page prepends its own address (behind a
+# Space's proxy only the browser knows it)
+FULL_LINK_JS = "(q) => window.location.origin + window.location.pathname + q"
+# on page load, after scene_from_url: a link to a scene runs the comparison, so it shows the same images at once
+RUN_IF_SCENE_JS = ("() => { if (new URLSearchParams(window.location.search).get('tab') === 'explore') "
+                   "setTimeout(() => document.querySelector('#ex_go').click(), 300); }")
+
+
+def scene_from_url(request: gr.Request = None):
+    """On page load: when the address holds a scene (tab=explore&...), open this tab with its settings."""
+    params = dict(getattr(request, "query_params", {}) or {})
+    n_controls = 3 + len(FIELDS) * len(NAMES)
+    if params.get("tab") != "explore":
+        return (gr.update(), *[gr.update()] * n_controls, gr.update())
+    query = urllib.parse.urlencode(params)
+    note = SCENES[params["scene"]][0] if params.get("scene") in SCENES else "Opened from a link: press Compare to run it."
+    return (gr.update(selected="explore"), *scene_values(query, request), f"*{note}*")
