@@ -57,7 +57,8 @@ def sampler_inputs(tab, sampler, steps, *, from_table=True):
     """The sampler and its steps: from the quality-per-cost tables when they exist (the tables measure sampling
     from pure noise; SDEdit starts from a noised image, so its tab keeps its own), else the tab's own."""
     sampler, steps = (from_table and FAST) or (sampler, steps)
-    sampler = gr.Radio(SAMPLER_CHOICES, value=sampler, label="sampler", info=SAMPLER_HELP.replace("**", ""))
+    sampler = gr.Radio(SAMPLER_CHOICES, value=sampler, label="sampler", info=SAMPLER_HELP.replace("**", ""),
+                       elem_id=f"{tab}_sampler")
     steps = gr.Slider(*LIMITS["steps"], value=steps, step=1, label="steps of DDIM / DPM-Solver++ (1 to T)",
                       elem_id=f"{tab}_steps")
     return sampler, steps
@@ -323,35 +324,40 @@ with gr.Blocks(title="DDPM, step by step") as demo:
             gr.Markdown(curves.CURVES_HELP, latex_delimiters=explain.LATEX)
             with gr.Row():
                 cv_per_class = gr.Slider(*LIMITS["per_class"], value=curves.LIVE_PER_CLASS, step=1,
-                                         label="images per class and point (the bundled curves: more)")
+                                         label="images per class and point (the bundled curves: more)",
+                                         elem_id="cv_per_class")
                 cv_seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
                 cv_stop = gr.Button("Stop measuring", variant="stop")
             with gr.Row(equal_height=False):
-                with gr.Column():
-                    with gr.Row():
-                        cv_guid = gr.Slider(*LIMITS["guidance"], value=GUIDANCE, step=0.1, label="guidance scale s")
-                        cv_steps_go = gr.Button("Measure: quality against steps", variant="primary", elem_id="cv_steps_go")
+                with gr.Column(scale=1, min_width=280):
+                    cv_guid = gr.Slider(*LIMITS["guidance"], value=GUIDANCE, step=0.1, label="guidance scale s")
+                    cv_steps_go = gr.Button("Measure: quality against steps", variant="primary", elem_id="cv_steps_go")
+                with gr.Column(scale=3):
                     cv_steps_img = image("accuracy and FD against steps", elem_id="cv_steps_img", show_label=False)
-                    cv_steps_text = gr.Markdown(elem_id="cv_steps_text")
-                with gr.Column():
-                    with gr.Row():
-                        cv_sampler = gr.Radio(SAMPLER_CHOICES[1:], value=(FAST or GRID_OWN)[0], label="sampler")
-                        cv_steps = gr.Slider(*LIMITS["steps"], value=(FAST or GRID_OWN)[1], step=1, label="steps")
+            cv_steps_text = gr.Markdown(elem_id="cv_steps_text")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1, min_width=280):
+                    cv_sampler = gr.Radio(SAMPLER_CHOICES[1:], value=(FAST or GRID_OWN)[0], label="sampler",
+                                          elem_id="cv_sampler")
+                    cv_steps = gr.Slider(*LIMITS["steps"], value=(FAST or GRID_OWN)[1], step=1, label="steps",
+                                         elem_id="cv_steps")
                     cv_guid_go = gr.Button("Measure: accuracy and diversity against guidance", variant="primary",
                                            elem_id="cv_guid_go")
+                with gr.Column(scale=3):
                     cv_guid_img = image("accuracy and diversity against guidance", elem_id="cv_guid_img", show_label=False)
-                    cv_guid_text = gr.Markdown(elem_id="cv_guid_text")
+            cv_guid_text = gr.Markdown(elem_id="cv_guid_text")
             gr.Markdown("#### Is the model copying? Nearest training images")
             gr.Markdown(neighbours.NEIGHBOURS_HELP)
             with gr.Row():
                 nb_per_class = gr.Slider(*LIMITS["nn_per_class"], value=1, step=1, label="samples per class",
                                          scale=2)
-                nb_go = gr.Button("Sample with column A's settings and search", variant="primary", elem_id="nb_go",
+                nb_go = gr.Button("Sample with column A's sampler, steps and guidance, then search", variant="primary",
+                                  elem_id="nb_go",
                                   scale=2)
                 nb_stop = gr.Button("Stop", variant="stop", scale=1)
             with gr.Row():
                 nb_img = image("each sample, its nearest training images by judge features and by pixels",
-                               elem_id="nb_img", scale=3)
+                               elem_id="nb_img", scale=3, show_label=False)
                 nb_text = gr.Markdown(elem_id="nb_text")
             code("explore")
 
@@ -364,7 +370,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
     ex_all = [ex_model, ex_n, ex_seed, *ex_controls]
     demo.load(registry.app_init, outputs=[dataset, rev_model, grid_model, sd_model, ip_model, ex_model], api_name=False).then(
         finetune.base_choices_update, outputs=[ft_base], api_name=False).then(**fwd, api_name=False).then(
-        explore.scene_from_url, outputs=[tabs, *ex_all, ex_note], api_name=False).then(
+        explore.scene_from_url, outputs=[tabs, *ex_all, ex_note], api_name=False).success(
         None, js=explore.RUN_IF_SCENE_JS)
     dataset.change(forward.forward_gallery, inputs=[dataset], outputs=[gallery], api_name="forward_gallery").then(
         **pick).then(**fwd, api_name=False)
@@ -434,7 +440,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
     ex_scrub.release(explore.compare_scrub, inputs=[ex_scrub], outputs=[*ex_images, ex_status], api_name="compare_scrub",
                      concurrency_limit=4, concurrency_id="scrub")
     ex_scene.input(explore.scene_preset, inputs=[ex_scene], outputs=[*ex_all, ex_note], api_name="scene_preset")
-    ex_link_go.click(explore.scene_link, inputs=ex_all, outputs=[ex_link], api_name="scene_link").then(
+    ex_link_go.click(explore.scene_query, inputs=ex_all, outputs=[ex_link], api_name="scene_link").then(
         None, inputs=[ex_link], outputs=[ex_link], js=explore.FULL_LINK_JS)
     ex_link.submit(explore.scene_values, inputs=[ex_link], outputs=ex_all, api_name="scene")
     column_a = [ex_controls[explore.FIELDS.index(f)] for f in ("sampler", "steps", "guidance")]

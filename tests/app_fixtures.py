@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
 import ddpm
+from ddpm.eval.judge import Judge
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_NET = dict(base_channels=8, channel_mults=(1, 2), attn_levels=(1,), emb_channels=32, groups=4)
@@ -23,9 +24,11 @@ CLASS_NAMES = {
 }
 
 
-def make_models_dir(root, per_class=3):
+def make_models_dir(root, per_class=3, judges=()):
     """Write <root>/{mnist,fashion_mnist}/ with a tiny model (T = 100) and per_class random examples per class.
-    The mnist one works on 2x2 patches like new 28x28 models (ddpm.unet.PATCH2), the other at full resolution."""
+    The mnist one works on 2x2 patches like new 28x28 models (ddpm.unet.PATCH2), the other at full resolution.
+    judges: the names of the models that also get a judge classifier with random weights (its verdicts exist,
+    they mean nothing)."""
     for k, (name, names) in enumerate(CLASS_NAMES.items()):
         torch.manual_seed(k)
         net = dict(TINY_NET, patch_size=2) if name == "mnist" else TINY_NET
@@ -35,6 +38,8 @@ def make_models_dir(root, per_class=3):
         images = torch.stack([stroke(i % 10, i // 10) for i in range(10 * per_class)])
         save_file({"images": images, "labels": torch.arange(10 * per_class) % 10},
                   os.path.join(folder, "examples.safetensors"))
+        if name in judges:
+            Judge(dataset=name).eval().save(folder)
     return str(root)
 
 

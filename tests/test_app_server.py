@@ -9,19 +9,28 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from app_fixtures import make_models_dir, start_app, stop_app
+from ddpm.data import ImageDataset, to_unit_range
+from ddpm.eval.judge import load_judge
+from ddpm.eval.neighbours import build_index, save_index
+from ddpm.pretrained import load_examples
 
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    models = make_models_dir(root / "models")
+    models = make_models_dir(root / "models", judges=("mnist",))
     # a quality-per-cost table for one model: its rule picks DPM-Solver++ with 12 steps at guidance 2
     rows = [dict(sampler=s, steps=k, guidance=2.0, n=1000, seed=0, fd=fd, fd_floor=1.0, accuracy=1.0, worst_class=0,
                  worst_accuracy=1.0, seconds=1.0) for s, k, fd in (("ddim", 50, 10.0), ("dpmpp_2m", 12, 10.3),
                                                                     ("dpmpp_2m", 6, 12.0))]
     with open(os.path.join(models, "mnist", "quality_cost.json"), "w") as f:
         json.dump(rows, f)
-    proc, url = start_app(models, root / "app.log")
+    # the nearest-neighbour index of the tiny MNIST model: its examples, seen by its (random) judge
+    folder = os.path.join(models, "mnist")
+    images, labels = load_examples(folder)
+    save_index(folder, build_index(ImageDataset(to_unit_range(images), labels, "mnist", [str(k) for k in range(10)]),
+                                   load_judge(folder)))
+    proc, url = start_app(models, root / "app.log", env={"DDPM_APP_JUDGE": "1"})
     yield url
     stop_app(proc)
 
@@ -40,9 +49,9 @@ def test_sampling_tabs_start_at_the_quality_per_cost_default(url):
     import httpx
     components = httpx.get(url + "config").json()["components"]
     value = {c["props"].get("elem_id"): c["props"].get("value") for c in components if c["props"].get("elem_id")}
-    assert value["rev_steps"] == 12 and value["grid_steps"] == 12 and value["sd_steps"] == 20
-    radios = [c["props"]["value"] for c in components if c["type"] == "radio" and c["props"].get("label") == "sampler"]
-    assert radios.count("dpmpp_2m") == 2 and radios.count("ddim") >= 1
+    assert value["rev_steps"] == 12 and value["grid_steps"] == 12 and value["sd_steps"] == 20 and value["cv_steps"] == 12
+    assert value["rev_sampler"] == value["grid_sampler"] == value["cv_sampler"] == "dpmpp_2m"
+    assert value["sd_sampler"] == "ddim"
 
 
 def test_forward_endpoints(url):
@@ -161,3 +170,26 @@ def test_playground_endpoints_train_stop_and_draw(url):
     assert is_png(fig, 400) and "4 trajectories" in text
     with pytest.raises(Exception, match="no 2-D model yet"):                       # another visitor has none
         client(url).predict("ddim", 10, 4, api_name="/playground_paths")
+
+
+def test_explore_endpoints_compare_scene_curves_and_neighbours(url):
+    """The Explore tab's named endpoints: a scene's values feed /compare, whose columns stream and end judged;
+    /scene restores a link; /sweep_steps and /sweep_guidance stream a curve; /neighbours searches an index."""
+    c = client(url)
+    model, n, seed, *settings = c.predict("?tab=explore&n=3&seed=5&a_sampler=ddim&a_steps=4&c_on=0", api_name="/scene")
+    assert (n, seed) == (3, 5) and settings[1:3] == ["ddim", 4] and settings[18] is False
+    job = c.submit("mnist", n, seed, *settings, api_name="/compare")
+    outputs = [o for o in job]
+    a_img, a_text, b_img, b_text, c_img, c_text, scrub, status = job.outputs()[-1]
+    assert len(outputs) >= 2 and is_png(a_img, 100) and is_png(b_img, 100) and c_img is None
+    assert "judge:" in a_text and "/ 3 show the asked class" in a_text and "Done" in status
+    link = c.predict("mnist", n, seed, *settings, api_name="/scene_link")
+    assert link.startswith("?tab=explore&model=mnist&n=3&seed=5")
+    plot, text = c.predict("mnist", 2.0, 1, 0, api_name="/sweep_steps")
+    assert is_png(plot, 600) and "n = 10 images per point" in text
+    plot, text = c.predict("mnist", "dpmpp_2m", 4, 1, 0, api_name="/sweep_guidance")
+    assert is_png(plot, 600) and "cached for the next visitor" in text
+    with pytest.raises(Exception, match="judge"):          # the tiny FashionMNIST model has no judge
+        c.predict("fashion_mnist", 2.0, 1, 0, api_name="/sweep_steps")
+    sheet, report = c.predict("mnist", "ddim", 4, 2.0, 0, 1, api_name="/neighbours")
+    assert is_png(sheet, 400) and "the bundled index: 30 of 30 training images" in report

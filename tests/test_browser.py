@@ -21,7 +21,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
-    proc, url = start_app(make_models_dir(root / "models"), root / "app.log")
+    proc, url = start_app(make_models_dir(root / "models", judges=("mnist",)), root / "app.log", env={"DDPM_APP_JUDGE": "1"})
     os.makedirs(SHOTS, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
@@ -155,3 +155,16 @@ def test_explore_compares_three_columns_and_a_link_reopens_the_scene(page):
     other.goto(link.replace("seed=0", "seed=7"))
     other.locator("#ex_status").get_by_text("Done: 3 columns from one x_T (seed 7)").wait_for()   # opened and ran
     other.close()
+
+
+def test_explore_measures_a_curve_point_by_point(page):
+    tab(page, "7. Explore")
+    box = page.locator("#cv_per_class input[type=number]")
+    box.fill("1")
+    box.press("Enter")
+    page.locator("#cv_guid_go").click()
+    page.locator("#cv_guid_text").get_by_text("cached for the next visitor").wait_for()
+    page.locator("#cv_guid_img img").first.wait_for(state="visible")
+    assert "n = 10 images per point" in page.locator("#cv_guid_text").inner_text()
+    page.locator("#cv_guid_img").scroll_into_view_if_needed()
+    shoot(page, "7_explore_curve.png")

@@ -156,13 +156,12 @@ def test_bad_settings_are_named():
 def test_a_scene_link_restores_every_setting():
     cols = [explore.Column(sampler="ddpm", variance="beta_tilde", no_z=True),
             explore.Column(sampler="ddim", steps=37, eta=0.25, clip=False), explore.Column(on=False, wrong_t=True)]
-    query = explore.scene_link("fashion_mnist", 5, 123, *values(*cols))
+    query = explore.scene_query("fashion_mnist", 5, 123, *values(*cols))
     assert query.startswith("?tab=explore&model=fashion_mnist&n=5&seed=123")
     model, n, seed, back = explore.parse_scene("http://host:7860/" + query)
     assert (model, n, seed, back) == ("fashion_mnist", 5, 123, cols)
     restored = explore.scene_values(query, request=V)
-    assert restored[0]["value"] == "fashion_mnist" and restored[1:3] == (5, 123)
-    assert [u["value"] for u in restored[3:]] == values(*cols)
+    assert restored[:3] == ("fashion_mnist", 5, 123) and list(restored[3:]) == values(*cols)
 
 
 def test_bad_scene_links_are_refused_by_name():
@@ -189,6 +188,36 @@ def test_every_preset_is_a_valid_scene_with_a_sentence():
 def test_opening_the_page_with_a_scene_selects_the_tab():
     request = SimpleNamespace(session_hash="x", query_params={"tab": "explore", "b_sampler": "ddpm", "seed": "9"})
     tabs, model, n, seed, *settings, note = explore.scene_from_url(request)
-    assert tabs["selected"] == "explore" and seed == 9 and settings[len(explore.FIELDS) + 1]["value"] == "ddpm"
+    assert tabs["selected"] == "explore" and seed == 9 and settings[len(explore.FIELDS) + 1] == "ddpm"
     plain = explore.scene_from_url(SimpleNamespace(session_hash="x", query_params={}))
     assert all(u == gr.update() for u in plain)
+
+
+def test_a_run_stopped_before_its_first_recorded_tick_can_still_be_scrubbed():
+    """T = 100 DDPM: 100 ticks, every 2nd recorded; Stop after the first tick still records where it stopped."""
+    gen = explore.compare_run(V, "mnist", 1, 0, *values(explore.Column(sampler="ddpm", guidance=1.0)))
+    next(gen)
+    explore.compare_stop(request=V)
+    _, last = drain(gen)
+    assert last[-2]["maximum"] >= 0 and last[-2]["value"] == last[-2]["maximum"]
+    assert explore.compare_scrub(last[-2]["maximum"], request=V)[0] is not None
+
+
+def test_scene_links_ignore_the_hosts_own_parameters_and_refuse_mixed_ones():
+    model, n, seed, cols = explore.parse_scene("?__theme=dark&tab=explore&seed=4")
+    assert seed == 4 and cols == explore.default_columns()
+    with pytest.raises(gr.Error, match=r"names scene .* and also \['seed'\]"):
+        explore.parse_scene(f"?scene={list(explore.SCENES)[1]}&seed=3")
+
+
+def test_an_unconditional_model_and_a_new_class_are_judged_honestly(make_ddpm, monkeypatch):
+    """No classes: the judge still says what it sees (grey, nothing asked); a fine-tuned 11th class, which the judge
+    never saw, is not counted as a miss."""
+    reg = registry.registry()
+    reg.add_session_model("explorer", "uncond", make_ddpm(T=20, num_classes=None), "mnist")
+    _, last = drain(explore.compare_run(V, "uncond", 2, 0, *values(explore.Column(sampler="ddim", steps=2))))
+    assert "no classes, so no guidance" in last[1] and "nothing was asked" in last[1] and "— 2 network calls per image" in last[1]
+    eleven = make_ddpm(T=20, num_classes=11)
+    reg.add_session_model("explorer", "eleven", eleven, "mnist")
+    _, last = drain(explore.compare_run(V, "eleven", 11, 0, *values(explore.Column(sampler="ddim", steps=2))))
+    assert "/ 10 show the asked class" in last[1] and "1 of a class the judge never saw, not judged" in last[1]

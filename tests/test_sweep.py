@@ -177,7 +177,19 @@ def test_cli_sweep_writes_the_file_that_the_tab_shows(tmp_path, capsys, monkeypa
     assert "Bundled measurement" in text and text.count("| DPM++(2M) | 10 |") == 5
     with pytest.raises(pytest.fail.Exception):                       # another guidance is measured live
         drain(curves.sweep_steps("mnist", 3.0, 2, 0, request=A))
+    with pytest.raises(pytest.fail.Exception):                       # ... and so are other n or seeds
+        drain(curves.sweep_steps("mnist", 2.0, 3, 0, request=A))
+    with pytest.raises(pytest.fail.Exception):
+        drain(curves.sweep_steps("mnist", 2.0, 2, 1, request=A))
     with open(os.path.join(folder, SWEEP_JSON), "w") as f:
         f.write('{"steps": {"guidance": 2.0}}')
     with pytest.raises(gr.Error, match=r"sweep.json of model 'mnist' cannot be used: mnist/sweep.json: .*lacks"):
         drain(curves.sweep_steps("mnist", 2.0, 2, 0, request=A))
+
+
+def test_a_ddpm_point_whose_band_edge_is_a_rounding_error_past_its_value_still_plots():
+    """Accuracy 100% with a Wilson upper edge of 1 - 1e-12 once crashed the bundled sweep's plot (negative yerr)."""
+    row = dict(sampler="ddpm", steps=1000, guidance=2.0, n=100, seed=0, calls=2000, accuracy=1.0, acc_lo=0.96,
+               acc_hi=1.0 - 1e-12, fd=60.0, fd_lo=40.0, fd_hi=80.0, diversity=17.0, div_lo=16.0, div_hi=18.0,
+               seconds=1.0, fd_real=50.0)
+    assert plot_steps([row], "tiny").width >= 1000

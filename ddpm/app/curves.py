@@ -127,8 +127,8 @@ def _report(head, rows, notes=()):
 def _bundled(plot, part, title, notes, other):
     """(plot, markdown) of a bundled measurement."""
     head = (f"**Bundled measurement**, n = {part['n']} per point ({part['per_class']} per class, seed {part['seed']}), "
-            f"made by `python -m ddpm evaluate --sweep` (`{part['command']}`). Choose another {other} to measure "
-            "live at a smaller n.")
+            f"made by `python -m ddpm evaluate --sweep` (`{part['command']}`), shown for the tab's default settings. "
+            f"Choose another {other}, images per class or seed to measure live at your settings.")
     return _plot(plot, part["rows"], title), _report(head, part["rows"], notes)
 
 
@@ -179,7 +179,7 @@ def sweep_steps(model, guidance, per_class, seed, request: gr.Request = None):
     notes = [f"DDPM (Algorithm 2) is not measured live: it takes all T = {ddpm.T} steps, {ddpm.T} network calls per "
              "image (twice that guided); `python -m ddpm evaluate --sweep` measures it."]
     bundled = bundled_sweep(reg, model, sid, "steps")
-    if bundled is not None and float(bundled["guidance"]) == guidance:
+    if bundled is not None and float(bundled["guidance"]) == guidance and (per_class, seed) == (LIVE_PER_CLASS, 0):
         yield _bundled(plot_steps, bundled, title, [], "guidance scale")
         return
     steps = tuple(k for k in STEP_GRID if k <= ddpm.T)
@@ -212,7 +212,8 @@ def sweep_guidance(model, sampler, steps, per_class, seed, request: gr.Request =
     steps = ddpm.T if steps is None else steps
     title = f"{model}: accuracy and diversity against guidance, {sampler} {steps} steps"
     bundled = bundled_sweep(reg, model, sid, "guidance")
-    if bundled is not None and (bundled["sampler"], int(bundled["steps"])) == (sampler, steps):
+    if bundled is not None and (bundled["sampler"], int(bundled["steps"])) == (sampler, steps) and \
+            (per_class, seed) == (LIVE_PER_CLASS, 0):
         yield _bundled(plot_guidance, bundled, title, [], "sampler or number of steps")
         return
     if sampler not in FEW_STEP_SAMPLERS:

@@ -138,9 +138,9 @@ def neighbours_run(model, sampler, steps, guidance, seed, per_class, request: gr
     ddpm = reg.model(model, sid)
     per_class = check_int("samples per class", per_class, "nn_per_class")
     steps, _, guidance, seed = check_sampling(ddpm, sampler, steps, 0.0, guidance, seed)
-    judge, index, searched, reference = search_set(reg, model, reg.base_folder(model, sid), ddpm)
-    if not ddpm.num_classes:
+    if not ddpm.num_classes:                                # before any index is built for it
         raise gr.Error(f"model {model!r} is unconditional: the search samples per_class images of every class")
+    judge, index, searched, reference = search_set(reg, model, reg.base_folder(model, sid), ddpm)
     stop = reg.session(sid).stops["neighbours"]
     try:
         x = sample(ddpm, per_class, list(range(ddpm.num_classes)), sampler=sampler, steps=steps,

@@ -207,7 +207,9 @@ def plot_steps(rows, title=""):
     for r in (r for r in rows if r["sampler"] == "ddpm"):
         for ax, key, lo, hi, scale in ((acc, "accuracy", "acc_lo", "acc_hi", 100), (fd, "fd", "fd_lo", "fd_hi", 1)):
             y = scale * r[key]
-            ax.errorbar([r["steps"]], [y], yerr=[[y - scale * r[lo]], [scale * r[hi] - y]], fmt="*", ms=16, capsize=5,
+            # max(0, .): a band edge equal to the value can come out a rounding error past it
+            ax.errorbar([r["steps"]], [y], yerr=[[max(0.0, y - scale * r[lo])], [max(0.0, scale * r[hi] - y)]], fmt="*",
+                        ms=16, capsize=5,
                         color=COLORS["ddpm"], label=LABELS["ddpm"])
     _real_line(fd, rows)
     ticks = sorted({r["steps"] for r in rows})
