@@ -17,7 +17,7 @@ from ..eval.sweep import (GUIDANCE_GRID, FEW_STEP_SAMPLERS, STEP_GRID, SWEEP_JSO
                           load_sweep, plot_guidance, plot_steps, steps_points)
 from .cores import shares_cores
 from .figures import plt_lock
-from .inputs import check_int, check_range, check_steps
+from .inputs import check_int, check_range, check_sampling
 from .registry import Stopped, holds_session, registry, session_id, step_check, stopper
 
 CURVES_HELP = r"""
@@ -104,8 +104,9 @@ def _judge_and_real(reg, model, sid, ddpm):
     base = reg.base_folder(model, sid)
     judge = reg.judge(base)
     if judge is None:
-        raise gr.Error(f"the curves need the judge classifier of model {model!r} (judge.safetensors beside it), "
-                       "and there is none")
+        why = ("judges are switched off on this server (DDPM_APP_JUDGE=0)" if not reg.use_judges
+               else "and there is none")
+        raise gr.Error(f"the curves need the judge classifier of model {model!r} (judge.safetensors beside it), {why}")
     if judge.config["num_classes"] != ddpm.num_classes:
         raise gr.Error(f"model {model!r} has {ddpm.num_classes} classes, its judge classifier knows "
                        f"{judge.config['num_classes']}: the curves need a judge of every class")
@@ -183,18 +184,11 @@ def sweep_steps(model, guidance, per_class, seed, request: gr.Request = None):
         yield _bundled(plot_steps, bundled, title, [], "guidance scale")
         return
     steps = tuple(k for k in STEP_GRID if k <= ddpm.T)
-    who = _who(model, ddpm, per_class, seed)
-    key = _cache_key(reg, model, sid, "steps", (guidance, steps), per_class, seed)
-    rows = CACHE.get(key) if key is not None else None
-    if rows is not None:
-        yield _cached(plot_steps, rows, title, who, notes)
-        return
-    judge, real = _judge_and_real(reg, model, sid, ddpm)
-    stop = reg.session(sid).stops["sweep"]
-    points = steps_points(ddpm, judge, real, guidance=guidance, per_class=per_class, seed=seed, steps=steps,
-                          callback=step_check(stop))
-    yield from _stream(plot_steps, title, points, key=key, total=len(steps) * len(FEW_STEP_SAMPLERS), who=who,
-                       notes=notes)
+    yield from _cached_or_live(
+        reg, model, sid, ddpm, ("steps", (guidance, steps)), per_class, seed, plot_steps, title, notes,
+        len(steps) * len(FEW_STEP_SAMPLERS),
+        lambda judge, real, check: steps_points(ddpm, judge, real, guidance=guidance, per_class=per_class, seed=seed,
+                                                steps=steps, callback=check))
 
 
 @shares_cores
@@ -206,9 +200,7 @@ def sweep_guidance(model, sampler, steps, per_class, seed, request: gr.Request =
     measurement with this sampler and steps (sweep.json beside a bundled model).
     """
     sid, reg, ddpm, per_class, seed = _checked(model, per_class, seed, request)
-    steps = check_steps(sampler, steps)
-    if steps is not None and steps > ddpm.T:
-        raise gr.Error(f"steps = {steps} is outside the allowed range [1, {ddpm.T}] (T of this model)")
+    steps = check_sampling(ddpm, sampler, steps, 0.0, 1.0, 0)[0]
     steps = ddpm.T if steps is None else steps
     title = f"{model}: accuracy and diversity against guidance, {sampler} {steps} steps"
     bundled = bundled_sweep(reg, model, sid, "guidance")
@@ -219,18 +211,26 @@ def sweep_guidance(model, sampler, steps, per_class, seed, request: gr.Request =
     if sampler not in FEW_STEP_SAMPLERS:
         raise gr.Error(f"sampler {sampler!r} takes all T = {ddpm.T} steps per image, too slow to measure live; "
                        f"choose one of {list(FEW_STEP_SAMPLERS)}")
-    who = _who(model, ddpm, per_class, seed)
     notes = [] if per_class > 1 else ["Diversity needs two images of a class: choose 2 or more images per class."]
-    key = _cache_key(reg, model, sid, "guidance", (sampler, steps), per_class, seed)
+    yield from _cached_or_live(
+        reg, model, sid, ddpm, ("guidance", (sampler, steps)), per_class, seed, plot_guidance, title, notes,
+        len(GUIDANCE_GRID),
+        lambda judge, real, check: guidance_points(ddpm, judge, real, sampler=sampler, steps=steps,
+                                                   per_class=per_class, seed=seed, callback=check))
+
+
+def _cached_or_live(reg, model, sid, ddpm, setting, per_class, seed, plot, title, notes, total, points):
+    """A curve from the cache (one yield) or measured live and streamed point by point; setting = (part, what
+    the part's points depend on), points(judge, real images, per-step callback) -> the rows' generator."""
+    who = _who(model, ddpm, per_class, seed)
+    key = _cache_key(reg, model, sid, setting[0], setting[1], per_class, seed)
     rows = CACHE.get(key) if key is not None else None
     if rows is not None:
-        yield _cached(plot_guidance, rows, title, who, notes)
+        yield _cached(plot, rows, title, who, notes)
         return
     judge, real = _judge_and_real(reg, model, sid, ddpm)
     stop = reg.session(sid).stops["sweep"]
-    points = guidance_points(ddpm, judge, real, sampler=sampler, steps=steps, per_class=per_class, seed=seed,
-                             callback=step_check(stop))
-    yield from _stream(plot_guidance, title, points, key=key, total=len(GUIDANCE_GRID), who=who, notes=notes)
+    yield from _stream(plot, title, points(judge, real, step_check(stop)), key=key, total=total, who=who, notes=notes)
 
 
 sweep_stop = stopper("sweep")

@@ -342,13 +342,13 @@ def parse_scene(query):
     return one.get("model") or None, n, seed, cols
 
 
-def _scene(**columns):
-    """A preset's query: the default scene with these column settings (a=dict(...), b=..., c=...)."""
+def _scene(n=8, **columns):
+    """A preset's query: n images per column, column settings a=dict(...), b=..., c=... (the others: defaults)."""
     cols = default_columns()
     for p, changes in columns.items():
         cols["abc".index(p)] = Column(**{**asdict(Column()), **changes})
     values = [v for col in cols for v in asdict(col).values()]
-    return scene_query(None, 8, 0, *values)
+    return scene_query(None, n, 0, *values)
 
 
 # name -> (what to look for, the scene): lecture-ready comparisons
@@ -362,7 +362,7 @@ SCENES = {
         "DDIM at 10 steps (A) and the same 10 steps with DDPM's fresh noise, η = 1 (B), both give clean digits; "
         "Algorithm 2 (C) walks all 1000 steps, 2000 network calls per image against 20, for images the judge scores "
         "the same: the calls under each column are the cost of each answer.",
-        _scene(a=dict(sampler="ddim"), b=dict(sampler="ddim", eta=1.0), c=dict(sampler="ddpm", guidance=2.0))),
+        _scene(4, a=dict(sampler="ddim"), b=dict(sampler="ddim", eta=1.0), c=dict(sampler="ddpm", guidance=2.0))),
     "Clipping matters": (
         "At s = 5 the network's x̂₀ leaves [-1, 1] far (watch its range under each column while it runs: about "
         "[-4.4, 5.2] at t = 699 on MNIST); A clips it at every step, B and C do not. The final digits differ less "
@@ -374,9 +374,10 @@ SCENES = {
         "the thin, varied handwriting of s = 1 is what guidance spends (the curves below measure it as diversity).",
         _scene(a=dict(guidance=1.0), b=dict(guidance=3.0), c=dict(guidance=7.0))),
     "What Algorithm 2 needs (ablations)": (
-        "Algorithm 2 as written (left); without its noise z (middle) every step lands on the posterior mean and the "
-        "samples come out smooth and washed-out; told a wrong t (right) the network removes the wrong amount of noise.",
-        _scene(a=dict(sampler="ddpm", guidance=1.0), b=dict(sampler="ddpm", guidance=1.0, no_z=True),
+        "Algorithm 2 as written (A). Without its noise z (B) every step lands on the posterior mean: the strokes come "
+        "out thin and smooth, and one may lose its shape. Told t = T/2 at every step (C), the network removes the "
+        "wrong amount of noise and the images stay noisy: the judge recognises none of them.",
+        _scene(4, a=dict(sampler="ddpm", guidance=1.0), b=dict(sampler="ddpm", guidance=1.0, no_z=True),
                c=dict(sampler="ddpm", guidance=1.0, wrong_t=True))),
 }
 DEFAULT_SCENE = next(iter(SCENES))
