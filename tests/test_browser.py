@@ -150,7 +150,7 @@ def test_explore_compares_three_columns_and_a_link_reopens_the_scene(page):
     page.wait_for_function("() => document.querySelector('#ex_link textarea').value.startsWith('http')")
     link = page.locator("#ex_link textarea").input_value()
     assert "tab=explore" in link and "seed=0" in link
-    other = page.context.new_page()
+    other = page.context.browser.new_page(viewport={"width": 1500, "height": 1000})
     other.set_default_timeout(60_000)
     other.goto(link.replace("seed=0", "seed=7"))
     other.locator("#ex_status").get_by_text("Done: 3 columns from one x_T (seed 7)").wait_for()   # opened and ran
