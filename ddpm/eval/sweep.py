@@ -212,19 +212,9 @@ def plot_steps(rows, title=""):
                         ms=16, capsize=5,
                         color=COLORS["ddpm"], label=LABELS["ddpm"])
     _real_line(fd, rows)
-    ticks = sorted({r["steps"] for r in rows})
-    for ax in (acc, fd):
-        ax.set_xscale("log")
-        if ticks:
-            ax.set_xticks(ticks, [str(t) for t in ticks])
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("sampling steps (log scale)", fontsize=FONT)
-        if rows:
-            ax.legend(fontsize=FONT - 3)
-    acc.set_ylabel("class accuracy (%), judge", fontsize=FONT)
-    fd.set_ylabel("Fréchet distance (judge features)", fontsize=FONT)
-    acc.set_title("higher is better; band: 95% Wilson interval", fontsize=FONT - 1)
-    fd.set_title("lower is better; band: bootstrap 5-95%", fontsize=FONT - 1)
+    _finish((acc, fd), rows, sorted({r["steps"] for r in rows}), str, "sampling steps (log scale)",
+            ("class accuracy (%), judge", "Fréchet distance (judge features)"),
+            ("higher is better; band: 95% Wilson interval", "lower is better; band: bootstrap 5-95%"), log=True)
     return _image(fig)
 
 
@@ -237,18 +227,25 @@ def plot_guidance(rows, title=""):
         style = dict(label=f"{LABELS[sampler]}, {steps} steps", color=COLORS[sampler] if k == 0 else f"C{k + 2}")
         _line(acc, line, "guidance", "accuracy", "acc_lo", "acc_hi", scale=100, **style)
         _line(div, line, "guidance", "diversity", "div_lo", "div_hi", **style)
-    ticks = sorted({r["guidance"] for r in rows})
-    for ax in (acc, div):
+    _finish((acc, div), rows, sorted({r["guidance"] for r in rows}), lambda s: f"{s:g}", "guidance scale s (1 = none)",
+            ("class accuracy (%), judge", "mean distance within a class\n(judge features)"),
+            ("higher is better; band: 95% Wilson interval", "diversity; band: ±1.96 standard errors over classes"))
+    return _image(fig)
+
+
+def _finish(axes, rows, ticks, tick_text, xlabel, ylabels, titles, *, log=False):
+    """The two panels' x ticks (one per measured value), labels, titles and legends."""
+    for ax, ylabel, title in zip(axes, ylabels, titles):
+        if log:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         if ticks:
-            ax.set_xticks(ticks, [f"{s:g}" for s in ticks])
-        ax.set_xlabel("guidance scale s (1 = none)", fontsize=FONT)
+            ax.set_xticks(ticks, [tick_text(t) for t in ticks])
+        ax.set_xlabel(xlabel, fontsize=FONT)
+        ax.set_ylabel(ylabel, fontsize=FONT)
+        ax.set_title(title, fontsize=FONT - 1)
         if rows:
             ax.legend(fontsize=FONT - 3)
-    acc.set_ylabel("class accuracy (%), judge", fontsize=FONT)
-    div.set_ylabel("mean distance within a class\n(judge features)", fontsize=FONT)
-    acc.set_title("higher is better; band: 95% Wilson interval", fontsize=FONT - 1)
-    div.set_title("diversity; band: ±1.96 standard errors over classes", fontsize=FONT - 1)
-    return _image(fig)
 
 
 def format_points(rows):
