@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 import torch
+from PIL import Image
 
 from app_fixtures import make_models_dir
 from ddpm.app import explore, registry
@@ -116,7 +117,7 @@ def test_compare_streams_all_columns_in_step_and_judges_the_result():
     cols = [explore.Column(sampler="ddim", steps=4, guidance=1.0), explore.Column(sampler="ddim", steps=8, guidance=2.0),
             explore.Column(sampler="dpmpp_2m", steps=2, guidance=1.0)]
     outs, last = drain(explore.compare_run(V, "mnist", 4, 0, *values(*cols)))
-    assert len(last) == 8 and all(isinstance(last[2 * k], type(last[0])) for k in range(3))
+    assert len(last) == 8 and all(isinstance(last[2 * k], Image.Image) for k in range(3))
     first = outs[0]
     assert "step 1 / 4" in first[1] and "step 1 / 8" in first[3] and "step 1 / 2" in first[5]
     assert "16 network calls per image" in last[3] and "4 network calls per image" in last[1]

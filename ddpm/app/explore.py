@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..data import to_uint8, to_unit_range
+from ..eval.evaluate import calls_per_image
 from ..sampling import SAMPLERS, VARIANCES, sample_steps, timesteps
 from .cores import shares_cores
 from .images import show
@@ -91,12 +92,6 @@ def column_run(ddpm, x_T, y, col, seed):
                         eta=col.eta, guidance_scale=col.guidance if y is not None else 1.0, clip_x0=col.clip,
                         variance=col.variance, generator=torch.Generator().manual_seed(seed + 1),
                         randn=no_noise if col.no_z else torch.randn)
-
-
-def calls_per_image(ddpm, col, guided):
-    """Network evaluations per image: one per step, two when guided (one batched pass of twice the batch)."""
-    n = len(timesteps(col.sampler, ddpm.T, col.steps_or_none()))
-    return n * (2 if guided and col.guidance != 1.0 else 1)
 
 
 def columns_from(values):
@@ -247,7 +242,7 @@ def compare_run(request: gr.Request, model, n, seed, *settings):
         x = step.x_prev.clamp(-1, 1)
         pred, conf = verdicts(judge, x) if judge is not None else (None, None)
         out += [judged_tiles(x, y, pred, conf, names, n_known),
-                _summary(cols[k], y, pred, conf, n_known, calls_per_image(ddpm, cols[k], y is not None), spent[k])
+                _summary(cols[k], y, pred, conf, n_known, calls_per_image(dict(steps=n_steps[k], guidance=cols[k].guidance if y is not None else 1.0)), spent[k])
                 + (f"  \n**stopped at step {done[k]} / {n_steps[k]}** ({stop.reason})" if done[k] < n_steps[k] else "")]
     status = (f"**Done**: {len(runs)} columns from one x_T (seed {seed}), {n} images each" if not stop.is_set()
               else f"**Stopped** ({stop.reason}); what was made is shown")
