@@ -193,3 +193,20 @@ def test_a_ddpm_point_whose_band_edge_is_a_rounding_error_past_its_value_still_p
                acc_hi=1.0 - 1e-12, fd=60.0, fd_lo=40.0, fd_hi=80.0, diversity=17.0, div_lo=16.0, div_hi=18.0,
                seconds=1.0, fd_real=50.0)
     assert plot_steps([row], "tiny").width >= 1000
+
+
+def test_load_sweep_names_a_row_without_its_keys_and_per_class_needs_sweep(tmp_path):
+    row = dict(sampler="ddim", steps=10, guidance=2.0, n=20, accuracy=1.0, acc_lo=0.8, acc_hi=1.0, fd=5.0, fd_lo=4.0,
+               fd_hi=6.0, diversity=1.0, div_lo=0.9, div_hi=1.1, calls=20, seconds=0.5)
+    part = dict(guidance=2.0, per_class=2, n=20, seed=0, rows=[row])
+    path = str(tmp_path / SWEEP_JSON)
+    save_sweep(path, {"steps": part})
+    assert load_sweep(path)["steps"]["rows"] == [row]
+    save_sweep(path, {"steps": dict(part, rows=[row, {k: v for k, v in row.items() if k != "fd_hi"}])})
+    with pytest.raises(ValueError, match=r"row 1 of the 'steps' part lacks \['fd_hi'\]"):
+        load_sweep(path)
+    save_sweep(path, {"steps": dict(part, rows="none")})
+    with pytest.raises(ValueError, match="rows must be a list, got str"):
+        load_sweep(path)
+    with pytest.raises(ValueError, match="--per-class 5 belongs to --sweep"):   # `run` prints it as one line
+        main(["evaluate", "--model", "mnist", "--per-class", "5"])

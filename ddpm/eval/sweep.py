@@ -267,6 +267,9 @@ def format_points(rows):
 # each part of sweep.json and the settings it must hold
 PARTS = {"steps": ("guidance", "per_class", "n", "seed", "rows"),
          "guidance": ("sampler", "steps", "per_class", "n", "seed", "rows")}
+# what every row of a part holds (measure() writes them; the app's table and plots read them)
+ROW_KEYS = ("sampler", "steps", "guidance", "n", "accuracy", "acc_lo", "acc_hi", "fd", "fd_lo", "fd_hi", "diversity",
+            "div_lo", "div_hi", "calls", "seconds")
 
 
 def save_sweep(path, data):
@@ -280,7 +283,7 @@ def save_sweep(path, data):
 
 def load_sweep(path):
     """The sweep saved at `path`, or None when there is none; ValueError naming the file when a part it holds
-    lacks a setting of PARTS (a run stopped early may hold only the steps part)."""
+    lacks a setting of PARTS or a row lacks a key of ROW_KEYS (a run stopped early may hold only the steps part)."""
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
@@ -293,4 +296,12 @@ def load_sweep(path):
         if missing:
             raise ValueError(f"{path}: the {part!r} part lacks {missing}; write it again with "
                              f"`python -m ddpm evaluate --sweep`")
+        rows = given["rows"] if part in data else []
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: the {part!r} part's rows must be a list, got {type(rows).__name__}")
+        for i, row in enumerate(rows):
+            lacking = [k for k in ROW_KEYS if not isinstance(row, dict) or k not in row]
+            if lacking:
+                raise ValueError(f"{path}: row {i} of the {part!r} part lacks {lacking}; write it again with "
+                                 f"`python -m ddpm evaluate --sweep`")
     return data

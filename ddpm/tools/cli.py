@@ -277,7 +277,8 @@ def add_evaluate_args(p):
                         "DPM-Solver++, DDPM) at guidance 2, accuracy and diversity against guidance with the model's "
                         "default sampler, FD against the real examples bundled beside the model; writes sweep.json and "
                         "two plots beside the model (or in the folder --out; with --quick only there)")
-    p.add_argument("--per-class", type=int, default=20, help="with --sweep: images per class of every point")
+    p.add_argument("--per-class", type=int, default=None, help="with --sweep: images per class of every point "
+                                                                "(default 20)")
 
 
 def _load_note():
@@ -298,7 +299,7 @@ def cmd_sweep(args):
         raise ValueError(f"--out {out}: with --sweep, give a folder (sweep.json and its two plots go into it)")
     if args.resume:
         raise ValueError("--resume belongs to the tables (--plan); a --sweep is measured whole")
-    per_class = 1 if args.quick else args.per_class
+    per_class = 1 if args.quick else 20 if args.per_class is None else args.per_class
     if per_class < 1:
         raise ValueError(f"--per-class {per_class}: give an integer >= 1")
     ddpm = load_pretrained(args.model)
@@ -341,6 +342,9 @@ def cmd_sweep(args):
 def cmd_evaluate(args):
     if args.sweep:
         return cmd_sweep(args)
+    if args.per_class is not None:
+        raise ValueError(f"--per-class {args.per_class} belongs to --sweep (images per class of every curve point); "
+                         "the tables take --n (and --n-sweep)")
     from ..eval.evaluate import (COST_GUIDANCE, SAMPLER_NAMES, cell_key, choose_default, cost_plan, format_table,
                                  load_rows, plan, plot_cost, run, save_rows)
     from ..eval.judge import load_judge
