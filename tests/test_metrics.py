@@ -143,6 +143,25 @@ def test_evaluate_cost_plan_from_the_command_line(make_ddpm, fake_data, tmp_path
     assert open(folder / "README.md").read().count("## Quality per cost") == 1
 
 
+def test_evaluate_bars_plan_measures_only_ddim50_and_keeps_the_card(make_ddpm, fake_data, tmp_path):
+    """`evaluate --plan bars`: DDIM-50 at guidance 1 and 2 with --n images each, judged by another folder's
+    judge (how a checkpoint is checked against a bundled model's bars); the model's card is left as it was."""
+    from ddpm.tools.cli import main
+    root, _ = fake_data
+    folder, judge_folder = tmp_path / "model", tmp_path / "judge"
+    make_ddpm(num_classes=10, T=60, dataset="mnist").save_pretrained(folder)
+    Judge(width=4).save(judge_folder)
+    card = (folder / "README.md").read_text()                       # the card save_pretrained wrote
+    main(["evaluate", "--model", str(folder), "--judge", str(judge_folder), "--data", str(root), "--plan", "bars",
+          "--n", "10", "--out", str(tmp_path / "bars.md")])
+    rows = json.load(open(tmp_path / "bars.json"))
+    assert [(r["sampler"], r["steps"], r["guidance"], r["n"]) for r in rows] == [("ddim", 50, 1.0, 10),
+                                                                                ("ddim", 50, 2.0, 10)]
+    assert "--plan bars" in open(tmp_path / "bars.md").read()
+    assert (folder / "README.md").read_text() == card
+    assert not (folder / "evaluation.md").exists()
+
+
 def test_each_bundled_model_gets_the_default_of_its_own_table(tmp_path, monkeypatch):
     from ddpm.app.registry import Registry
     from ddpm.eval.evaluate import save_rows

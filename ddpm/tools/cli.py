@@ -256,13 +256,15 @@ def add_evaluate_args(p):
     p.add_argument("--model", required=True, help="bundled name or checkpoint folder; its judge must sit beside it")
     p.add_argument("--judge", default=None, help="folder of the judge (default: the model's folder)")
     p.add_argument("--data", default=None, help="dataset root with the real images (default: $DDPM_DATA or ./data)")
-    p.add_argument("--plan", choices=("sweep", "cost"), default="sweep",
+    p.add_argument("--plan", choices=("sweep", "cost", "bars"), default="sweep",
                    help="sweep: DDIM over guidance scales (the model card's table); cost: quality per cost, every "
                         "sampler at a few step counts (DDPM-1000, DDIM-50/20/10, DPM++-20/10/6) at guidance 1 and 2, "
-                        "--n images each, with a plot of FD against network calls and the app defaults it implies")
+                        "--n images each, with a plot of FD against network calls and the app defaults it implies; "
+                        "bars: only DDIM-50 at guidance 1 and 2, --n images each (the quality bars, e.g. to check a "
+                        "checkpoint against a bundled model's judge with --judge; leaves the model card alone)")
     p.add_argument("--n-sweep", type=int, default=100, help="images per cell of the sampler x guidance sweep")
     p.add_argument("--n", type=int, default=1000, help="images for the two DDIM-50 rows (guidance 1 and best); "
-                                                       "with --plan cost, images per cell")
+                                                       "with --plan cost or bars, images per cell")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a tiny table in a minute, to try the command")
     p.add_argument("--out", default=None, help="also write the markdown table to this .md file and its rows beside it "
@@ -364,6 +366,8 @@ def cmd_evaluate(args):
         cells = cost_plan(20 if args.quick else args.n)
         cells = [c for c in cells if c[0] != "ddpm"] if args.quick else cells
         cells = [c for c in cells if args.max_steps is None or c[1] <= args.max_steps]
+    elif args.plan == "bars":
+        cells = [("ddim", 50, g, 20 if args.quick else args.n) for g in COST_GUIDANCE]
     else:
         cells = [("ddim", 10, 1.0, 20), ("ddim", 10, 3.0, 20)] if args.quick else plan(args.n_sweep)
     rows_path = os.path.splitext(out)[0] + ".json" if out else None
@@ -387,8 +391,8 @@ def cmd_evaluate(args):
                 f.write(header + format_table(with_done(measured), ddpm.class_names, calls=cost) + "\n")
             save_rows(rows_path, with_done(measured))
 
-    rows = with_done(run(ddpm, judge, test_set, train_set, cells, n_bar=0 if args.quick or cost else args.n,
-                         seed=args.seed, on_row=on_row, done=done))
+    n_bar = args.n if args.plan == "sweep" and not args.quick else 0      # the two DDIM-50 rows of the card
+    rows = with_done(run(ddpm, judge, test_set, train_set, cells, n_bar=n_bar, seed=args.seed, on_row=on_row, done=done))
     table = header + format_table(rows, ddpm.class_names, calls=cost)
     if cost:
         table += f"\n\n{_load_note()} at the end."
@@ -406,10 +410,11 @@ def cmd_evaluate(args):
     beside = out is not None and os.path.dirname(os.path.abspath(out)) == os.path.abspath(folder)
     card = os.path.join(folder, CARD)
     ours = not os.path.isfile(card) or CARD_MARK in open(card, encoding="utf-8").read()
-    if not cost and os.path.isdir(folder) and ours:
+    sweep = args.plan == "sweep"
+    if sweep and os.path.isdir(folder) and ours:
         with open(os.path.join(folder, EVALUATION), "w") as f:             # a card of ours: the scores go into it
             f.write(table + "\n")
-    if os.path.isdir(folder) and ((not cost and ours) or (cost and beside)):
+    if os.path.isdir(folder) and ((sweep and ours) or (cost and beside)):
         if ours:
             write_model_card(folder, ddpm)           # rebuilt from evaluation.md and quality_cost.md
         else:
