@@ -14,9 +14,10 @@ from conftest import _write_idx
 from ddpm.distributed import check_replicas
 from ddpm.tools.cli import main
 
+LR = 2e-3
 N_IMAGES = 40            # 5 steps of a global batch of 8 per epoch: 7 steps cross an epoch boundary
 ARGS = ["--dataset", "mnist", "--base-channels", "8", "--channel-mults", "1,2", "--T", "20", "--warmup", "2",
-        "--lr", "2e-3", "--device", "cpu", "--no-progress", "--log-every", "1", "--batch-size", "8"]
+        "--lr", str(LR), "--device", "cpu", "--no-progress", "--log-every", "1", "--batch-size", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,22 @@ def _max_diff(a, b):
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
+def _diffs(a, b):
+    assert a.keys() == b.keys()
+    return torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
+
+
+
+def assert_same_training(a, b):
+    """Equal up to float summation order. Adam's first updates of a weight whose gradient is ~0 are ~lr * sign(g),
+    so rounding can move a few such weights by up to lr (measured: 0.9% of 88,476 weights by more than 1e-4, the
+    largest by 5.3e-4); the bulk moves by ~1e-8. A rank training alone (batch 4) moves the median weight by 4e-3,
+    96% of them by more than 1e-4, the largest by 2e-2."""
+    d = _diffs(a, b)
+    assert float(d.median()) < 1e-6 and float((d > 1e-4).float().mean()) < 0.05 and float(d.max()) < LR, \
+        (float(d.median()), float((d > 1e-4).float().mean()), float(d.max()))
+
+
 @pytest.fixture(scope="module")
 def single(data_root, tmp_path_factory):
     """The reference: one process, global batch 8, 7 optimizer steps."""
@@ -75,9 +92,8 @@ def test_torchrun_two_processes_equal_one_process_with_the_same_global_batch(dat
     assert meta["step"] == 7 and meta["processes"] == 2 and len(meta["history"]) == 7
     # the same images and the same t, eps and label dropout per step: equal up to float summation order
     np.testing.assert_allclose(_losses(meta), _losses(ref_meta), rtol=1e-4)
-    # weights within 5e-4 at lr 2e-3: Adam's first updates of a weight whose gradient is ~0 are ~lr * sign(g),
-    # so float rounding can move such a weight by up to lr; a rank training alone (batch 4) is 2e-2 away
-    assert _max_diff(raw, ref_raw) < 5e-4 and _max_diff(ema, ref_ema) < 5e-4
+    assert_same_training(raw, ref_raw)
+    assert_same_training(ema, ref_ema)
     assert _losses(meta)[-1] < _losses(meta)[0]                                 # and it trained
 
 
@@ -85,13 +101,16 @@ def test_grad_accum_equals_the_whole_batch_at_once(data_root, single, tmp_path):
     meta, raw, _ = _train(data_root, tmp_path / "accum", "--steps", "7", "--grad-accum", "2")
     ref_meta, ref_raw, _ = single
     np.testing.assert_allclose(_losses(meta), _losses(ref_meta), rtol=1e-4)
-    assert _max_diff(raw, ref_raw) < 5e-4
+    assert_same_training(raw, ref_raw)
 
 
 def test_alone_a_rank_would_train_another_model(data_root, single, tmp_path):
     """What the tolerance above is measured against: batch 4 (half the global batch, no averaging)."""
     _, raw, _ = _train(data_root, tmp_path / "half", "--steps", "7", "--batch-size", "4")
-    assert _max_diff(raw, single[1]) > 5e-3
+    with pytest.raises(AssertionError):
+        assert_same_training(raw, single[1])
+    d = _diffs(raw, single[1])
+    assert float(d.median()) > 1e-4 and float((d > 1e-4).float().mean()) > 0.5
 
 
 def test_resume_continues_exactly_where_the_run_stopped(data_root, single, tmp_path):
