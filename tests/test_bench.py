@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from ddpm.tools.bench import COMPILED, ablations, compiled_forward, diffusers_loop, lockstep, ours, random_model, undone
+from ddpm.tools.bench import (COMPILED, ablations, compiled_forward, diffusers_loop, gemm_ways, lockstep, matmul_gflops, ours,
+                              random_model, undone)
 
 pytest.importorskip("diffusers")
 
@@ -144,3 +145,15 @@ def test_playground_rows_time_the_default_run_sdedit_and_interpolation(monkeypat
     assert [name.split(":")[0] for name, _, _ in rows] == ["2-D playground", "2-D playground", "SDEdit strip", "interpolation"]
     assert 1.0 <= rows[0][1] < 3.0 and all(seconds > 0 for _, seconds, _ in rows)
     assert "sliced Wasserstein to the data" in rows[1][2]
+
+
+def test_the_matmul_reference_is_one_product_two_ways_and_the_faster_rate():
+    """The hardware reference times the same n x n product through MKL (torch.mm) and oneDNN (a 1 x 1
+    convolution): both ways must compute a @ b, and the rate reported is the faster library's."""
+    torch.manual_seed(0)
+    ways = gemm_ways(64)
+    mm, conv = ways["MKL torch.mm"](), ways["oneDNN 1x1 conv"]()
+    assert conv.shape == (1, 64, 32, 2)
+    torch.testing.assert_close(conv.reshape(64, 64), mm, rtol=1e-4, atol=1e-4)
+    rate, name = matmul_gflops(256, repeats=3, with_name=True)
+    assert name in ways and rate > 0

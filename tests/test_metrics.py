@@ -96,7 +96,7 @@ def test_cost_plan_rows_resume_and_plot(make_ddpm, tmp_path):
     from ddpm.eval.evaluate import calls_per_image, cost_plan, load_rows, plot_cost, save_rows
     plan = cost_plan(1000)
     assert {(c[0], c[1]) for c in plan} == {("ddpm", 1000), ("ddim", 50), ("ddim", 20), ("ddim", 10),
-                                            ("dpmpp_2m", 20), ("dpmpp_2m", 10), ("dpmpp_2m", 6)}
+                                            ("dpmpp_2m", 25), ("dpmpp_2m", 20), ("dpmpp_2m", 10), ("dpmpp_2m", 6)}
     assert {c[2] for c in plan} == {1.0, 2.0} and {c[3] for c in plan} == {1000} and plan[-1][0] == "ddpm"
     assert calls_per_image(_row("ddim", 10, 1.0, 0)) == 10 and calls_per_image(_row("ddim", 10, 2.0, 0)) == 20
     model = make_ddpm(num_classes=10, T=20)
@@ -131,7 +131,7 @@ def test_evaluate_cost_plan_from_the_command_line(make_ddpm, fake_data, tmp_path
     assert "network calls / image" in table and "| DPM++(2M) | 6 | 2 |" in table and "within 5% of DDIM-50" in table
     assert (folder / "quality_cost.png").stat().st_size > 0
     rows = json.load(open(folder / "quality_cost.json"))
-    assert len(rows) == 12 and {r["sampler"] for r in rows} == {"ddim", "dpmpp_2m"}
+    assert len(rows) == 14 and {r["sampler"] for r in rows} == {"ddim", "dpmpp_2m"}       # 7 settings x 2 guidance, no DDPM
     assert "## Quality per cost" in open(folder / "README.md").read()
     resume = quick + ["--out", str(folder / "quality_cost.md"), "--resume"]
     main(resume)

@@ -15,7 +15,8 @@ The peer is the same network and the same guidance driven by diffusers' DDPMSche
 ("trailing" spacing); "ours / diffusers" < 1 means our loop is faster. The two loops run in lockstep, one
 step of each in turn, so that the machine's drifting speed hits both alike; the ratio is the median over
 runs of (our seconds / their seconds) within a run. The hardware limit is the machine's
-dense fp32 matmul rate (median of 2048 x 2048 torch.mm); "% of mm" is a figure's network FLOP rate
+dense fp32 matmul rate (median of a 2048 x 2048 product, through MKL's torch.mm or oneDNN's 1 x 1 convolution,
+whichever is faster here: `gemm_ways`); "% of mm" is a figure's network FLOP rate
 (FLOPs counted by torch.utils.flop_counter.FlopCounterMode) as a fraction of that rate.
 Other processes compete for the cores: the load average is printed with the table.
 """
@@ -61,16 +62,29 @@ def random_model(net="patch2", seed=0):
     return ddpm
 
 
-def _matmul(n=2048):
-    """One dense fp32 n x n product as a function to time, and its FLOPs (2 n^3)."""
+def gemm_ways(n=2048):
+    """{library: function} for one dense fp32 n x n product (2 n^3 FLOPs), the two ways torch runs it on a CPU:
+    torch.mm (MKL) and the same product as a 1 x 1 convolution over n pixels, channels_last (oneDNN, the library
+    behind the network's convolutions). MKL takes a slower path on AMD CPUs: on this project's AMD EPYC machine
+    (AVX-512) torch.mm ran 220 GFLOP/s and the convolution 472, on the Intel machines of earlier runs MKL led."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return (lambda: torch.mm(a, b)), 2 * n ** 3
+    w = a.view(n, n, 1, 1).contiguous(memory_format=torch.channels_last)               # out channel o, in channel c
+    x = b.view(1, n, 32, n // 32).contiguous(memory_format=torch.channels_last)        # b's n columns as 32 x n/32 pixels
+    return {"MKL torch.mm": lambda: torch.mm(a, b), "oneDNN 1x1 conv": lambda: F.conv2d(x, w)}
 
 
-def matmul_gflops(n=2048, repeats=7):
-    """Dense fp32 matmul rate of this machine in GFLOP/s."""
-    mm, flops = _matmul(n)
-    return flops / _median_time(mm, repeats, warmup=2) / 1e9
+def _matmul(n=2048, repeats=3):
+    """The faster of gemm_ways(n) on this machine, as (function to time, its FLOPs 2 n^3, library name)."""
+    times = {name: _median_time(fn, repeats, warmup=1) for name, fn in gemm_ways(n).items()}
+    best = min(times, key=times.get)
+    return gemm_ways(n)[best], 2 * n ** 3, best
+
+
+def matmul_gflops(n=2048, repeats=7, with_name=False):
+    """Dense fp32 matmul rate of this machine in GFLOP/s: the faster library's (gemm_ways)."""
+    mm, flops, name = _matmul(n)
+    rate = flops / _median_time(mm, repeats, warmup=2) / 1e9
+    return (rate, name) if with_name else rate
 
 
 def forward_flops(ddpm):
@@ -162,7 +176,7 @@ def compiled_forward(ddpm, batches, repeats):
     (b, seconds of the first call, which compiles, seconds per compiled forward, seconds per eager forward,
     matmul GFLOP/s alongside)."""
     fast, rows = compiled(ddpm), []
-    mm, mm_flops = _matmul()
+    mm, mm_flops, _ = _matmul()
     for b in batches:
         x, t, y = torch.randn(b, *ddpm.sample_shape), torch.full((b,), 500), torch.randint(0, 10, (b,))
         with torch.inference_mode():
@@ -373,7 +387,7 @@ def main(argv=None):
     t0 = time.perf_counter()
 
     ddpm = random_model(args.net)
-    mm = matmul_gflops()
+    mm, mm_name = matmul_gflops(with_name=True)
     f_fwd, f_train = forward_flops(ddpm), train_flops(ddpm)
     rows = []
 
@@ -438,7 +452,7 @@ def main(argv=None):
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, {'quick' if quick else 'full'} run, "
         f"{time.perf_counter() - t0:.0f} s; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after",
         f"network `{args.net}`: {f_fwd / 1e6:.1f} MFLOP per image forward, {f_train / 1e6:.1f} MFLOP per image train step; "
-        f"dense fp32 matmul (2048^2 mm): {mm:.1f} GFLOP/s",
+        f"dense fp32 matmul (2048^2, {mm_name}): {mm:.1f} GFLOP/s",
         "per-step time outside the network (hooks inside the loop): " + ", ".join(f"batch {b} {100 * o:.1f}%" for b, o in overhead.items()),
         "",
         "| figure | time | GFLOP/s (% of mm) | ours / peer | note |",
@@ -665,7 +679,7 @@ def target_rows(threads, repeats=3, quick=False, before_models=None):
                  TARGETS["dpmpp ratio"], f"ours {statistics.median(a for a, _ in timings):.2f} s, diffusers "
                  f"{statistics.median(b for _, b in timings):.2f} s; max abs difference after one step {diff:.1e}"))
     batch, train_net = 128, copy.deepcopy(ddpm).train()
-    mm_before = matmul_gflops()
+    mm_before, mm_name = matmul_gflops(with_name=True)
     n_steps = 3 if quick else 6
     s_old, s_new = [], []
     for _ in range(2):                                   # alternate the two, so the machine's drift hits both
@@ -678,8 +692,8 @@ def target_rows(threads, repeats=3, quick=False, before_models=None):
                  "before: for-each Adam, NCHW; after: fused Adam, channels_last", 100 * flops / s_new / 1e9 / mm,
                  100 * flops / s_old / 1e9 / mm, TARGETS["train % of mm"],
                  f"after {batch / s_new:.0f} img/s ({flops / s_new / 1e9:.1f} GFLOP/s), before {batch / s_old:.0f} img/s; "
-                 f"best of 2 alternating runs each; matmul {mm_before:.1f} GFLOP/s before, {mm:.1f} the mean of before "
-                 "and after"))
+                 f"best of 2 alternating runs each; matmul ({mm_name}, the faster library here) {mm_before:.1f} GFLOP/s "
+                 f"before, {mm:.1f} the mean of before and after"))
     return rows
 
 

@@ -258,7 +258,7 @@ def add_evaluate_args(p):
     p.add_argument("--data", default=None, help="dataset root with the real images (default: $DDPM_DATA or ./data)")
     p.add_argument("--plan", choices=("sweep", "cost", "bars"), default="sweep",
                    help="sweep: DDIM over guidance scales (the model card's table); cost: quality per cost, every "
-                        "sampler at a few step counts (DDPM-1000, DDIM-50/20/10, DPM++-20/10/6) at guidance 1 and 2, "
+                        "sampler at a few step counts (DDPM-1000, DDIM-50/20/10, DPM++-25/20/10/6) at guidance 1 and 2, "
                         "--n images each, with a plot of FD against network calls and the app defaults it implies; "
                         "bars: only DDIM-50 at guidance 1 and 2, --n images each (the quality bars, e.g. to check a "
                         "checkpoint against a bundled model's judge with --judge; leaves the model card alone)")
