@@ -15,7 +15,8 @@ SAMPLER_CHOICES = [("DDPM (Algorithm 2, all T steps)", "ddpm"), ("DDIM (fewer st
                    ("DPM-Solver++ (fewest steps)", "dpmpp_2m")]
 SAMPLER_HELP = ("**DDPM** walks all T steps of Algorithm 2, adding fresh noise at each; **DDIM** jumps over steps "
                 "along the same marginals (deterministic at η = 0); **DPM-Solver++(2M)** solves the same ODE as DDIM "
-                "with a second-order step that reuses the previous prediction, so 10-20 steps are enough.")
+                "with a second-order step that reuses the previous prediction, so 10-25 steps are enough "
+                "(measured per model).")
 
 # (low, high) of every numeric input; the UI sliders use the same bounds
 LIMITS = {
