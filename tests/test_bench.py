@@ -147,13 +147,20 @@ def test_playground_rows_time_the_default_run_sdedit_and_interpolation(monkeypat
     assert "sliced Wasserstein to the data" in rows[1][2]
 
 
-def test_the_matmul_reference_is_one_product_two_ways_and_the_faster_rate():
+def test_the_matmul_reference_is_one_product_two_ways_and_the_faster_rate(monkeypatch):
     """The hardware reference times the same n x n product through MKL (torch.mm) and oneDNN (a 1 x 1
     convolution): both ways must compute a @ b, and the rate reported is the faster library's."""
+    import ddpm.tools.bench as bench
     torch.manual_seed(0)
     ways = gemm_ways(64)
     mm, conv = ways["MKL torch.mm"](), ways["oneDNN 1x1 conv"]()
     assert conv.shape == (1, 64, 32, 2)
     torch.testing.assert_close(conv.reshape(64, 64), mm, rtol=1e-4, atol=1e-4)
-    rate, name = matmul_gflops(256, repeats=3, with_name=True)
-    assert name in ways and rate > 0
+    with pytest.raises(ValueError, match="n = 48; give a multiple of 32"):
+        gemm_ways(48)
+    # a slow and a fast stand-in: the fast one is picked and named, whichever order they come in
+    for order in (("slow", "fast"), ("fast", "slow")):
+        stand_ins = {"slow": lambda: time.sleep(0.01), "fast": lambda: None}
+        monkeypatch.setattr(bench, "gemm_ways", lambda n: {k: stand_ins[k] for k in order})
+        rate, name = matmul_gflops(64, repeats=3)
+        assert name == "fast" and rate > 2 * 64 ** 3 / 0.01 / 1e9

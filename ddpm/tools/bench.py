@@ -66,7 +66,11 @@ def gemm_ways(n=2048):
     """{library: function} for one dense fp32 n x n product (2 n^3 FLOPs), the two ways torch runs it on a CPU:
     torch.mm (MKL) and the same product as a 1 x 1 convolution over n pixels, channels_last (oneDNN, the library
     behind the network's convolutions). MKL takes a slower path on AMD CPUs: on this project's AMD EPYC machine
-    (AVX-512) torch.mm ran 220 GFLOP/s and the convolution 472, on the Intel machines of earlier runs MKL led."""
+    (AVX-512, 2 threads) torch.mm ran 222 GFLOP/s and the convolution 427; an earlier session's machine read
+    334-340 GFLOP/s by torch.mm."""
+    if n < 32 or n % 32:
+        raise ValueError(f"gemm_ways: n = {n}; give a multiple of 32 (the product's n columns are laid out as "
+                         "32 x n/32 pixels)")
     a, b = torch.randn(n, n), torch.randn(n, n)
     w = a.view(n, n, 1, 1).contiguous(memory_format=torch.channels_last)               # out channel o, in channel c
     x = b.view(1, n, 32, n // 32).contiguous(memory_format=torch.channels_last)        # b's n columns as 32 x n/32 pixels
@@ -75,16 +79,16 @@ def gemm_ways(n=2048):
 
 def _matmul(n=2048, repeats=3):
     """The faster of gemm_ways(n) on this machine, as (function to time, its FLOPs 2 n^3, library name)."""
-    times = {name: _median_time(fn, repeats, warmup=1) for name, fn in gemm_ways(n).items()}
+    ways = gemm_ways(n)
+    times = {name: _median_time(fn, repeats, warmup=1) for name, fn in ways.items()}
     best = min(times, key=times.get)
-    return gemm_ways(n)[best], 2 * n ** 3, best
+    return ways[best], 2 * n ** 3, best
 
 
-def matmul_gflops(n=2048, repeats=7, with_name=False):
-    """Dense fp32 matmul rate of this machine in GFLOP/s: the faster library's (gemm_ways)."""
+def matmul_gflops(n=2048, repeats=7):
+    """(GFLOP/s, library): the dense fp32 matmul rate of this machine, the faster library's (gemm_ways)."""
     mm, flops, name = _matmul(n)
-    rate = flops / _median_time(mm, repeats, warmup=2) / 1e9
-    return (rate, name) if with_name else rate
+    return flops / _median_time(mm, repeats, warmup=2) / 1e9, name
 
 
 def forward_flops(ddpm):
@@ -387,7 +391,7 @@ def main(argv=None):
     t0 = time.perf_counter()
 
     ddpm = random_model(args.net)
-    mm, mm_name = matmul_gflops(with_name=True)
+    mm, mm_name = matmul_gflops()
     f_fwd, f_train = forward_flops(ddpm), train_flops(ddpm)
     rows = []
 
@@ -685,14 +689,14 @@ def target_rows(threads, repeats=3, quick=False, before_models=None):
                  TARGETS["dpmpp ratio"], f"ours {statistics.median(a for a, _ in timings):.2f} s, diffusers "
                  f"{statistics.median(b for _, b in timings):.2f} s; max abs difference after one step {diff:.1e}"))
     batch, train_net = 128, copy.deepcopy(ddpm).train()
-    mm_before, mm_name = matmul_gflops(with_name=True)
+    mm_before, mm_name = matmul_gflops()
     n_steps = 3 if quick else 6
     s_old, s_new = [], []
     for _ in range(2):                                   # alternate the two, so the machine's drift hits both
         s_old.append(train_ours(train_net, batch, n_steps, before=True))
         s_new.append(train_ours(train_net, batch, n_steps))
     s_old, s_new = min(s_old), min(s_new)
-    mm = statistics.mean([mm_before, matmul_gflops()])
+    mm = statistics.mean([mm_before, matmul_gflops()[0]])
     flops = train_flops(train_net) * batch
     rows.append((f"{BUNDLED[0]}: training step, batch 128 (train_classconditional, EMA, clip), % of the matmul rate; "
                  "before: for-each Adam, NCHW; after: fused Adam, channels_last", 100 * flops / s_new / 1e9 / mm,
