@@ -2,13 +2,15 @@
 
 Run `python app.py` and open http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change it);
 the same file runs as a Hugging Face Space. Models come from DDPM_APP_MODELS (default ddpm/bundled);
-DDPM_APP_JUDGE=0 switches the judge classifier off; DDPM_APP_TORCH_THREADS sets how many cores it uses.
+DDPM_APP_JUDGE=0 switches the judge classifier off; DDPM_APP_TORCH_THREADS sets how many cores it uses;
+DDPM_KEEP_FREED_MEMORY=0 lets freed memory go back to the system after each step (slower: ddpm/memory.py).
 """
 import os
 
 import gradio as gr
 import torch
 
+from ddpm import keep_freed_memory
 from ddpm.app import (cores, curves, edit, explain, explore, finetune, forward, grid, guard, images, neighbours, playground,
                       registry, reverse)
 from ddpm.app.inputs import LIMITS, SAMPLER_CHOICES, SAMPLER_HELP, UNCONDITIONAL
@@ -20,6 +22,7 @@ CSS = """
 # Sampling and fine-tuning share the cores among the jobs running at once (ddpm/app/cores.py); the
 # light handlers (forward process, pickers) run with the whole budget, as a lone job would.
 torch.set_num_threads(cores.CORES)
+keep_freed_memory()              # freed activations are reused, not page-faulted back each step (ddpm/memory.py)
 SAMPLING_LIMIT = int(os.environ.get("DDPM_APP_SAMPLING_CONCURRENCY", 2))
 TRAIN_LIMIT = int(os.environ.get("DDPM_APP_TRAIN_CONCURRENCY", 2))
 

@@ -1,6 +1,7 @@
 """ddpm: Denoising Diffusion Probabilistic Models (Ho et al. 2020), small and readable.
 
 The core, one idea per file (each imports only the files above it in this list):
+    memory.py      CPU speed: keep freed tensor memory for reuse (glibc), instead of page-faulting it back
     schedule.py    noise schedules (linear, cosine, sigmoid) and the time-index convention
     unet.py        the network eps_theta(x_t, t, y) for images; mlp.py the same for vectors (2-D points)
     checkpoint.py  safetensors + JSON files: reading and writing
@@ -19,6 +20,7 @@ from . import points
 from .checkpoint import load_training_state, save_training_state
 from .data import DATASETS, load_dataset, make_loader, to_uint8, to_unit_range
 from .diffusion import DDPM, load_model, predict_x0_from_eps, q_posterior, sample_xt
+from .memory import keep_freed_memory
 from .pretrained import load_pretrained
 from .sampling import SAMPLERS, Step, compiled, ddim_step, ddpm_step, dpmpp_2m_step, sample, sample_steps, timesteps
 from .schedule import SCHEDULES, NoiseSchedule

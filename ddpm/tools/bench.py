@@ -128,6 +128,26 @@ def train_ours(ddpm, batch, steps, warmup=2, *, before=False):
     return statistics.median([b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:])])
 
 
+def train_in_child(model, batch, steps, *, before=False):
+    """train_ours on a bundled model in a fresh interpreter with this process's torch threads, its first steps
+    as warm-up: "before" with DDPM_KEEP_FREED_MEMORY=0, as training ran before issue 15 (the allocator's
+    setting is process-wide and cannot be undone, so the two cannot share a process)."""
+    import subprocess
+    import sys
+    code = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); from ddpm import keep_freed_memory, "
+            "load_pretrained; from ddpm.tools.bench import train_ours; keep_freed_memory(); "
+            "m = load_pretrained(sys.argv[2]).train(); train_ours(m, int(sys.argv[3]), 2, before=sys.argv[5] == '1'); "
+            "print(train_ours(m, int(sys.argv[3]), int(sys.argv[4]), before=sys.argv[5] == '1'))")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "DDPM_KEEP_FREED_MEMORY": "0" if before else "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", code, str(torch.get_num_threads()), model, str(batch), str(steps),
+                          "1" if before else "0"], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"the training benchmark's child process failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.split()[-1])
+
+
 def train_reference(ddpm, batch, steps, warmup=2):
     """Seconds per step of the plain PyTorch step on the same network: forward, MSE, backward, Adam."""
     net = copy.deepcopy(ddpm.net).train()
@@ -559,9 +579,10 @@ def app_default(model, guidance=2.0):
 
 
 @contextlib.contextmanager
-def app_server(threads, timeout=180, models_dir=None):
+def app_server(threads, timeout=180, models_dir=None, keep_freed_memory=True):
     """`python app.py` of this checkout on a free loopback port with the bundled models (or the models folder
-    `models_dir`); yields its URL."""
+    `models_dir`), freed memory kept for reuse or (False) returned to the system as before issue 15; yields
+    its URL."""
     import socket
     import subprocess
     import sys
@@ -573,6 +594,7 @@ def app_server(threads, timeout=180, models_dir=None):
         port = sock.getsockname()[1]
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_ANALYTICS_ENABLED": "False", "DDPM_APP_TORCH_THREADS": str(threads),
+           "DDPM_KEEP_FREED_MEMORY": "1" if keep_freed_memory else "0",
            **({"DDPM_APP_MODELS": os.path.abspath(models_dir)} if models_dir else {})}
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
     proc = subprocess.Popen([sys.executable, APP_PY], cwd=os.path.dirname(APP_PY), env=env, stdout=log,
@@ -663,13 +685,14 @@ def target_rows(threads, repeats=3, quick=False, before_models=None):
     "After" is this checkout's app with its defaults (the quality-per-cost tables); "before" is, in the same run,
     the sampling tabs' earlier defaults (BEFORE) served by `before_models` (a models folder as ddpm/bundled was
     before, e.g. with the FULL_RES FashionMNIST model), or by this checkout's models when it is None; training
-    "before" is the earlier optimizer and layout (train_ours(before=True))."""
+    "before" is the earlier optimizer and layout (train_ours(before=True)). Both "before"s run with freed memory
+    returned to the system (DDPM_KEEP_FREED_MEMORY=0), as everything ran before keep_freed_memory."""
     from ..pretrained import BUNDLED, load_pretrained
     rows = []
     with app_server(threads) as url:
         after, client = _server_rows(url, lambda model, tab: app_default(model), repeats)
         explore_rows = _explore_rows(client, repeats)
-    with app_server(threads, models_dir=before_models) as url:
+    with app_server(threads, models_dir=before_models, keep_freed_memory=False) as url:
         before, _ = _server_rows(url, lambda model, tab: BEFORE[tab], repeats)
     for (model, key), (value, label, note) in after.items():
         old, old_label, _ = before[(model, key)]
@@ -693,17 +716,18 @@ def target_rows(threads, repeats=3, quick=False, before_models=None):
     n_steps = 3 if quick else 6
     s_old, s_new = [], []
     for _ in range(2):                                   # alternate the two, so the machine's drift hits both
-        s_old.append(train_ours(train_net, batch, n_steps, before=True))
-        s_new.append(train_ours(train_net, batch, n_steps))
+        s_old.append(train_in_child(BUNDLED[0], batch, n_steps, before=True))
+        s_new.append(train_in_child(BUNDLED[0], batch, n_steps))
     s_old, s_new = min(s_old), min(s_new)
     mm = statistics.mean([mm_before, matmul_gflops()[0]])
     flops = train_flops(train_net) * batch
     rows.append((f"{BUNDLED[0]}: training step, batch 128 (train_classconditional, EMA, clip), % of the matmul rate; "
-                 "before: for-each Adam, NCHW; after: fused Adam, channels_last", 100 * flops / s_new / 1e9 / mm,
+                 "before: for-each Adam, NCHW, freed memory returned to the system; after: fused Adam, channels_last, "
+                 "keep_freed_memory", 100 * flops / s_new / 1e9 / mm,
                  100 * flops / s_old / 1e9 / mm, TARGETS["train % of mm"],
                  f"after {batch / s_new:.0f} img/s ({flops / s_new / 1e9:.1f} GFLOP/s), before {batch / s_old:.0f} img/s; "
-                 f"best of 2 alternating runs each; matmul ({mm_name}, the faster library here) {mm_before:.1f} GFLOP/s "
-                 f"before, {mm:.1f} the mean of before and after"))
+                 f"each a fresh process, best of 2 alternating runs each; matmul ({mm_name}, the faster library here) "
+                 f"{mm_before:.1f} GFLOP/s before, {mm:.1f} the mean of before and after"))
     return rows
 
 
@@ -719,7 +743,8 @@ def _print_targets(args):
     rows = target_rows(threads, repeats=2 if args.quick else 3, quick=args.quick, before_models=args.before_models)
     lines = [f"torch {torch.__version__}, threads {threads} (the app's too), {time.perf_counter() - t0:.0f} s; load "
              f"average (1 min) {load:.2f} before, {os.getloadavg()[0]:.2f} after; before: "
-             + (f"models from {args.before_models}" if args.before_models else "this checkout's models"), "",
+             + (f"models from {args.before_models}" if args.before_models else "this checkout's models")
+             + ", freed memory returned to the system (DDPM_KEEP_FREED_MEMORY=0)", "",
              "| figure | before | after | target | met | note |", "|---|---|---|---|---|---|"]
     for name, value, old, target, note in rows:
         ratio = "/ diffusers" in name

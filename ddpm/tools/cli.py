@@ -12,6 +12,7 @@ from ..checkpoint import (CARD, CARD_MARK, EVALUATION, QUALITY_COST, load_traini
 from ..data import DATASETS, dataset_info, load_dataset, make_loader
 from ..diffusion import DDPM
 from ..distributed import check_replicas, setup, teardown
+from ..memory import keep_freed_memory
 from ..plots import image_grid
 from ..pretrained import bundled_folder, load_pretrained
 from ..sampling import SAMPLERS, compiled, sample
@@ -456,6 +457,7 @@ def cmd_neighbours(args):
 
 
 def main(argv=None):
+    keep_freed_memory()            # training and sampling steps reuse freed activations (ddpm/memory.py)
     parser = argparse.ArgumentParser(prog="ddpm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = [("train", "train a DDPM (Algorithm 1), saving safetensors checkpoints", add_train_args, cmd_train),
