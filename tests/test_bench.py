@@ -50,7 +50,24 @@ def test_ablation_undoes_one_change_keeps_the_numbers_and_restores_it(change):
         assert layouts == [True, True, True] and replaced and "forward" not in vars(first)
 
 
-@pytest.mark.parametrize("change", ["channels_last", "in_place"])
+def test_attention_ablation_runs_the_fused_kernel_only_while_timed(monkeypatch):
+    import ddpm.unet as unet
+    ddpm = random_model("patch2")
+    x, t, y = torch.randn(3, *ddpm.sample_shape), torch.tensor([10, 500, 990]), torch.tensor([0, 4, 10])
+    calls, fused = [], torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(unet.F, "scaled_dot_product_attention", lambda *a: calls.append(1) or fused(*a))
+    with torch.inference_mode():
+        ref = ddpm.net(x, t, y)
+        assert calls == []
+        with undone(ddpm.net, "attention"):
+            out = ddpm.net(x, t, y)
+        assert len(calls) == sum(isinstance(m, unet.Attention) for m in ddpm.net.modules()) > 0
+        again = ddpm.net(x, t, y)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(again, ref) and len(calls) > 0 and not any("fused_on_cpu" in vars(m) for m in ddpm.net.modules())
+
+
+@pytest.mark.parametrize("change", ["channels_last", "in_place", "attention"])
 def test_ablation_leaves_a_network_without_channels_last_without_it(change):
     net = random_model("patch2").net
     net.channels_last_on_cpu = False
@@ -111,7 +128,7 @@ def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeyp
     options, compiled_at = fake_compile(monkeypatch)
     ddpm = random_model("patch2")
     rows = ablations(ddpm, batches=(2, 3), repeats=4)
-    changes = ("NCHW", "out-of-place", "FULL_RES", "ddpm.compiled")
+    changes = ("NCHW", "out-of-place", "fused", "FULL_RES", "ddpm.compiled")
     assert [(r[0].split()[0], r[1]) for r in rows] == [(c, b) for b in (2, 3) for c in changes]
     assert all(r[2] > 0 and r[3] > 0 for r in rows)
     assert options == [{"options": {"freezing": True}}]          # the product's compile, not a plain one
@@ -119,7 +136,7 @@ def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeyp
     assert notes == {2: "first call at this batch size: 1 s", 3: "first call at this batch size: 1 s"}
     assert all(r[4] == "" for r in rows if r[0] != COMPILED)
     assert ddpm.net.channels_last_on_cpu and compiled_at == [2, 3]
-    assert len(ablations(ddpm, batches=(2,), repeats=4, compile=False)) == 3
+    assert len(ablations(ddpm, batches=(2,), repeats=4, compile=False)) == 4
 
 
 def test_compiled_forward_times_each_batch_against_eager_and_the_matmul(monkeypatch):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm import DDPM
-from ddpm.unet import FULL_RES, PATCH2, ResBlock, UNet2D
+from ddpm.unet import FULL_RES, PATCH2, Attention, ResBlock, UNet2D
 
 from conftest import TINY_NET
 
@@ -61,6 +61,36 @@ def test_resblock_matches_out_of_place_formula_and_gradients():
     torch.testing.assert_close(out, ref)
     for a, b in zip(grads, [x2.grad, emb2.grad] + [p.grad for p in block.parameters()]):
         torch.testing.assert_close(a, b)
+
+
+def test_written_out_attention_matches_the_fused_kernel_and_its_gradients():
+    """On a CPU the attention is softmax(q k^T / sqrt(C)) v written out (faster there); it computes what
+    F.scaled_dot_product_attention computes, forward and backward."""
+    block = _randomize(Attention(16, groups=4))
+    runs = []
+    for fused in (False, True):
+        block.fused_on_cpu = fused
+        x = torch.randn(3, 16, 7, 7, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        block.zero_grad()
+        out = block(x)
+        out.pow(2).sum().backward()
+        runs.append([out, x.grad] + [p.grad for p in block.parameters()])
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_flop_count_includes_the_attention():
+    """The bench's FLOP count (FlopCounterMode) sees the written-out attention's two matmuls per layer: QK^T
+    and AV, 2 N^2 C multiply-adds each per image (N = H W positions)."""
+    from ddpm.tools.bench import forward_flops
+    ddpm = DDPM(num_classes=10, net=PATCH2)
+    layers = [m for m in ddpm.net.modules() if isinstance(m, Attention)]
+    with_attention = forward_flops(ddpm)
+    for m in layers:
+        m.fused_on_cpu = True           # the fused CPU kernel has no FLOP formula in torch's counter
+    without = forward_flops(ddpm)
+    n, c = 7 * 7, layers[0].out.in_channels
+    assert with_attention - without == len(layers) * 2 * (2 * n * n * c)
 
 
 @pytest.mark.parametrize("image_size, net", [(30, PATCH2), (26, FULL_RES)])

@@ -10,7 +10,7 @@
 Every figure is the median of several repeats, measured on an MNIST-shaped model (28x28, 10 classes) with
 *random* weights: speed does not depend on the weights' values. conv_out, which starts at zero, is given
 small random weights so that samples are not trivial. `--net patch2` (default) is the network of new 28x28
-models (`ddpm.unet.PATCH2`); `--net full_res` is the 217-MFLOP shape of the first bundled models.
+models (`ddpm.unet.PATCH2`); `--net full_res` is the 219-MFLOP shape of the first bundled models.
 The peer is the same network and the same guidance driven by diffusers' DDPMScheduler / DDIMScheduler
 ("trailing" spacing); "ours / diffusers" < 1 means our loop is faster. The two loops run in lockstep, one
 step of each in turn, so that the machine's drifting speed hits both alike; the ratio is the median over
@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..diffusion import DDPM
 from ..sampling import compiled, sample, sample_steps
 from ..training import EMA, train_classconditional
-from ..unet import FULL_RES, PATCH2, ResBlock
+from ..unet import FULL_RES, PATCH2, Attention, ResBlock
 
 
 def _median_time(fn, repeats, warmup=1):
@@ -309,20 +309,26 @@ def _resblock_out_of_place(block, x, emb):
 
 @contextlib.contextmanager
 def undone(net, change):
-    """`net` with one kept speed change undone: "channels_last" (NCHW activations) or "in_place" (ResBlock)."""
-    if change not in ("channels_last", "in_place"):
-        raise ValueError(f"unknown change {change!r}; choose 'channels_last' or 'in_place'")
+    """`net` with one kept speed change undone: "channels_last" (NCHW activations), "in_place" (ResBlock) or
+    "attention" (the fused F.scaled_dot_product_attention instead of the written-out softmax)."""
+    if change not in ("channels_last", "in_place", "attention"):
+        raise ValueError(f"unknown change {change!r}; choose 'channels_last', 'in_place' or 'attention'")
     blocks = [m for m in net.modules() if isinstance(m, ResBlock)] if change == "in_place" else []
+    attention = [m for m in net.modules() if isinstance(m, Attention)] if change == "attention" else []
     channels_last = net.channels_last_on_cpu
     net.channels_last_on_cpu = channels_last and change != "channels_last"
     for block in blocks:
         block.forward = functools.partial(_resblock_out_of_place, block)
+    for block in attention:
+        block.fused_on_cpu = True
     try:
         yield net
     finally:
         net.channels_last_on_cpu = channels_last
         for block in blocks:
             del block.forward
+        for block in attention:
+            del block.fused_on_cpu
 
 
 COMPILED = "ddpm.compiled (torch.compile, weights frozen in)"
@@ -344,7 +350,8 @@ def ablations(ddpm, batches=(4, 16, 100), repeats=40, compile=True):
             with undone(ddpm.net, change):
                 shipped()
         changes = [("NCHW activations instead of channels_last", functools.partial(without, "channels_last")),
-                   ("out-of-place SiLU and adds in ResBlock", functools.partial(without, "in_place"))]
+                   ("out-of-place SiLU and adds in ResBlock", functools.partial(without, "in_place")),
+                   ("fused attention kernel (F.scaled_dot_product_attention)", functools.partial(without, "attention"))]
         if ddpm.net.patch_size == 2:
             changes.append(("FULL_RES shape instead of PATCH2", lambda: shipped(full_res)))
         if fast is not None:
