@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddpm.tools.bench import (COMPILED, ablations, compiled_forward, diffusers_loop, gemm_ways, lockstep, matmul_gflops, ours,
-                              random_model, undone)
+                              random_model, train_ours, undone)
 
 pytest.importorskip("diffusers")
 
@@ -65,6 +65,17 @@ def test_attention_ablation_runs_the_fused_kernel_only_while_timed(monkeypatch):
         again = ddpm.net(x, t, y)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert torch.equal(again, ref) and len(calls) > 0 and not any("fused_on_cpu" in vars(m) for m in ddpm.net.modules())
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_training_before_runs_the_earlier_attention_and_leaves_the_model_alone(monkeypatch, before):
+    import ddpm.unet as unet
+    ddpm = random_model("patch2")
+    calls, fused = [], torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(unet.F, "scaled_dot_product_attention", lambda *a: calls.append(1) or fused(*a))
+    assert train_ours(ddpm, 2, 1, warmup=0, before=before) > 0
+    assert (len(calls) > 0) == before
+    assert ddpm.net.channels_last_on_cpu and not any("fused_on_cpu" in vars(m) for m in ddpm.net.modules())
 
 
 @pytest.mark.parametrize("change", ["channels_last", "in_place", "attention"])

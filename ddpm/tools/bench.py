@@ -117,9 +117,12 @@ def _fake_batches(ddpm, n, batch, seed=0):
 def train_ours(ddpm, batch, steps, warmup=2, *, before=False):
     """Seconds per step of train_classconditional (EMA, grad clip 1.0, fused Adam as `python -m ddpm train`
     builds it), median over `steps` steps. before=True: as training ran before issue 15 (Adam's for-each
-    implementation, NCHW activations in training)."""
+    implementation, NCHW activations, the fused attention kernel)."""
     ddpm = copy.deepcopy(ddpm)
     ddpm.net.channels_last_on_cpu = not before
+    for block in ddpm.net.modules():
+        if isinstance(block, Attention):
+            block.fused_on_cpu = before
     stamps = []
     optim = torch.optim.Adam(ddpm.parameters(), lr=2e-4, fused=not before)
     train_classconditional(ddpm, _fake_batches(ddpm, warmup + steps + 1, batch), 1, optim, "cpu",
@@ -729,8 +732,8 @@ def target_rows(threads, repeats=3, quick=False, before_models=None):
     mm = statistics.mean([mm_before, matmul_gflops()[0]])
     flops = train_flops(train_net) * batch
     rows.append((f"{BUNDLED[0]}: training step, batch 128 (train_classconditional, EMA, clip), % of the matmul rate; "
-                 "before: for-each Adam, NCHW, freed memory returned to the system; after: fused Adam, channels_last, "
-                 "keep_freed_memory", 100 * flops / s_new / 1e9 / mm,
+                 "before: for-each Adam, NCHW, fused attention kernel, freed memory returned to the system; after: "
+                 "fused Adam, channels_last, attention as two matmuls, keep_freed_memory", 100 * flops / s_new / 1e9 / mm,
                  100 * flops / s_old / 1e9 / mm, TARGETS["train % of mm"],
                  f"after {batch / s_new:.0f} img/s ({flops / s_new / 1e9:.1f} GFLOP/s), before {batch / s_old:.0f} img/s; "
                  f"each a fresh process, best of 2 alternating runs each; matmul ({mm_name}, the faster library here) "
