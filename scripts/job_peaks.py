@@ -23,7 +23,9 @@ def peak_mb():
 def one(job):
     sys.path.insert(0, ROOT)
     import torch
+    from ddpm import keep_freed_memory
     from ddpm.app import finetune, grid, registry
+    keep_freed_memory()                                      # as app.py runs
     torch.set_num_threads(1)
     reg, request = registry.registry(), SimpleNamespace(session_hash="peaks")
     for name in ("mnist", "fashion_mnist"):
