@@ -373,7 +373,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
     ex_all = [ex_model, ex_n, ex_seed, *ex_controls]
     demo.load(registry.app_init, outputs=[dataset, rev_model, grid_model, sd_model, ip_model, ex_model], api_name=False).then(
         finetune.base_choices_update, outputs=[ft_base], api_name=False).then(**fwd, api_name=False).then(
-        explore.scene_from_url, outputs=[tabs, *ex_all, ex_note], api_name=False).success(
+        explore.scene_from_url, outputs=[tabs, ex_scene, *ex_all, ex_note], api_name=False).success(
         None, js=explore.RUN_IF_SCENE_JS)
     dataset.change(forward.forward_gallery, inputs=[dataset], outputs=[gallery], api_name="forward_gallery").then(
         **pick).then(**fwd, api_name=False)

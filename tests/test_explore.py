@@ -1,4 +1,5 @@
 """Tab 7, Explore: each ablation switch changes exactly what it says, columns share x_T and z, scenes round-trip."""
+import urllib.parse
 from dataclasses import asdict, replace
 from types import SimpleNamespace
 
@@ -188,10 +189,22 @@ def test_every_preset_is_a_valid_scene_with_a_sentence():
 
 def test_opening_the_page_with_a_scene_selects_the_tab():
     request = SimpleNamespace(session_hash="x", query_params={"tab": "explore", "b_sampler": "ddpm", "seed": "9"})
-    tabs, model, n, seed, *settings, note = explore.scene_from_url(request)
+    tabs, picker, model, n, seed, *settings, note = explore.scene_from_url(request)
     assert tabs["selected"] == "explore" and seed == 9 and settings[len(explore.FIELDS) + 1] == "ddpm"
+    assert picker == gr.update() and "Opened from a link" in note               # settings of no preset
     plain = explore.scene_from_url(SimpleNamespace(session_hash="x", query_params={}))
     assert all(u == gr.update() for u in plain)
+
+
+def test_a_link_to_a_presets_settings_names_the_preset_and_its_sentence():
+    """A link made from a preset (its settings, by name or written out, for any model) shows the preset in the
+    picker and the sentence of what to look for."""
+    name, (sentence, query) = list(explore.SCENES.items())[2]
+    for params in ({"scene": name}, {**dict(urllib.parse.parse_qsl(query.lstrip("?"))), "model": "mnist"}):
+        request = SimpleNamespace(session_hash="x", query_params={"tab": "explore", **params})
+        tabs, picker, *_, note = explore.scene_from_url(request)
+        assert picker["value"] == name and note == f"*{sentence}*"
+    assert explore.preset_of(query.replace("seed=0", "seed=1")) is None
 
 
 def test_a_run_stopped_before_its_first_recorded_tick_can_still_be_scrubbed():

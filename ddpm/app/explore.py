@@ -404,12 +404,21 @@ RUN_IF_SCENE_JS = ("() => { if (new URLSearchParams(window.location.search).get(
                    "setTimeout(() => document.querySelector('#ex_go').click(), 300); }")
 
 
+def preset_of(query):
+    """The preset whose settings a scene query holds (any model), or None."""
+    settings = parse_scene(query)[1:]
+    return next((name for name, (_, preset) in SCENES.items() if parse_scene(preset)[1:] == settings), None)
+
+
 def scene_from_url(request: gr.Request = None):
-    """On page load: when the address holds a scene (tab=explore&...), open this tab with its settings."""
+    """On page load: when the address holds a scene (tab=explore&...), open this tab with its settings; a link to
+    a preset's settings also names the preset in the picker and shows its sentence."""
     params = {k: v for k, v in dict(getattr(request, "query_params", {}) or {}).items() if not k.startswith("__")}
     n_controls = 3 + len(FIELDS) * len(NAMES)
     if params.get("tab") != "explore":
-        return (gr.update(), *[gr.update()] * n_controls, gr.update())
+        return (gr.update(), gr.update(), *[gr.update()] * n_controls, gr.update())
     query = urllib.parse.urlencode(params)
-    note = SCENES[params["scene"]][0] if params.get("scene") in SCENES else "Opened from a link: it runs by itself; Compare runs it again."
-    return (gr.update(selected="explore"), *scene_values(query, request), f"*{note}*")
+    preset = preset_of(query)
+    note = SCENES[preset][0] if preset else "Opened from a link: it runs by itself; Compare runs it again."
+    return (gr.update(selected="explore"), gr.update(value=preset) if preset else gr.update(),
+            *scene_values(query, request), f"*{note}*")
