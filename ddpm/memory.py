@@ -6,17 +6,20 @@ and a training step or a sampling loop frees and allocates its activations again
 block is then mapped in and zero-filled by the kernel page by page. keep_freed_memory raises both
 thresholds, so that freed blocks are reused, and keeps every thread on the main heap (one arena): a worker
 thread's own arena lives in 64 MB heaps that glibc unmaps as soon as they are empty, whatever the thresholds
-(an app job runs on one of Gradio's worker threads). Measured on the 2-core machine the README's figures come from
-(fresh processes, alternating): a training step at batch 128 (bundled MNIST model) 350-415k minor page faults
-per 18 steps and 695-816 img/s without, 900-3,800 faults and 873-943 img/s with; a 10 x 10 guided
-FashionMNIST grid (DPM-Solver++-25) 3.40 s without, 2.53 s with. Without the setting glibc moves both
-thresholds by itself as blocks come and go, so how often memory is faulted back varies from process to process.
-The cost: a process keeps its peak memory after the work that needed it (the peaks do not change). The app
-still hands freed memory back at the end of every job (ddpm/app/registry.py: trim_memory, malloc_trim);
-within a job, between its steps, it is kept.
+(an app job runs on one of Gradio's worker threads). Threads then share one allocator lock; a tensor's
+malloc is rare next to the arithmetic on it.
 
-`python app.py` and `python -m ddpm` call it at start; in a notebook call `ddpm.keep_freed_memory()` once.
-DDPM_KEEP_FREED_MEMORY=0 switches it off (the bench's "before" column runs so).
+Measured on the 2-core machine the README's figures come from (fresh processes): a training step at batch 128
+(bundled MNIST model) faulted 350-415k pages per 18 steps and ran 695-816 img/s without, 0.9-3.8k faults and
+873-943 img/s with (the bench's own runs: README, Speed); through the app's grid handler on a worker thread, a
+10 x 10 guided FashionMNIST grid faulted 104-161k pages in 2.94-2.99 s without, 24-25k in 2.77-2.88 s with.
+Without the setting glibc moves both thresholds by itself as blocks come and go, so how often memory is
+faulted back varies from process to process. The cost: a process keeps its peak memory after the work that
+needed it (the peaks do not change). The app still hands freed memory back at the end of every job
+(ddpm/app/registry.py: trim_memory, malloc_trim); within a job, between its steps, it is kept.
+
+`python app.py` and the `ddpm` command (`python -m ddpm`) call it at start; in a notebook call
+`ddpm.keep_freed_memory()` once. DDPM_KEEP_FREED_MEMORY=0 switches it off (the bench's "before" column runs so).
 """
 import ctypes
 import os
@@ -25,15 +28,16 @@ import sys
 # mallopt parameters, from glibc's <malloc.h>
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024          # glibc's largest mmap threshold on 64-bit systems
-TRIM_THRESHOLD = 2 ** 31 - 1                    # never trim the heap (mallopt takes an int)
+TRIM_THRESHOLD = 2 ** 31 - 1                    # trim the heap only above 2 GiB free at its top (mallopt takes an int)
 
 
 def keep_freed_memory():
     """Tell glibc's malloc to keep freed blocks (up to 32 MB each) for reuse, in one arena for all threads
-    (set it before the threads that allocate start: a thread keeps the arena it has). Returns True when the setting
-    took effect; False where it does not apply (not Linux with glibc: macOS, Windows, musl) or when
-    DDPM_KEEP_FREED_MEMORY=0. Process-wide and not undone; calling it again changes nothing."""
-    setting = os.environ.get("DDPM_KEEP_FREED_MEMORY", "1").strip()
+    (set it before the threads that allocate start: a thread keeps the arena it has). Returns True when every
+    setting took effect; False where it does not apply (not Linux with glibc: macOS, Windows, musl), when
+    DDPM_KEEP_FREED_MEMORY=0, or when glibc refused one of the three. Process-wide and not undone; calling it
+    again changes nothing. Setting either threshold also stops glibc from moving them by itself."""
+    setting = os.environ.get("DDPM_KEEP_FREED_MEMORY", "").strip() or "1"
     if setting not in ("0", "1"):
         raise ValueError(f"DDPM_KEEP_FREED_MEMORY={setting!r}: give 1 (keep freed memory, the default) or 0 (off)")
     if setting == "0" or not sys.platform.startswith("linux"):
@@ -45,6 +49,6 @@ def keep_freed_memory():
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    # the mmap threshold first: setting it also stops glibc from adjusting either threshold by itself
-    return (bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-            and bool(mallopt(M_ARENA_MAX, 1)))
+    done = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            mallopt(M_ARENA_MAX, 1)]
+    return all(done)

@@ -7,6 +7,7 @@ import torch
 
 from ddpm.tools.bench import (COMPILED, ablations, compiled_forward, diffusers_loop, gemm_ways, lockstep, matmul_gflops, ours,
                               random_model, train_ours, undone)
+from ddpm.unet import Attention
 
 pytest.importorskip("diffusers")
 
@@ -76,6 +77,15 @@ def test_training_before_runs_the_earlier_attention_and_leaves_the_model_alone(m
     assert train_ours(ddpm, 2, 1, warmup=0, before=before) > 0
     assert (len(calls) > 0) == before
     assert ddpm.net.channels_last_on_cpu and not any("fused_on_cpu" in vars(m) for m in ddpm.net.modules())
+
+
+def test_attention_ablation_restores_a_blocks_own_setting():
+    net = random_model("patch2").net
+    block = next(m for m in net.modules() if isinstance(m, Attention))
+    block.fused_on_cpu = True
+    with undone(net, "attention"):
+        pass
+    assert vars(block)["fused_on_cpu"] is True
 
 
 @pytest.mark.parametrize("change", ["channels_last", "in_place", "attention"])

@@ -191,7 +191,7 @@ def test_opening_the_page_with_a_scene_selects_the_tab():
     request = SimpleNamespace(session_hash="x", query_params={"tab": "explore", "b_sampler": "ddpm", "seed": "9"})
     tabs, picker, model, n, seed, *settings, note = explore.scene_from_url(request)
     assert tabs["selected"] == "explore" and seed == 9 and settings[len(explore.FIELDS) + 1] == "ddpm"
-    assert picker == gr.update() and "Opened from a link" in note               # settings of no preset
+    assert picker == gr.update(value=None) and "Opened from a link" in note     # settings of no preset
     plain = explore.scene_from_url(SimpleNamespace(session_hash="x", query_params={}))
     assert all(u == gr.update() for u in plain)
 

@@ -31,8 +31,10 @@ PAGES = 10 * 8 * 2_500_000 * 4 // 4096          # pages the 10 steps write
 
 
 def run_steps(setting):
-    env = {**os.environ, "DDPM_KEEP_FREED_MEMORY": setting, "PYTHONPATH": ROOT}
-    out = subprocess.run([sys.executable, "-c", STEPS], env=env, capture_output=True, text=True, check=True)
+    env = {**os.environ, "DDPM_KEEP_FREED_MEMORY": setting,
+           "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", STEPS], env=env, cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=300)
     took, faults = out.stdout.split()
     return took == "True", int(faults)
 

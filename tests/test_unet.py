@@ -79,9 +79,21 @@ def test_written_out_attention_matches_the_fused_kernel_and_its_gradients():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_large_attention_keeps_the_fused_kernel_on_a_cpu(monkeypatch):
+    """Written out only up to WRITTEN_OUT_MAX_POSITIONS (PATCH2's 7x7); at 16x16 the fused kernel runs."""
+    import ddpm.unet as unet
+    calls, fused = [], F.scaled_dot_product_attention
+    monkeypatch.setattr(unet.F, "scaled_dot_product_attention", lambda *a: calls.append(a[0].shape[1]) or fused(*a))
+    block = _randomize(Attention(8, groups=4))
+    with torch.no_grad():
+        block(torch.randn(2, 8, 7, 7))
+        block(torch.randn(2, 8, 16, 16))
+    assert calls == [256] and 7 * 7 <= unet.WRITTEN_OUT_MAX_POSITIONS < 16 * 16
+
+
 def test_flop_count_includes_the_attention():
     """The bench's FLOP count (FlopCounterMode) sees the written-out attention's two matmuls per layer: QK^T
-    and AV, 2 N^2 C multiply-adds each per image (N = H W positions)."""
+    and AV, N^2 C multiply-adds (2 N^2 C FLOPs) each per image (N = H W positions)."""
     from ddpm.tools.bench import forward_flops
     ddpm = DDPM(num_classes=10, net=PATCH2)
     layers = [m for m in ddpm.net.modules() if isinstance(m, Attention)]

@@ -420,5 +420,5 @@ def scene_from_url(request: gr.Request = None):
     query = urllib.parse.urlencode(params)
     preset = preset_of(query)
     note = SCENES[preset][0] if preset else "Opened from a link: it runs by itself; Compare runs it again."
-    return (gr.update(selected="explore"), gr.update(value=preset) if preset else gr.update(),
+    return (gr.update(selected="explore"), gr.update(value=preset),          # None: the settings are no preset's
             *scene_values(query, request), f"*{note}*")

@@ -145,7 +145,7 @@ def train_in_child(model, batch, steps, *, before=False):
     env = {**os.environ, "DDPM_KEEP_FREED_MEMORY": "0" if before else "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-c", code, str(torch.get_num_threads()), model, str(batch), str(steps),
-                          "1" if before else "0"], env=env, capture_output=True, text=True)
+                          "1" if before else "0"], env=env, cwd=root, capture_output=True, text=True, timeout=600)
     if out.returncode:
         raise RuntimeError(f"the training benchmark's child process failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.split()[-1])
@@ -322,6 +322,7 @@ def undone(net, change):
     net.channels_last_on_cpu = channels_last and change != "channels_last"
     for block in blocks:
         block.forward = functools.partial(_resblock_out_of_place, block)
+    fused_before = [vars(block).get("fused_on_cpu") for block in attention]
     for block in attention:
         block.fused_on_cpu = True
     try:
@@ -330,8 +331,11 @@ def undone(net, change):
         net.channels_last_on_cpu = channels_last
         for block in blocks:
             del block.forward
-        for block in attention:
-            del block.fused_on_cpu
+        for block, before in zip(attention, fused_before):
+            if before is None:
+                del block.fused_on_cpu                          # back to the class's setting
+            else:
+                block.fused_on_cpu = before
 
 
 COMPILED = "ddpm.compiled (torch.compile, weights frozen in)"

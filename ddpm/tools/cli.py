@@ -457,7 +457,6 @@ def cmd_neighbours(args):
 
 
 def main(argv=None):
-    keep_freed_memory()            # training and sampling steps reuse freed activations (ddpm/memory.py)
     parser = argparse.ArgumentParser(prog="ddpm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = [("train", "train a DDPM (Algorithm 1), saving safetensors checkpoints", add_train_args, cmd_train),
@@ -484,6 +483,7 @@ def run(argv=None):
     """The console entry point: bad input (a value, a missing file) ends in one clear line, not a traceback."""
     from ..checkpoint import CheckpointError
     try:
+        keep_freed_memory()        # training and sampling steps reuse freed activations (ddpm/memory.py)
         main(argv)
     except (ValueError, FileNotFoundError, CheckpointError) as err:
         sys.exit(f"ddpm: error: {err}")
