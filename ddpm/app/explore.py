@@ -351,27 +351,30 @@ SCENES = {
     "Three samplers at 10 steps (the default)": (
         "One x_T, 10 steps each: the two ODE solvers, DPM-Solver++ and DDIM with η = 0, land on nearly the same "
         "images; DDIM with η = 1 adds fresh noise z at every step and lands elsewhere: the same classes in other "
-        "handwriting.",
+        "shapes (other handwriting on MNIST, another cut of garment on FashionMNIST).",
         _scene(a=dict(), b=dict(sampler="ddim"), c=dict(sampler="ddim", eta=1.0))),
     "DDIM vs DDPM at 10 steps": (
-        "DDIM at 10 steps (A) and the same 10 steps with DDPM's fresh noise, η = 1 (B), both give clean digits; "
+        "DDIM at 10 steps (A) and the same 10 steps with DDPM's fresh noise, η = 1 (B), both give clean images; "
         "Algorithm 2 (C) walks all 1000 steps, 2000 network calls per image against 20, for images the judge scores "
         "the same: the calls under each column are the cost of each answer.",
         _scene(4, a=dict(sampler="ddim"), b=dict(sampler="ddim", eta=1.0), c=dict(sampler="ddpm", guidance=2.0))),
     "Clipping matters": (
         "At s = 5 the network's x̂₀ leaves [-1, 1] far (watch its range under each column while it runs: about "
-        "[-4.4, 5.2] at t = 699 on MNIST); A clips it at every step, B and C do not. The final digits differ less "
-        "than the ranges: strokes come out bolder without clipping, as later steps pull x̂₀ back.",
+        "[-4.4, 5.2] at t = 699 on MNIST); A clips it at every step, B and C do not. The final images differ less "
+        "than the ranges, as later steps pull x̂₀ back: MNIST's strokes come out bolder without clipping, and on "
+        "FashionMNIST thin parts such as a sandal's straps can lose their shape.",
         _scene(a=dict(sampler="ddim", steps=20, guidance=5.0), b=dict(sampler="ddim", steps=20, guidance=5.0, clip=False),
                c=dict(sampler="dpmpp_2m", steps=20, guidance=5.0, clip=False))),
     "Guidance trades diversity": (
-        "The same noise at s = 1, 3 and 7: the strokes grow bolder and more alike with s, and the judge grows surer; "
-        "the thin, varied handwriting of s = 1 is what guidance spends (the curves below measure it as diversity).",
+        "The same noise at s = 1, 3 and 7: the shapes grow bolder, plainer and more alike with s, and "
+        "the judge grows surer; the variety of s = 1 (thin handwriting on MNIST, patterns and textures on "
+        "FashionMNIST) is what guidance spends (the curves below measure it as diversity).",
         _scene(a=dict(guidance=1.0), b=dict(guidance=3.0), c=dict(guidance=7.0))),
     "What Algorithm 2 needs (ablations)": (
-        "Algorithm 2 as written (A). Without its noise z (B) every step lands on the posterior mean: the strokes come "
-        "out thin and smooth, and one may lose its shape. Told t = T/2 at every step (C), the network removes the "
-        "wrong amount of noise and the images stay noisy: the judge recognises none of them.",
+        "Algorithm 2 as written (A). Without its noise z (B) every step lands on the posterior mean: the images come "
+        "out smooth (thin strokes on MNIST, flat garments without texture on FashionMNIST), and one may lose its "
+        "shape. Told t = T/2 at every step (C), the network removes the wrong amount of noise and the images stay "
+        "noisy: the judge recognises none of them.",
         _scene(4, a=dict(sampler="ddpm", guidance=1.0), b=dict(sampler="ddpm", guidance=1.0, no_z=True),
                c=dict(sampler="ddpm", guidance=1.0, wrong_t=True))),
 }
