@@ -31,6 +31,18 @@ MMAP_THRESHOLD_MAX = 32 * 1024 * 1024          # glibc's largest mmap threshold 
 TRIM_THRESHOLD = 2 ** 31 - 1                    # trim the heap only above 2 GiB free at its top (mallopt takes an int)
 
 
+def _glibc():
+    """The process's C library when it is glibc, else None (macOS, Windows, musl: the calls below do not apply)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version            # glibc only: musl's mallopt accepts the call and does nothing
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory():
     """Tell glibc's malloc to keep freed blocks (up to 32 MB each) for reuse, in one arena for all threads
     (set it before the threads that allocate start: a thread keeps the arena it has). Returns True when every
@@ -40,15 +52,18 @@ def keep_freed_memory():
     setting = os.environ.get("DDPM_KEEP_FREED_MEMORY", "").strip() or "1"
     if setting not in ("0", "1"):
         raise ValueError(f"DDPM_KEEP_FREED_MEMORY={setting!r}: give 1 (keep freed memory, the default) or 0 (off)")
-    if setting == "0" or not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if setting == "0" or libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version            # glibc only: musl's mallopt accepts the call and does nothing
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     done = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD),
             mallopt(M_ARENA_MAX, 1)]
     return all(done)
+
+
+def return_freed_memory():
+    """Hand the memory freed so far back to the system now (glibc's malloc_trim): the app does it after each job,
+    so that a server keeps no job's peak. Returns True when glibc released some; False where it does not apply."""
+    libc = _glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddpm.tools.bench import (COMPILED, ablations, compiled_forward, diffusers_loop, gemm_ways, lockstep, matmul_gflops, ours,
-                              random_model, train_ours, undone)
+                              random_model, train_in_child, train_ours, undone)
 from ddpm.unet import Attention
 
 pytest.importorskip("diffusers")
@@ -66,6 +66,11 @@ def test_attention_ablation_runs_the_fused_kernel_only_while_timed(monkeypatch):
         again = ddpm.net(x, t, y)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert torch.equal(again, ref) and len(calls) > 0 and not any("fused_on_cpu" in vars(m) for m in ddpm.net.modules())
+
+
+def test_training_in_a_fresh_process_reports_its_step_time_and_page_faults():
+    seconds, faults = train_in_child("mnist", 2, 1)
+    assert 0 < seconds < 60 and faults >= 0
 
 
 @pytest.mark.parametrize("before", [True, False])

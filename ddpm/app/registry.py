@@ -6,7 +6,6 @@ int64 [N]) and a judge; fine-tuned models live in a per-session registry keyed b
 one visitor never sees or changes another visitor's models.
 """
 import contextlib
-import ctypes
 import functools
 import inspect
 import json
@@ -26,6 +25,7 @@ from ..eval.judge import load_judge
 from huggingface_hub import snapshot_download
 
 from ..diffusion import load_model
+from ..memory import return_freed_memory
 from ..pretrained import BUNDLED_DIR, load_examples, load_pretrained
 from .cores import take_share
 
@@ -71,12 +71,8 @@ def trim_memory():
     server's RSS climbed by 30-450 MB a round under load with fine-tunes (831 -> 2139 MB in 8 rounds) (README, Reliability). Called after
     every job and by the periodic sweep; a no-op where the C library is not glibc. Within a job, between its
     steps, freed memory is kept for reuse (ddpm/memory.py: keep_freed_memory, set by app.py)."""
-    if not TRIM:
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):           # not glibc (macOS, musl): nothing to hand back this way
-        pass
+    if TRIM:
+        return_freed_memory()
 
 
 TMP_ROOT = os.path.join(tempfile.gettempdir(), "ddpm_app")       # one folder per server process, by its pid

@@ -39,6 +39,8 @@ from ..sampling import compiled, sample, sample_steps
 from ..training import EMA, train_classconditional
 from ..unet import FULL_RES, PATCH2, Attention, ResBlock
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))     # the checkout (app.py)
+
 
 def _median_time(fn, repeats, warmup=1):
     for _ in range(warmup):
@@ -131,24 +133,37 @@ def train_ours(ddpm, batch, steps, warmup=2, *, before=False):
     return statistics.median([b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:])])
 
 
+def _train_child(threads, model, batch, steps, before):
+    """The body of train_in_child's fresh process: prints seconds per step and minor page faults per step."""
+    import resource
+
+    from ..memory import keep_freed_memory
+    from ..pretrained import load_pretrained
+    torch.set_num_threads(threads)
+    keep_freed_memory()                                   # a no-op under DDPM_KEEP_FREED_MEMORY=0 ("before")
+    ddpm = load_pretrained(model).train()
+    train_ours(ddpm, batch, 2, before=before)             # a process's first training call runs cold
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    seconds = train_ours(ddpm, batch, steps, before=before)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    print(seconds, faults / (2 + steps + 1))              # train_ours runs warmup (2) + steps + 1 steps
+
+
 def train_in_child(model, batch, steps, *, before=False):
-    """train_ours on a bundled model in a fresh interpreter with this process's torch threads, its first steps
-    as warm-up: "before" with DDPM_KEEP_FREED_MEMORY=0, as training ran before issue 15 (the allocator's
-    setting is process-wide and cannot be undone, so the two cannot share a process)."""
+    """(seconds per step, minor page faults per step) of train_ours on a bundled model in a fresh interpreter
+    with this process's torch threads: "before" with DDPM_KEEP_FREED_MEMORY=0, as training ran before issue 15
+    (the allocator's setting is process-wide and cannot be undone, so the two cannot share a process)."""
     import subprocess
     import sys
-    code = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); from ddpm import keep_freed_memory, "
-            "load_pretrained; from ddpm.tools.bench import train_ours; keep_freed_memory(); "
-            "m = load_pretrained(sys.argv[2]).train(); train_ours(m, int(sys.argv[3]), 2, before=sys.argv[5] == '1'); "
-            "print(train_ours(m, int(sys.argv[3]), int(sys.argv[4]), before=sys.argv[5] == '1'))")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (f"from ddpm.tools.bench import _train_child; "
+            f"_train_child({torch.get_num_threads()}, {model!r}, {batch}, {steps}, {before})")
     env = {**os.environ, "DDPM_KEEP_FREED_MEMORY": "0" if before else "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-c", code, str(torch.get_num_threads()), model, str(batch), str(steps),
-                          "1" if before else "0"], env=env, cwd=root, capture_output=True, text=True, timeout=600)
+           "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode:
         raise RuntimeError(f"the training benchmark's child process failed:\n{out.stderr[-2000:]}")
-    return float(out.stdout.split()[-1])
+    seconds, faults = out.stdout.split()[-2:]
+    return float(seconds), float(faults)
 
 
 def train_reference(ddpm, batch, steps, warmup=2):
@@ -579,7 +594,7 @@ def _print_playground(args):
     return rows
 
 
-APP_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "app.py")
+APP_PY = os.path.join(ROOT, "app.py")
 TARGETS = {"grid default": 3.0, "grid 10 x 10": 4.0, "first frame": 0.3, "dpmpp ratio": 1.0, "train % of mm": 60.0,
            "compare first frame": 0.5, "compare": 6.0}
 
@@ -725,21 +740,22 @@ def target_rows(threads, repeats=3, quick=False, before_models=None):
                  "10 classes x 8, guided (s=2), lockstep", statistics.median(a / b for a, b in timings), None,
                  TARGETS["dpmpp ratio"], f"ours {statistics.median(a for a, _ in timings):.2f} s, diffusers "
                  f"{statistics.median(b for _, b in timings):.2f} s; max abs difference after one step {diff:.1e}"))
-    batch, train_net = 128, copy.deepcopy(ddpm).train()
+    batch = 128
     mm_before, mm_name = matmul_gflops()
     n_steps = 3 if quick else 6
-    s_old, s_new = [], []
+    old_runs, new_runs = [], []
     for _ in range(2):                                   # alternate the two, so the machine's drift hits both
-        s_old.append(train_in_child(BUNDLED[0], batch, n_steps, before=True))
-        s_new.append(train_in_child(BUNDLED[0], batch, n_steps))
-    s_old, s_new = min(s_old), min(s_new)
+        old_runs.append(train_in_child(BUNDLED[0], batch, n_steps, before=True))
+        new_runs.append(train_in_child(BUNDLED[0], batch, n_steps))
+    (s_old, faults_old), (s_new, faults_new) = min(old_runs), min(new_runs)
     mm = statistics.mean([mm_before, matmul_gflops()[0]])
-    flops = train_flops(train_net) * batch
+    flops = train_flops(ddpm) * batch
     rows.append((f"{BUNDLED[0]}: training step, batch 128 (train_classconditional, EMA, clip), % of the matmul rate; "
                  "before: for-each Adam, NCHW, fused attention kernel, freed memory returned to the system; after: "
                  "fused Adam, channels_last, attention as two matmuls, keep_freed_memory", 100 * flops / s_new / 1e9 / mm,
                  100 * flops / s_old / 1e9 / mm, TARGETS["train % of mm"],
                  f"after {batch / s_new:.0f} img/s ({flops / s_new / 1e9:.1f} GFLOP/s), before {batch / s_old:.0f} img/s; "
+                 f"minor page faults per step after {faults_new:,.0f}, before {faults_old:,.0f}; "
                  f"each a fresh process, best of 2 alternating runs each; matmul ({mm_name}, the faster library here) "
                  f"{mm_before:.1f} GFLOP/s before, {mm:.1f} the mean of before and after"))
     return rows
