@@ -9,14 +9,12 @@ thread's own arena lives in 64 MB heaps that glibc unmaps as soon as they are em
 (an app job runs on one of Gradio's worker threads). Threads then share one allocator lock; a tensor's
 malloc is rare next to the arithmetic on it.
 
-Measured on the 2-core machine the README's figures come from (fresh processes): a training step at batch 128
-(bundled MNIST model) faulted 350-415k pages per 18 steps and ran 695-816 img/s without, 0.9-3.8k faults and
-873-943 img/s with (the bench's own runs: README, Speed); through the app's grid handler on a worker thread, a
-10 x 10 guided FashionMNIST grid faulted 104-161k pages in 2.94-2.99 s without, 24-25k in 2.77-2.88 s with.
+`python -m ddpm bench --targets` counts it in its training row (a fresh process each, bundled MNIST model,
+batch 128): 14,272 minor page faults per step without, 2 with, on the machine of the README's figures.
 Without the setting glibc moves both thresholds by itself as blocks come and go, so how often memory is
 faulted back varies from process to process. The cost: a process keeps its peak memory after the work that
 needed it (the peaks do not change). The app still hands freed memory back at the end of every job
-(ddpm/app/registry.py: trim_memory, malloc_trim); within a job, between its steps, it is kept.
+(return_freed_memory, called by ddpm/app/registry.py: trim_memory); within a job, between its steps, it is kept.
 
 `python app.py` and the `ddpm` command (`python -m ddpm`) call it at start; in a notebook call
 `ddpm.keep_freed_memory()` once. DDPM_KEEP_FREED_MEMORY=0 switches it off (the bench's "before" column runs so).

@@ -70,8 +70,8 @@ class ResBlock(nn.Module):
         return h.add_(self.skip(x))
 
 
-# Above this many positions the fused kernel is kept on a CPU too: written out, fwd + bwd took 0.95x (C = 256) to
-# 1.14x (C = 64) the fused time at 256 positions and 1.18x at 1024, and the fused kernel needs no [B, HW, HW] matrix.
+# Above this many positions the fused kernel is kept on a CPU too: a one-off micro-benchmark (forward + backward)
+# found the written-out form no faster at 256 and 1024 positions, and the fused kernel needs no [B, HW, HW] matrix.
 WRITTEN_OUT_MAX_POSITIONS = 64
 
 
@@ -90,7 +90,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).transpose(2, 3).unbind(1)  # each [B, HW, C]
         if x.device.type == "cpu" and H * W <= WRITTEN_OUT_MAX_POSITIONS and not self.fused_on_cpu:
             # softmax(q k^T / sqrt(C)) v written out: on a CPU at 49 positions (PATCH2's 7x7) two batched matmuls
-            # beat the fused kernel (medians of alternating runs: a training step 1.07x, a guided grid 1.11-1.15x)
+            # beat the fused kernel (the forward pass 1.03-1.17x: `python -m ddpm bench --ablations`)
             weights = torch.softmax(q @ k.transpose(1, 2) * C ** -0.5, dim=-1)               # [B, HW, HW]
             h = weights @ v                                                                  # [B, HW, C]
         else:

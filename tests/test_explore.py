@@ -222,6 +222,9 @@ def test_scene_links_ignore_the_hosts_own_parameters_and_refuse_mixed_ones():
     assert seed == 4 and cols == explore.default_columns()
     with pytest.raises(gr.Error, match=r"names scene .* and also \['seed'\]"):
         explore.parse_scene(f"?scene={list(explore.SCENES)[1]}&seed=3")
+    # a preset may name the model it runs on
+    model, *settings = explore.parse_scene(f"?scene={list(explore.SCENES)[1]}&model=fashion_mnist")
+    assert model == "fashion_mnist" and settings == list(explore.parse_scene(list(explore.SCENES.values())[1][1])[1:])
 
 
 def test_an_unconditional_model_and_a_new_class_are_judged_honestly(make_ddpm, monkeypatch):

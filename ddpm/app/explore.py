@@ -320,10 +320,11 @@ def parse_scene(query):
     if "scene" in one:
         if one["scene"] not in SCENES:
             raise gr.Error(f"scene {one['scene']!r} is unknown; choose one of {list(SCENES)}")
-        extra = sorted(set(one) - {"tab", "scene"})
+        extra = sorted(set(one) - {"tab", "scene", "model"})
         if extra:
-            raise gr.Error(f"the link names scene {one['scene']!r} and also {extra}: give a scene or settings, not both")
-        return parse_scene(SCENES[one["scene"]][1])
+            raise gr.Error(f"the link names scene {one['scene']!r} and also {extra}: give a scene (and a model) or "
+                           f"settings, not both")
+        return (one.get("model") or None, *parse_scene(SCENES[one["scene"]][1])[1:])
     cols = default_columns()
     for p, col in zip("abc", cols):
         for f in FIELDS:
