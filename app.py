@@ -1,7 +1,7 @@
 """DDPM, step by step: the teaching app (layout and wiring only; the handlers live in ddpm/app/, one module per tab).
 
 Run `python app.py` and open http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change it);
-the same file runs as a Hugging Face Space. Models come from DDPM_APP_MODELS (default ddpm/bundled);
+the same file runs as a Hugging Face Space. Models come from DDPM_APP_MODELS (default the bundled pretrained/);
 DDPM_APP_JUDGE=0 switches the judge classifier off; DDPM_APP_TORCH_THREADS sets how many cores it uses;
 DDPM_KEEP_FREED_MEMORY=0 lets freed memory go back to the system after each step (slower: ddpm/memory.py).
 """

@@ -10,7 +10,7 @@ The core, one idea per file (each imports only the files above it in this list):
     distributed.py torchrun: the process group, checking that the replicas agree
     training.py    Algorithm 1: train, train_classconditional, EMA (on one process or many)
     data.py        MNIST, FashionMNIST, CIFAR-10/100 through torchvision, in [-1, 1]
-    pretrained.py  the bundled models (ddpm/bundled/)
+    pretrained.py  the bundled models (pretrained/, installed as ddpm/bundled/)
     points.py      2-D point clouds for the playground
     plots.py       image grids, upscaled nearest-neighbour
 On top of the core: ddpm/eval/ (judge classifiers, metrics, evaluation), ddpm/tools/ (CLI, bench)
@@ -22,7 +22,7 @@ from .data import DATASETS, load_dataset, make_loader, to_uint8, to_unit_range
 from .diffusion import DDPM, load_model, predict_x0_from_eps, q_posterior, sample_xt
 from .memory import keep_freed_memory
 from .pretrained import load_pretrained
-from .sampling import SAMPLERS, Step, compiled, ddim_step, ddpm_step, dpmpp_2m_step, sample, sample_steps, timesteps
+from .sampling import SAMPLERS, Sampler, Step, compiled, get_sampler, ddim_step, ddpm_step, dpmpp_2m_step, sample, sample_steps, timesteps
 from .schedule import SCHEDULES, NoiseSchedule
 from .training import EMA, train, train_classconditional
 from .mlp import MLP

@@ -1,6 +1,6 @@
 """The bundled models: ddpm.load_pretrained("mnist" | "fashion_mnist" | folder | Hub id).
 
-Each bundled folder (ddpm/bundled/<name>/, installed with the package) holds the model (model.safetensors +
+Each bundled folder (pretrained/<name>/ in the repository; installed with the package as ddpm/bundled/) holds the model (model.safetensors +
 config.json), its judge classifier, about 100 real test images per class (examples.safetensors) and a model
 card (README.md) with the data, the recipe, the wall time and the measured scores.
 """
@@ -10,7 +10,11 @@ from safetensors.torch import load_file
 
 from .diffusion import load_model
 
-BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# `pip install .` copies pretrained/ into the package as ddpm/bundled (pyproject.toml); a checkout or an editable
+# install reads pretrained/ beside the package
+BUNDLED_DIR = next((d for d in (os.path.join(_HERE, "bundled"), os.path.join(os.path.dirname(_HERE), "pretrained"))
+                    if os.path.isdir(d)), os.path.join(_HERE, "bundled"))
 BUNDLED = ("mnist", "fashion_mnist")
 EXAMPLES = "examples.safetensors"
 

@@ -23,12 +23,12 @@ import numbers
 import os
 import shutil
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
 VARIANCES = ("beta", "beta_tilde")
 
 
@@ -51,18 +51,17 @@ def timesteps(sampler, T, steps=None):
 
     "ddpm" walks all T steps (`steps` must be None or T); "ddim" and "dpmpp_2m" walk `steps` of them, "trailing"
     spacing (Lin et al. 2024), as diffusers' schedulers with timestep_spacing="trailing"."""
-    if sampler == "ddpm":
+    if get_sampler(sampler).all_steps:
         if steps is not None and steps != T:
-            raise ValueError(f"the ddpm sampler (Algorithm 2) always takes all T = {T} steps, got steps={steps!r}; "
-                             "for fewer steps use sampler='ddim'")
+            few = [s.name for s in SAMPLERS.values() if not s.all_steps]
+            raise ValueError(f"the {sampler} sampler always takes all T = {T} steps, got steps={steps!r}; "
+                             f"for fewer steps use one of {few}")
         ts = list(range(T - 1, -1, -1))
-    elif sampler in ("ddim", "dpmpp_2m"):
+    else:
         steps = T if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= T:
             raise ValueError(f"{sampler} steps must be an integer in [1, {T}], got {steps!r}")
         ts = [round(T - i * T / int(steps)) - 1 for i in range(int(steps))]
-    else:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     return list(zip(ts, ts[1:] + [-1]))
 
 
@@ -174,6 +173,55 @@ def dpmpp_2m_step(x_t, t, t_prev, eps, schedule, *, previous=None, clip_x0=True)
                             "order": order, "r": r}
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """One row of the sampler table: what the app, the CLI, the plots and the loop read about a sampler.
+
+    step(x_t, t, t_prev, eps, schedule, *, noise, eta, previous, clip_x0, variance) -> (x_{t_prev}, x0_hat, coefs)
+    is the one call `sample_steps` makes per step; a new sampler is one such function and one row below."""
+    name: str                   # what callers pass: sample(..., sampler=name)
+    label: str                  # what the app's picker and the plots' legends show
+    short: str                  # in titles and tables: f"{short}-{steps}"
+    all_steps: bool             # walks all T steps (Algorithm 2) instead of `steps` of them
+    uses_eta: bool              # takes DDIM's eta (0 = deterministic)
+    step: Callable
+    draws_noise: Callable       # draws_noise(t, eta): whether this step needs a fresh z
+    deterministic: Callable     # deterministic(eta): the same x_T always gives the same image
+
+    def title(self, steps, T):
+        """"DDPM (Alg. 2)-1000", "DDIM-25": the run as a table row or a plot title names it."""
+        return f"{self.short}-{T if self.all_steps else steps}"
+
+
+def _ddpm(x_t, t, t_prev, eps, schedule, *, noise, eta, previous, clip_x0, variance):
+    return ddpm_step(x_t, t, eps, schedule, noise=noise, clip_x0=clip_x0, variance=variance)
+
+
+def _ddim(x_t, t, t_prev, eps, schedule, *, noise, eta, previous, clip_x0, variance):
+    return ddim_step(x_t, t, t_prev, eps, schedule, eta=eta, noise=noise, clip_x0=clip_x0)
+
+
+def _dpmpp_2m(x_t, t, t_prev, eps, schedule, *, noise, eta, previous, clip_x0, variance):
+    return dpmpp_2m_step(x_t, t, t_prev, eps, schedule, previous=previous, clip_x0=clip_x0)
+
+
+SAMPLERS = {s.name: s for s in (
+    Sampler("ddpm", "DDPM (Algorithm 2, all T steps)", "DDPM", all_steps=True, uses_eta=False, step=_ddpm,
+            draws_noise=lambda t, eta: t > 0, deterministic=lambda eta: False),
+    Sampler("ddim", "DDIM (fewer steps)", "DDIM", all_steps=False, uses_eta=True, step=_ddim,
+            draws_noise=lambda t, eta: eta > 0, deterministic=lambda eta: eta == 0),
+    Sampler("dpmpp_2m", "DPM-Solver++ (fewest steps)", "DPM-Solver++", all_steps=False, uses_eta=False,
+            step=_dpmpp_2m, draws_noise=lambda t, eta: False, deterministic=lambda eta: True),
+)}
+
+
+def get_sampler(name):
+    """The row of SAMPLERS named `name`, with a clear error for anything else."""
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {list(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
 def _check_settings(ddpm, x, y, guidance_scale, eta, variance):
     """The checks of sample_steps' inputs, each naming the bad value and what is allowed."""
     ddpm.check_images(x)
@@ -210,20 +258,15 @@ def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidan
     pairs = timesteps(sampler, ddpm.T if t_start is None else t_start + 1, steps)
     was_training = ddpm.training
     ddpm.eval()
-    previous = None                                           # DPM-Solver++: (t, x0_hat) of the step before
+    row = get_sampler(sampler)
+    previous = None                                           # (t, x0_hat) of the step before (multistep solvers)
     try:
         for i, (t, t_prev) in enumerate(pairs):
             eps = guided_eps(ddpm, x, t, y, guidance_scale)
-            if sampler == "ddpm":
-                z = randn(x.shape, generator=generator, device=x.device) if t > 0 else None         # Alg. 2, line 3
-                x_prev, x0_hat, coefs = ddpm_step(x, t, eps, ddpm.schedule, noise=z, clip_x0=clip_x0, variance=variance)
-            elif sampler == "ddim":
-                z = randn(x.shape, generator=generator, device=x.device) if eta > 0 else None
-                x_prev, x0_hat, coefs = ddim_step(x, t, t_prev, eps, ddpm.schedule, eta=eta, noise=z, clip_x0=clip_x0)
-            else:
-                x_prev, x0_hat, coefs = dpmpp_2m_step(x, t, t_prev, eps, ddpm.schedule, previous=previous,
-                                                      clip_x0=clip_x0)
-                previous = (t, x0_hat)
+            z = randn(x.shape, generator=generator, device=x.device) if row.draws_noise(t, eta) else None  # Alg. 2, line 3
+            x_prev, x0_hat, coefs = row.step(x, t, t_prev, eps, ddpm.schedule, noise=z, eta=eta, previous=previous,
+                                             clip_x0=clip_x0, variance=variance)
+            previous = (t, x0_hat)
             yield Step(i, len(pairs), t, t_prev, x, x_prev, x0_hat, eps, coefs)
             x = x_prev
     finally:

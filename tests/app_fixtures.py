@@ -1,4 +1,4 @@
-"""Tiny models for the app tests: a models folder laid out like ddpm/bundled/ (no bundled model needed)."""
+"""Tiny models for the app tests: a models folder laid out like pretrained/ (no bundled model needed)."""
 import math
 import os
 import socket

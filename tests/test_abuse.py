@@ -1,5 +1,5 @@
 """The fast subset of the load-and-abuse script (issue 17): a real server with tiny models, every probe of items
-1-9 must pass. The full run (bundled models, more rounds) is `python scripts/abuse.py`; the README has its table."""
+1-9 must pass. The full run (bundled models, more rounds) is `python benchmarks/abuse.py`; the README has its table."""
 import json
 import os
 import subprocess
@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_abuse_quick_every_probe_passes(tmp_path):
     out = tmp_path / "table.json"
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "abuse.py"), "--quick", "--json", str(out)],
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "abuse.py"), "--quick", "--json", str(out)],
                          capture_output=True, text=True, timeout=420)
     table = json.load(open(out)) if out.exists() else []
     failed = [r for r in table if r["result"] != "pass"]

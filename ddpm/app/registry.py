@@ -1,6 +1,6 @@
 """The app's model registry and its visitors' sessions.
 
-Bundled models are sub-folders of one models folder (DDPM_APP_MODELS, default ddpm/bundled), each with
+Bundled models are sub-folders of one models folder (DDPM_APP_MODELS, default the bundled pretrained/), each with
 model.safetensors + config.json and optionally examples.safetensors ("images" uint8 [N, 28, 28], "labels"
 int64 [N]) and a judge; fine-tuned models live in a per-session registry keyed by Gradio's session hash, so
 one visitor never sees or changes another visitor's models.

@@ -1,7 +1,7 @@
 """Peak memory of the app's largest jobs, each in a fresh process with both bundled models loaded (the README's
 reliability section quotes these figures):
 
-    python scripts/job_peaks.py
+    python benchmarks/job_peaks.py
 
 A job's figure is the process's peak RSS after the job minus its peak after loading the models (Linux ru_maxrss).
 """

@@ -1,7 +1,7 @@
 """Load and abuse of a real app server, as a hostile visitor of a public Space would try it (issue 17, items 1-9).
 
-    python scripts/abuse.py            the full run with the bundled models (about 8 minutes on 2 cores)
-    python scripts/abuse.py --quick    a subset with tiny models in about a minute (tests/test_abuse.py runs it)
+    python benchmarks/abuse.py            the full run with the bundled models (about 8 minutes on 2 cores)
+    python benchmarks/abuse.py --quick    a subset with tiny models in about a minute (tests/test_abuse.py runs it)
 
 It starts `python app.py` on a free loopback port with its own Gradio cache folder, drives it with raw HTTP
 and gradio_client (loopback only, bounded in count and time), prints one table row per probe and exits 1 if
@@ -201,7 +201,7 @@ def probe_paths(server, tmp):
     """Item 3: the dataset dropdown accepted a path and read examples.safetensors from it."""
     c = server.client("paths")
     refused = 0
-    for bad in (os.path.join(ROOT, "ddpm", "bundled", "mnist"),
+    for bad in (os.path.join(ROOT, "pretrained", "mnist"),
                 "mnist/../fashion_mnist", "/etc/passwd"):
         try:
             c.predict(bad, api_name="/forward_gallery")
