@@ -1,11 +1,12 @@
 """Algorithm 1 (training), with label dropout for classifier-free guidance and an EMA of the weights.
 
-    repeat                                   (one iteration of `_fit`'s loop per batch)
+    repeat                                   `train` and `train_classconditional`: one train_step per batch
         x_0 ~ q(x_0)                         the loader's batch
-        t ~ Uniform({0, ..., T-1})           DDPM.loss
-        eps ~ N(0, I)                        DDPM.loss
+        t ~ Uniform({0, ..., T-1})           draw_t_eps (the paper's {1..T}, 0-based as in ddpm/schedule.py)
+        eps ~ N(0, I)                        draw_t_eps
         gradient step on ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2
-    until converged
+                                             DDPM.loss, backward, optimizer_step (and the EMA)
+    until converged                          n_epochs, max_steps, max_seconds or stop()
 """
 import contextlib
 import copy
@@ -95,32 +96,83 @@ class _Loss(torch.nn.Module):
         return self.ddpm.loss(x0, y, t=t, eps=eps)
 
 
-def _draws(ddpm, micro, p_uncond, generator, rank, world):
-    """Label dropout, t and eps of one optimizer step, per micro-batch of this rank.
-
-    They are drawn for the whole global batch, by every rank from the same generator, and each rank takes the
-    positions r, r + N, ... that make_loader's sampler gave it: so N processes with batch B / N draw exactly what
-    one process with batch B draws (one process, one micro-batch: the order of Alg. 1, lines 2-4)."""
-    sizes = [len(x0) for x0, _ in micro]
-    n, x0, device = world * sum(sizes), micro[0][0], micro[0][0].device
-    drop = torch.rand(n, device=device, generator=generator) < p_uncond if p_uncond is not None else None
-    t = torch.randint(0, ddpm.T, (n,), device=device, generator=generator)                  # Alg. 1, line 3
-    eps = torch.randn((n, *x0.shape[1:]), device=device, generator=generator)              # Alg. 1, line 4
-    mine = [v[rank::world].split(sizes) if v is not None else [None] * len(sizes) for v in (drop, t, eps)]
-    return list(zip(*mine))
-
-
-def _check_precision(precision, device):
+def _autocast(precision, device):
+    """A context for the forward pass: bfloat16 autocast for "bf16"; for "fp32" none at all (even a disabled
+    autocast costs a few percent of a CPU step)."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"precision='bf16': the GPU {torch.cuda.get_device_name(device)} has no bfloat16; use 'fp32'")
     if precision == "bf16" and device.type not in ("cuda", "cpu"):
         raise ValueError(f"precision='bf16' runs on cpu and cuda, not on {device.type}; use 'fp32'")
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
 
 
-def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond, ema, grad_clip, lr_scheduler, callback,
-         stop, max_steps, max_seconds, progress, generator, grad_accum, precision):
+# Algorithm 1 of Ho et al. (2020). The paper's t runs over {1..T}; here t is 0-based (ddpm/schedule.py): {0..T-1}.
+def train_step(ddpm, x0, optim, *, y=None, p_uncond=None, ema=None, grad_clip=1.0, generator=None):
+    """One pass of Algorithm 1's repeat loop on the batch x0 (ddpm in train mode). Returns the loss.
+
+    y: class labels of a conditional model; p_uncond: the probability of replacing each by the null class
+    (classifier-free guidance; None: no dropout); ema: an EMA to update after the step; grad_clip: the largest
+    gradient norm (0: no clipping); generator: for t, eps and the dropout. `train` and `train_classconditional`
+    repeat this over a loader; with gradient accumulation or several processes they run its pieces
+    (draw_t_eps, ddpm.loss, optimizer_step) on a batch split in parts.
+    """
+    # Alg. 1, line 2: x0 ~ q(x0) is the batch given; lines 3-4: t ~ Uniform({0..T-1}), eps ~ N(0, I)
+    t, eps, drop = draw_t_eps(ddpm, x0.shape, x0.device, p_uncond=p_uncond, generator=generator)
+    optim.zero_grad(set_to_none=True)
+    loss = ddpm.loss(x0, drop_labels(ddpm, y, drop), t=t, eps=eps)      # Alg. 1, line 5: ||eps - eps_theta(x_t, t)||^2
+    loss.backward()                                                     # Alg. 1, line 5: its gradient in theta
+    optimizer_step(ddpm, optim, ema=ema, grad_clip=grad_clip)          # Alg. 1, line 5: the descent step
+    return loss.detach()
+
+
+def draw_t_eps(ddpm, shape, device, *, p_uncond=None, generator=None):
+    """The random draws of Algorithm 1 for a batch of `shape` [B, ...]: t [B], eps of `shape`, and which labels
+    classifier-free guidance drops (a [B] mask; None without p_uncond). Drawn in this order from `generator`."""
+    drop = torch.rand(shape[0], device=device, generator=generator) < p_uncond if p_uncond is not None else None
+    t = torch.randint(0, ddpm.T, shape[:1], device=device, generator=generator)    # Alg. 1, line 3: t ~ Uniform({0..T-1})
+    eps = torch.randn(shape, device=device, generator=generator)                   # Alg. 1, line 4: eps ~ N(0, I)
+    return t, eps, drop
+
+
+def drop_labels(ddpm, y, drop):
+    """y with the labels where `drop` is True replaced by the null class (classifier-free guidance's dropout)."""
+    return y if drop is None or y is None else torch.where(drop, torch.full_like(y, ddpm.null_class), y)
+
+
+def optimizer_step(ddpm, optim, *, ema=None, grad_clip=1.0):
+    """Alg. 1, line 5's gradient descent step on the gradients in ddpm (clipped to norm grad_clip), then the EMA."""
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(ddpm.parameters(), grad_clip)
+    optim.step()
+    if ema is not None:
+        ema.update(ddpm)
+
+
+def _backward(ddpm, model, micro, *, p_uncond, generator, rank, world, autocast):
+    """Alg. 1, lines 3-5 (the loss and its gradient) on this rank's micro-batches [(x0, y), ...] of one optimizer step.
+
+    t and eps are drawn for the whole global batch, by every rank from the same generator, and each rank takes the
+    positions r, r + N, ... that make_loader's sampler gave it: so N processes with batch B / N draw exactly what
+    one process with batch B draws, and one micro-batch on one process draws what train_step draws. The micro-batch
+    gradients are summed, weighted by size; DDP averages them over the ranks once, after the last."""
+    sizes = [len(x0) for x0, _ in micro]
+    x0 = micro[0][0]
+    draws = draw_t_eps(ddpm, (world * sum(sizes), *x0.shape[1:]), x0.device, p_uncond=p_uncond, generator=generator)
+    mine = zip(*[v[rank::world].split(sizes) if v is not None else [None] * len(sizes) for v in draws], strict=True)
+    loss = 0.0
+    for m, ((x0, y), (t, eps, drop)) in enumerate(zip(micro, mine, strict=True)):
+        with model.no_sync() if world > 1 and m < len(micro) - 1 else contextlib.nullcontext():
+            with autocast():
+                part = model(x0, drop_labels(ddpm, y, drop), t, eps)                     # Alg. 1, line 5
+            part = part * (len(x0) / sum(sizes)) if len(micro) > 1 else part
+            part.backward()
+        loss += part.detach().float()
+    return loss
+
+
+def _check_run(ddpm, n_epochs, stop, max_steps, max_seconds, grad_accum, conditional):
     if n_epochs is None and max_steps is None and max_seconds is None and stop is None:
         raise ValueError("n_epochs=None trains without end: give max_steps, max_seconds or stop as well")
     if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 0):
@@ -129,16 +181,28 @@ def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond, ema, g
         raise ValueError(f"grad_accum must be an integer >= 1 (batches per optimizer step), got {grad_accum!r}")
     if conditional and ddpm.num_classes is None:
         raise ValueError("train_classconditional needs a model built with num_classes")
+
+
+def _over_ranks(loss, done, device, world):
+    """The mean loss over all ranks, and whether any rank must stop (its clock ran out): then every rank stops."""
+    both = torch.stack([torch.as_tensor(loss, device=device), torch.tensor(float(done), device=device)])
+    dist.all_reduce(both)
+    return both[0] / world, bool(both[1] > 0)
+
+
+def _fit(ddpm, loader, n_epochs, optim, device, *, p_uncond, ema, grad_clip, lr_scheduler, callback, stop, max_steps,
+         max_seconds, progress, generator, grad_accum, precision):
+    """The loop around Algorithm 1: train_step's pieces per optimizer step, until n_epochs, max_steps, max_seconds
+    or stop(); p_uncond None: an unconditional model."""
+    conditional = p_uncond is not None
+    _check_run(ddpm, n_epochs, stop, max_steps, max_seconds, grad_accum, conditional)
     device = torch.device(device)
-    _check_precision(precision, device)
+    autocast = _autocast(precision, device)
     rank, world = shard()
     ddpm.to(device).train()
     model = _Loss(ddpm)
     if world > 1:                      # gradients averaged over the ranks in backward
         model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    # fp32 enters no autocast at all: even a disabled one costs a few percent of a CPU step
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16"
-                else contextlib.nullcontext)
     losses, start, micro = [], time.perf_counter(), []
     total = max_steps if max_steps is not None else (n_epochs * len(loader) // grad_accum if n_epochs is not None else None)
     bar = tqdm(total=total, disable=not progress or rank != 0, desc="training", unit="step")
@@ -148,33 +212,17 @@ def _fit(ddpm, loader, n_epochs, optim, device, *, conditional, p_uncond, ema, g
             if len(micro) < grad_accum:
                 continue
             optim.zero_grad(set_to_none=True)
-            weight, loss = [len(x0) / sum(len(x) for x, _ in micro) for x0, _ in micro], 0.0
-            draws = _draws(ddpm, micro, p_uncond if conditional else None, generator, rank, world)
-            for m, ((x0, y), (drop, t, eps)) in enumerate(zip(micro, draws)):
-                if drop is not None:                                                   # CFG label dropout
-                    y = torch.where(drop, torch.full_like(y, ddpm.null_class), y)
-                last = m == len(micro) - 1     # DDP: average the gradients once, after the last micro-batch
-                with model.no_sync() if world > 1 and not last else contextlib.nullcontext():
-                    with autocast():
-                        part = model(x0, y if conditional else None, t, eps)              # Alg. 1, lines 2-5
-                    part = part * weight[m] if len(micro) > 1 else part
-                    part.backward()
-                loss += part.detach().float()
+            loss = _backward(ddpm, model, micro, p_uncond=p_uncond, generator=generator, rank=rank, world=world,
+                             autocast=autocast)
             micro = []
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(ddpm.parameters(), grad_clip)
-            optim.step()
+            optimizer_step(ddpm, optim, ema=ema, grad_clip=grad_clip)
             if lr_scheduler is not None:
                 lr_scheduler.step()
-            if ema is not None:
-                ema.update(ddpm)
             done = ((max_steps is not None and len(losses) + 1 >= max_steps)
                     or (max_seconds is not None and time.perf_counter() - start >= max_seconds)
                     or (stop is not None and stop()))
-            if world > 1:                  # the mean loss over all ranks; every rank stops when one must (a clock)
-                both = torch.stack([torch.as_tensor(loss, device=device), torch.tensor(float(done), device=device)])
-                dist.all_reduce(both)
-                loss, done = both[0] / world, bool(both[1] > 0)
+            if world > 1:
+                loss, done = _over_ranks(loss, done, device, world)
             losses.append(float(loss))
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
@@ -202,7 +250,7 @@ def train(ddpm, loader, n_epochs, optim, device, *, ema=None, grad_clip=1.0, lr_
     Inside a torch.distributed process group (torchrun), every rank runs this on its share of the data and the
     gradients are averaged across ranks (DistributedDataParallel); see ddpm/distributed.py.
     """
-    return _fit(ddpm, loader, n_epochs, optim, device, conditional=False, p_uncond=0.0, ema=ema, grad_clip=grad_clip,
+    return _fit(ddpm, loader, n_epochs, optim, device, p_uncond=None, ema=ema, grad_clip=grad_clip,
                 lr_scheduler=lr_scheduler, callback=callback, stop=stop, max_steps=max_steps, max_seconds=max_seconds,
                 progress=progress, generator=generator, grad_accum=grad_accum, precision=precision)
 
@@ -215,7 +263,7 @@ def train_classconditional(ddpm, loader, n_epochs, optim, device, *, p_uncond=0.
     guidance. Takes the same keyword extras as `train`."""
     if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0.0 <= p_uncond <= 1.0:
         raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
-    return _fit(ddpm, loader, n_epochs, optim, device, conditional=True, p_uncond=p_uncond, ema=ema,
+    return _fit(ddpm, loader, n_epochs, optim, device, p_uncond=p_uncond, ema=ema,
                 grad_clip=grad_clip, lr_scheduler=lr_scheduler, callback=callback, stop=stop, max_steps=max_steps,
                 max_seconds=max_seconds, progress=progress, generator=generator, grad_accum=grad_accum,
                 precision=precision)

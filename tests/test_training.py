@@ -1,11 +1,12 @@
 """Algorithm 1: the loss goes down, label dropout, callbacks, early stop, EMA, and input checks."""
+import inspect
 import statistics
 
 import pytest
 import torch
 
 from ddpm import EMA, train, train_classconditional
-from ddpm.training import warmup_stable_decay
+from ddpm.training import train_step, warmup_stable_decay
 
 NET_8PX = dict(base_channels=8, channel_mults=(1, 2), attn_levels=(), emb_channels=32, groups=4)
 
@@ -95,7 +96,7 @@ def test_callback_called_every_step(make_ddpm):
     losses = train_classconditional(ddpm, [_tiny_batch()] * 2, 3, torch.optim.SGD(ddpm.parameters(), lr=1e-3),
                                     "cpu", callback=lambda step, loss: calls.append((step, loss)), progress=False)
     assert len(losses) == 6
-    assert calls == list(zip(range(1, 7), losses))
+    assert calls == list(zip(range(1, 7), losses, strict=True))
 
 
 def test_stop_ends_early_and_keeps_weights(make_ddpm):
@@ -110,11 +111,11 @@ def test_stop_ends_early_and_keeps_weights(make_ddpm):
     calls = []
     stopped, before, losses = run(stop=lambda: calls.append(1) or len(calls) >= 3)
     assert len(losses) == 3
-    assert not all(torch.equal(a, b) for a, b in zip(before, stopped.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, stopped.parameters(), strict=True))
     # the weights after a stop are exactly those of a run that was asked for 3 steps
     reference, _, ref_losses = run(max_steps=3)
     assert losses == ref_losses
-    for a, b in zip(stopped.parameters(), reference.parameters()):
+    for a, b in zip(stopped.parameters(), reference.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -127,7 +128,7 @@ def test_ema_update_math():
             p.add_(1.0)
     theta = _params(model)
     ema.update(model)
-    for p_ema, old, new in zip(ema.model.parameters(), theta_ema, theta):
+    for p_ema, old, new in zip(ema.model.parameters(), theta_ema, theta, strict=True):
         torch.testing.assert_close(p_ema, 0.9 * old + 0.1 * new)
     assert not any(p.requires_grad for p in ema.model.parameters())
 
@@ -137,7 +138,7 @@ def test_ema_is_updated_during_training(make_ddpm):
     ema = EMA(ddpm, decay=0.0)            # decay 0: the EMA copy equals the live weights after every update
     train_classconditional(ddpm, [_tiny_batch()] * 2, 1, torch.optim.Adam(ddpm.parameters(), lr=1e-2), "cpu",
                            ema=ema, progress=False)
-    for p_ema, p in zip(ema.model.parameters(), ddpm.parameters()):
+    for p_ema, p in zip(ema.model.parameters(), ddpm.parameters(), strict=True):
         assert torch.equal(p_ema, p)
 
 
@@ -182,7 +183,7 @@ def test_ema_warmup_follows_the_live_weights_early_on():
         for p in model.parameters():
             p.add_(1.0)
     ema.update(model)
-    for p_ema, p_old, p in zip(ema.model.parameters(), old, model.parameters()):
+    for p_ema, p_old, p in zip(ema.model.parameters(), old, model.parameters(), strict=True):
         torch.testing.assert_close(p_ema, 2 / 11 * p_old + 9 / 11 * p)
 
 
@@ -202,3 +203,35 @@ def test_warmup_stable_decay_rises_holds_and_falls_to_zero_at_total():
 def test_warmup_stable_decay_refuses_a_decay_it_cannot_do(kwargs, message):
     with pytest.raises(ValueError, match=message):
         warmup_stable_decay(**kwargs)
+
+
+def test_train_step_alone_in_a_loop_reproduces_train(make_ddpm):
+    """train_step is Algorithm 1 for one batch; train_classconditional's loop is exactly that, repeated."""
+    batches = [(torch.flip(x0, [-1]) if i % 2 else x0, y) for i, (x0, y) in enumerate([_tiny_batch()] * 3)]
+
+    def fresh():
+        ddpm = make_ddpm(image_size=8, num_classes=3, net=NET_8PX)
+        optim = torch.optim.Adam(ddpm.parameters(), lr=1e-3)
+        return ddpm, optim, EMA(ddpm, 0.9), torch.Generator().manual_seed(0)
+
+    ddpm, optim, ema, g = fresh()
+    losses = train_classconditional(ddpm, batches, 2, optim, "cpu", p_uncond=0.5, ema=ema, progress=False, generator=g)
+
+    alone, optim, alone_ema, g = fresh()
+    alone.train()
+    alone_losses = [float(train_step(alone, x0, optim, y=y, p_uncond=0.5, ema=alone_ema, generator=g))
+                    for _ in range(2) for x0, y in batches]
+    assert alone_losses == losses
+    for a, b in zip(list(alone.parameters()) + list(alone_ema.model.parameters()),
+                    list(ddpm.parameters()) + list(ema.model.parameters()), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_code_panels_show_algorithm_1_in_one_short_function():
+    explain = pytest.importorskip("ddpm.app.explain")
+    lines = inspect.getsource(train_step).splitlines()
+    assert len(lines) <= 25, len(lines)
+    for key in ("finetune", "playground"):
+        shown = explain.source(*explain.SOURCES[key])
+        assert "def train_step(" in shown and "Alg. 1, line 3: t ~ Uniform({0..T-1})" in shown
+        assert "def loss(" in shown                                     # DDPM.loss: Alg. 1, line 5

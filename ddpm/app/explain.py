@@ -87,9 +87,10 @@ SOURCES = {
     "reverse": (sampling.sample_steps, sampling.guided_eps, sampling.ddpm_step, sampling.ddim_step,
                 sampling.dpmpp_2m_step),
     "grid": (sampling.sample, plots.image_grid),
-    "finetune": (training._fit, diffusion.DDPM.loss, finetune.with_new_class),
+    "finetune": (training.train_step, training.draw_t_eps, diffusion.DDPM.loss, finetune.with_new_class),
     "edit": (diffusion.sample_xt, sampling.slerp, sampling.sample_steps),
-    "playground": (mlp.MLP.forward, training.train, training._fit, points.two_moons, metrics.sliced_wasserstein),
+    "playground": (mlp.MLP.forward, training.train, training.train_step, training.draw_t_eps, diffusion.DDPM.loss,
+                   points.two_moons, metrics.sliced_wasserstein),
     "explore": (explore.column_run, explore.no_noise, explore.told_wrong_t, sampling.sample_steps, sampling.ddpm_step,
                 sweep.measure, metrics.frechet_distance, neighbours.nearest),
 }
