@@ -1,8 +1,10 @@
 """Reverse process: Algorithm 2 (DDPM ancestral sampling), DDIM, DPM-Solver++(2M), classifier-free guidance.
 
 Each sampler's step is one function that reads top to bottom: `ddpm_step` (Alg. 2, line 4), `ddim_step`
-(DDIM, Eq. 12) and `dpmpp_2m_step` (DPM-Solver++(2M), Alg. 2 of Lu et al. 2022). `sample_steps` is the loop: it calls `guided_eps` and exactly these step
-functions and yields every reverse step as a `Step` (the app streams it); `sample` drains it.
+(DDIM, Eq. 12) and `dpmpp_2m_step` (DPM-Solver++(2M), Alg. 2 of Lu et al. 2022). `SAMPLERS` is the table of
+samplers, one `Sampler` row each: its name, what to call it, whether it walks all T steps, and its step.
+`sample_steps` is the loop: it calls `guided_eps` and the row's step, and yields every reverse step as a `Step`
+(the app streams it); `sample` drains it.
 Every sampler walks a list of (t, t_prev) pairs, t_prev = -1 meaning "the clean image":
     DDPM:           [(T-1, T-2), (T-2, T-3), ..., (0, -1)]
     DDIM, S steps:  "trailing" spacing, e.g. T = 1000, S = 50: [(999, 979), (979, 959), ..., (19, -1)]
@@ -47,13 +49,13 @@ class Step:
 
 
 def timesteps(sampler, T, steps=None):
-    """The (t, t_prev) pairs a sampler walks, from t = T-1 down to t_prev = -1.
+    """The (t, t_prev) pairs a sampler (a name of SAMPLERS) walks, from t = T-1 down to t_prev = -1.
 
-    "ddpm" walks all T steps (`steps` must be None or T); "ddim" and "dpmpp_2m" walk `steps` of them, "trailing"
-    spacing (Lin et al. 2024), as diffusers' schedulers with timestep_spacing="trailing"."""
+    A sampler with all_steps (Algorithm 2) walks all T steps (`steps` must be None or T); the others walk `steps`
+    of them, "trailing" spacing (Lin et al. 2024), as diffusers' schedulers with timestep_spacing="trailing"."""
     if get_sampler(sampler).all_steps:
         if steps is not None and steps != T:
-            few = [s.name for s in SAMPLERS.values() if not s.all_steps]
+            few = [name for name, row in SAMPLERS.items() if not row.all_steps]
             raise ValueError(f"the {sampler} sampler always takes all T = {T} steps, got steps={steps!r}; "
                              f"for fewer steps use one of {few}")
         ts = list(range(T - 1, -1, -1))
@@ -62,7 +64,7 @@ def timesteps(sampler, T, steps=None):
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= T:
             raise ValueError(f"{sampler} steps must be an integer in [1, {T}], got {steps!r}")
         ts = [round(T - i * T / int(steps)) - 1 for i in range(int(steps))]
-    return list(zip(ts, ts[1:] + [-1]))
+    return list(zip(ts, ts[1:] + [-1], strict=True))
 
 
 def guided_eps(ddpm, x_t, t, y=None, guidance_scale=1.0):
@@ -74,7 +76,10 @@ def guided_eps(ddpm, x_t, t, y=None, guidance_scale=1.0):
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
     if y is None or guidance_scale == 1.0:
         return ddpm.eps(x_t, t_batch, y)
-    y_null = torch.full_like(y, ddpm.null_class) if y.dim() == 1 else torch.eye(y.shape[1], dtype=y.dtype, device=y.device)[[-1] * len(y)]
+    if y.dim() == 1:
+        y_null = torch.full_like(y, ddpm.null_class)
+    else:                                                                         # weights: all on the null class
+        y_null = torch.eye(y.shape[1], dtype=y.dtype, device=y.device)[[-1] * len(y)]
     eps_cond, eps_uncond = ddpm.eps(torch.cat([x_t, x_t]), t_batch.repeat(2), torch.cat([y, y_null])).chunk(2)
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)                  # Ho & Salimans (2021) Eq. (6)
 
@@ -175,42 +180,45 @@ def dpmpp_2m_step(x_t, t, t_prev, eps, schedule, *, previous=None, clip_x0=True)
 
 @dataclass(frozen=True)
 class Sampler:
-    """One row of the sampler table: what the app, the CLI, the plots and the loop read about a sampler.
+    """One row of the sampler table SAMPLERS: what the loop, the app, the CLI and the plots read about a sampler.
 
-    step(x_t, t, t_prev, eps, schedule, *, noise, eta, previous, clip_x0, variance) -> (x_{t_prev}, x0_hat, coefs)
-    is the one call `sample_steps` makes per step; a new sampler is one such function and one row below."""
+    A new sampler is one step function and one row. The loop calls every step the same way:
+        step(x_t, t, t_prev, eps, schedule, *, noise, eta, previous, clip_x0, variance) -> (x_{t_prev}, x0_hat, coefs)
+    noise: z (None where draws_noise says no), previous: (t, x0_hat) of the step before (None at the first),
+    coefs: the scalars of the step's update formula by their symbol; a step takes the keywords it needs (`**_`)."""
     name: str                   # what callers pass: sample(..., sampler=name)
     label: str                  # what the app's picker and the plots' legends show
     short: str                  # in titles and tables: f"{short}-{steps}"
     all_steps: bool             # walks all T steps (Algorithm 2) instead of `steps` of them
     uses_eta: bool              # takes DDIM's eta (0 = deterministic)
-    step: Callable
-    draws_noise: Callable       # draws_noise(t, eta): whether this step needs a fresh z
+    step: Callable              # one reverse step, called as above
+    draws_noise: Callable       # draws_noise(t, eta): whether the step at t needs a fresh z
     deterministic: Callable     # deterministic(eta): the same x_T always gives the same image
 
     def title(self, steps, T):
-        """"DDPM (Alg. 2)-1000", "DDIM-25": the run as a table row or a plot title names it."""
+        """How a table row or a plot title names a run: "DDPM-1000", "DDIM-25"."""
         return f"{self.short}-{T if self.all_steps else steps}"
 
 
-def _ddpm(x_t, t, t_prev, eps, schedule, *, noise, eta, previous, clip_x0, variance):
+# The table's steps: each passes on what its sampler uses of the loop's keywords.
+def _ddpm(x_t, t, t_prev, eps, schedule, *, noise, clip_x0, variance, **_):
     return ddpm_step(x_t, t, eps, schedule, noise=noise, clip_x0=clip_x0, variance=variance)
 
 
-def _ddim(x_t, t, t_prev, eps, schedule, *, noise, eta, previous, clip_x0, variance):
+def _ddim(x_t, t, t_prev, eps, schedule, *, noise, eta, clip_x0, **_):
     return ddim_step(x_t, t, t_prev, eps, schedule, eta=eta, noise=noise, clip_x0=clip_x0)
 
 
-def _dpmpp_2m(x_t, t, t_prev, eps, schedule, *, noise, eta, previous, clip_x0, variance):
+def _dpmpp_2m(x_t, t, t_prev, eps, schedule, *, previous, clip_x0, **_):
     return dpmpp_2m_step(x_t, t, t_prev, eps, schedule, previous=previous, clip_x0=clip_x0)
 
 
-SAMPLERS = {s.name: s for s in (
-    Sampler("ddpm", "DDPM (Algorithm 2, all T steps)", "DDPM", all_steps=True, uses_eta=False, step=_ddpm,
-            draws_noise=lambda t, eta: t > 0, deterministic=lambda eta: False),
-    Sampler("ddim", "DDIM (fewer steps)", "DDIM", all_steps=False, uses_eta=True, step=_ddim,
-            draws_noise=lambda t, eta: eta > 0, deterministic=lambda eta: eta == 0),
-    Sampler("dpmpp_2m", "DPM-Solver++ (fewest steps)", "DPM-Solver++", all_steps=False, uses_eta=False,
+SAMPLERS = {row.name: row for row in (
+    Sampler("ddpm", label="DDPM (Algorithm 2, all T steps)", short="DDPM", all_steps=True, uses_eta=False,
+            step=_ddpm, draws_noise=lambda t, eta: t > 0, deterministic=lambda eta: False),     # Alg. 2, line 3
+    Sampler("ddim", label="DDIM (fewer steps)", short="DDIM", all_steps=False, uses_eta=True,
+            step=_ddim, draws_noise=lambda t, eta: eta > 0, deterministic=lambda eta: eta == 0),
+    Sampler("dpmpp_2m", label="DPM-Solver++ (fewest steps)", short="DPM-Solver++", all_steps=False, uses_eta=False,
             step=_dpmpp_2m, draws_noise=lambda t, eta: False, deterministic=lambda eta: True),
 )}
 
@@ -255,10 +263,10 @@ def sample_steps(ddpm, x, *, y=None, sampler="ddpm", steps=None, eta=0.0, guidan
     if t_start is not None and (isinstance(t_start, bool) or not isinstance(t_start, numbers.Integral)
                                 or not 0 <= t_start < ddpm.T):
         raise ValueError(f"t_start must be an integer in [0, {ddpm.T}), got {t_start!r}")
+    row = get_sampler(sampler)
     pairs = timesteps(sampler, ddpm.T if t_start is None else t_start + 1, steps)
     was_training = ddpm.training
     ddpm.eval()
-    row = get_sampler(sampler)
     previous = None                                           # (t, x0_hat) of the step before (multistep solvers)
     try:
         for i, (t, t_prev) in enumerate(pairs):
@@ -303,9 +311,9 @@ def sample(ddpm, n_samples, classes=None, *, sampler="ddpm", steps=None, eta=0.0
 
     classes: None (unconditional), a class index, a list of them (Python or NumPy ints) or a 1-D integer tensor.
     Returns a tensor [N, C, H, W] with values in [-1, 1] (or [N, D] vectors for a model with data_dim).
-    Keyword extras pick the sampler ("ddpm": all T
-    steps of Alg. 2; "ddim": `steps` steps, `eta`), guidance scale, clipping of x0_hat, sigma_t^2 (`variance`)
-    and randomness; `callback(step)` is called with each `Step` as it is done (to watch x0_hat, or record a run).
+    Keyword extras pick the sampler (a name of SAMPLERS: "ddpm" walks all T steps of Alg. 2, the others `steps`;
+    `eta` for DDIM), guidance scale, clipping of x0_hat, sigma_t^2 (`variance`) and randomness; `callback(step)` is
+    called with each `Step` as it is done (to watch x0_hat, or record a run).
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")

@@ -5,7 +5,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from ddpm import NoiseSchedule, ddim_step, ddpm_step, q_posterior, sample, sample_steps, sample_xt, timesteps
-from ddpm.sampling import guided_eps
+from ddpm.sampling import SAMPLERS, Sampler, get_sampler, guided_eps
 from ddpm.schedule import make_betas
 
 T = 1000
@@ -130,6 +130,49 @@ def test_ddim_timesteps_reject_bad_step_count(steps):
 def test_timesteps_reject_unknown_sampler():
     with pytest.raises(ValueError, match="'euler'"):
         timesteps("euler", 50)
+
+
+def test_timesteps_errors_name_the_choices_from_the_table(monkeypatch):
+    with pytest.raises(ValueError, match=r"'euler'; choose one of \['ddpm', 'ddim', 'dpmpp_2m'\]"):
+        timesteps("euler", 50)
+    with pytest.raises(ValueError, match=r"all T = 50 steps, got steps=10; for fewer steps use one of \['ddim', 'dpmpp_2m'\]"):
+        timesteps("ddpm", 50, 10)
+    monkeypatch.setitem(SAMPLERS, "plain", _plain_row())
+    with pytest.raises(ValueError, match=r"use one of \['ddim', 'dpmpp_2m', 'plain'\]"):
+        timesteps("ddpm", 50, 10)
+
+
+def _plain_step(x_t, t, t_prev, eps, schedule, *, clip_x0, **_):
+    """DDIM with eta = 0 and no clipping, written anew: x_{t_prev} = sqrt(a_prev) x0_hat + sqrt(1 - a_prev) eps."""
+    alpha_bar, a_prev = schedule.at(t).alpha_bar, schedule.at(t_prev).alpha_bar
+    x0_hat = (x_t - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5
+    return a_prev ** 0.5 * x0_hat + (1 - a_prev) ** 0.5 * eps, x0_hat, {"sqrt(alpha_bar_prev)": a_prev ** 0.5}
+
+
+def _plain_row():
+    return Sampler("plain", label="Plain (a test's sampler)", short="Plain", all_steps=False, uses_eta=False,
+                   step=_plain_step, draws_noise=lambda t, eta: False, deterministic=lambda eta: True)
+
+
+def test_a_new_sampler_is_one_step_function_and_one_row(make_ddpm, monkeypatch):
+    """A row plugged into SAMPLERS runs through `sample` and `sample_steps` with no other edit: here DDIM with
+    eta = 0 written anew gives DDIM's images (unclipped, where the two formulas agree)."""
+    monkeypatch.setitem(SAMPLERS, "plain", _plain_row())
+    ddpm, steps = make_ddpm(T=50), []
+    kw = dict(steps=5, guidance_scale=2.0, clip_x0=False)
+    new = sample(ddpm, 2, [1, 4], sampler="plain", generator=torch.Generator().manual_seed(0), callback=steps.append, **kw)
+    ddim = sample(ddpm, 2, [1, 4], sampler="ddim", generator=torch.Generator().manual_seed(0), **kw)
+    torch.testing.assert_close(new, ddim, rtol=1e-5, atol=1e-5)
+    assert [(s.t, s.t_prev) for s in steps] == timesteps("plain", 50, 5) == timesteps("ddim", 50, 5)
+    assert list(steps[0].coefs) == ["sqrt(alpha_bar_prev)"] and get_sampler("plain").title(5, 50) == "Plain-5"
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_a_row_is_deterministic_exactly_when_no_step_draws_noise(name):
+    row = get_sampler(name)
+    for eta in (0.0, 0.5, 1.0):
+        draws = any(row.draws_noise(t, eta) for t, _ in timesteps(name, 20, None if row.all_steps else 5))
+        assert row.deterministic(eta) == (not draws)
 
 
 # ---------------------------------------------------------------------------------------------
