@@ -5,15 +5,14 @@ the same file runs as a Hugging Face Space. Models come from DDPM_APP_MODELS (de
 DDPM_APP_JUDGE=0 switches the judge classifier off; DDPM_APP_TORCH_THREADS sets how many cores it uses;
 DDPM_KEEP_FREED_MEMORY=0 lets freed memory go back to the system after each step (slower: ddpm/memory.py).
 """
-import os
-
 import gradio as gr
 import torch
 
 from ddpm import keep_freed_memory
-from ddpm.app import (cores, curves, edit, explain, explore, finetune, forward, grid, guard, images, neighbours, playground,
-                      registry, reverse)
+from ddpm.app import (cores, curves, edit, explain, explore, finetune, forward, grid, guard, images, neighbours, pickers,
+                      playground, registry, reverse)
 from ddpm.app.inputs import LIMITS, SAMPLER_CHOICES, SAMPLER_HELP, UNCONDITIONAL
+from ddpm.app.settings import settings
 
 CSS = """
 .pixel img, .pixel canvas { image-rendering: pixelated; image-rendering: crisp-edges; }
@@ -23,8 +22,8 @@ CSS = """
 # light handlers (forward process, pickers) run with the whole budget, as a lone job would.
 torch.set_num_threads(cores.CORES)
 keep_freed_memory()              # freed activations are reused, not page-faulted back each step (ddpm/memory.py)
-SAMPLING_LIMIT = int(os.environ.get("DDPM_APP_SAMPLING_CONCURRENCY", 2))
-TRAIN_LIMIT = int(os.environ.get("DDPM_APP_TRAIN_CONCURRENCY", 2))
+SAMPLING_LIMIT = settings().sampling_concurrency
+TRAIN_LIMIT = settings().train_concurrency
 
 
 def image(label, **kw):
@@ -49,8 +48,8 @@ def guidance_input():
 
 # The sampling tabs start at the fewest steps whose quality (FD) is within 5% of DDIM-50's at the default guidance,
 # read from the first bundled model's quality-per-cost table (python -m ddpm evaluate --plan cost); picking another
-# model moves them to its own (registry.sampler_for).
-GUIDANCE = registry.DEFAULT_GUIDANCE
+# model moves them to its own (pickers.sampler_for).
+GUIDANCE = pickers.DEFAULT_GUIDANCE
 REVERSE_OWN, GRID_OWN = ("ddim", 50), ("ddim", 25)     # the tabs' own (sampler, steps) where no table is at hand
 _bundled = registry.registry().bundled()
 FAST = registry.registry().sampler_default(_bundled[0], GUIDANCE) if _bundled else None
@@ -371,7 +370,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
     pick = dict(fn=forward.forward_example, inputs=[dataset, example], outputs=[x0, x0_view], api_name="forward_example")
 
     ex_all = [ex_model, ex_n, ex_seed, *ex_controls]
-    demo.load(registry.app_init, outputs=[dataset, rev_model, grid_model, sd_model, ip_model, ex_model], api_name=False).then(
+    demo.load(pickers.app_init, outputs=[dataset, rev_model, grid_model, sd_model, ip_model, ex_model], api_name=False).then(
         finetune.base_choices_update, outputs=[ft_base], api_name=False).then(**fwd, api_name=False).then(
         explore.scene_from_url, outputs=[tabs, ex_scene, *ex_all, ex_note], api_name=False).success(
         None, js=explore.RUN_IF_SCENE_JS)
@@ -389,7 +388,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
         control.change(**fwd, api_name=False)
 
     rev_model.change(reverse.reverse_class_choices, inputs=[rev_model], outputs=[rev_class], api_name="reverse_classes")
-    rev_model.change(registry.sampler_for(REVERSE_OWN), inputs=[rev_model, rev_guid], outputs=[rev_sampler, rev_steps],
+    rev_model.change(pickers.sampler_for(REVERSE_OWN), inputs=[rev_model, rev_guid], outputs=[rev_sampler, rev_steps],
                      api_name=False, show_progress="hidden")
     rev_start.click(reverse.reverse_run, inputs=[rev_model, rev_class, rev_sampler, rev_steps, rev_eta, rev_guid, rev_seed,
                                            rev_batch],
@@ -400,7 +399,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                       concurrency_limit=4, concurrency_id="scrub")
 
     grid_model.change(grid.grid_class_choices, inputs=[grid_model], outputs=[grid_classes], api_name="grid_classes")
-    grid_model.change(registry.sampler_for(GRID_OWN), inputs=[grid_model, grid_guid], outputs=[grid_sampler, grid_steps],
+    grid_model.change(pickers.sampler_for(GRID_OWN), inputs=[grid_model, grid_guid], outputs=[grid_sampler, grid_steps],
                       api_name=False, show_progress="hidden")
     grid_go.click(grid.grid_run, inputs=[grid_model, grid_classes, grid_n, grid_guid, grid_sampler, grid_steps, grid_seed],
                   outputs=[grid_img, grid_judge, grid_png], api_name="grid",
@@ -414,9 +413,9 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                                             ft_refresh],
                    outputs=[ft_bar, ft_loss, ft_before, ft_now, ft_status, ft_ckpt, rev_model, grid_model, ft_base],
                    api_name="finetune", concurrency_limit=TRAIN_LIMIT, concurrency_id="train", show_progress="minimal").then(
-        registry.model_picker, outputs=[sd_model], api_name=False).then(
-        registry.model_picker, outputs=[ip_model], api_name=False).then(
-        registry.model_picker, outputs=[ex_model], api_name=False)
+        pickers.model_picker, outputs=[sd_model], api_name=False).then(
+        pickers.model_picker, outputs=[ip_model], api_name=False).then(
+        pickers.model_picker, outputs=[ex_model], api_name=False)
     ft_stop.click(finetune.finetune_stop, api_name="finetune_stop", queue=False)
     sd_model.change(edit.sdedit_choices, inputs=[sd_model, sd_t], outputs=[sd_class, sd_t], api_name=False)
     sd_go.click(edit.sdedit_run, inputs=[sd_model, sd_class, sd_sketch, sd_t, sd_sampler, sd_steps, sd_guid, sd_seed],
@@ -450,7 +449,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
     nb_go.click(neighbours.neighbours_run, inputs=[ex_model, *column_a, ex_seed, nb_per_class], outputs=[nb_img, nb_text],
                 api_name="neighbours", concurrency_limit=SAMPLING_LIMIT, concurrency_id="sampling")
     nb_stop.click(neighbours.neighbours_stop, api_name="neighbours_stop", queue=False)
-    ex_model.change(registry.sampler_for(GRID_OWN), inputs=[ex_model, cv_guid], outputs=[cv_sampler, cv_steps],
+    ex_model.change(pickers.sampler_for(GRID_OWN), inputs=[ex_model, cv_guid], outputs=[cv_sampler, cv_steps],
                     api_name=False, show_progress="hidden")
     cv_steps_go.click(curves.sweep_steps, inputs=[ex_model, cv_guid, cv_per_class, cv_seed],
                       outputs=[cv_steps_img, cv_steps_text], api_name="sweep_steps",
@@ -459,7 +458,7 @@ with gr.Blocks(title="DDPM, step by step") as demo:
                      outputs=[cv_guid_img, cv_guid_text], api_name="sweep_guidance",
                      concurrency_limit=SAMPLING_LIMIT, concurrency_id="sampling", show_progress="minimal")
     cv_stop.click(curves.sweep_stop, api_name="sweep_stop", queue=False)
-    demo.unload(registry.end_session)
+    demo.unload(pickers.end_session)
 
 # the queue's own bound is for light calls too; heavy jobs have tighter bounds per session and in all (guard.py)
 demo.queue(default_concurrency_limit=2, max_size=256)

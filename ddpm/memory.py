@@ -14,7 +14,7 @@ batch 128): 14,272 minor page faults per step without, 2 with, on the machine of
 Without the setting glibc moves both thresholds by itself as blocks come and go, so how often memory is
 faulted back varies from process to process. The cost: a process keeps its peak memory after the work that
 needed it (the peaks do not change). The app still hands freed memory back at the end of every job
-(return_freed_memory, called by ddpm/app/registry.py: trim_memory); within a job, between its steps, it is kept.
+(return_freed_memory, called by ddpm/app/jobs.py: trim_memory); within a job, between its steps, it is kept.
 
 `python app.py` and the `ddpm` command (`python -m ddpm`) call it at start; in a notebook call
 `ddpm.keep_freed_memory()` once. DDPM_KEEP_FREED_MEMORY=0 switches it off (the bench's "before" column runs so).

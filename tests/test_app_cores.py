@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from ddpm.app import cores as C
 from ddpm import sample
+from ddpm.app import cores as C
+from ddpm.app.settings import changed_settings
 
 
 @pytest.fixture(autouse=True)
@@ -92,19 +93,15 @@ def test_more_jobs_than_cores_get_one_thread_each():
         j.close()
 
 
-def test_the_budget_is_the_setting_else_the_container_quota_else_the_cpus(tmp_path, monkeypatch):
-    monkeypatch.delenv("DDPM_APP_TORCH_THREADS", raising=False)
+def test_the_budget_is_the_setting_else_the_container_quota_else_the_cpus(tmp_path):
     quota = tmp_path / "cpu.max"
     quota.write_text("200000 100000\n")         # cgroup v2: 2 CPUs' worth of time per period
-    assert C.cpu_budget(quota) == 2
-    quota.write_text("50000 100000\n")          # half a CPU: still one thread
-    assert C.cpu_budget(quota) == 1
-    cpus = C.cpu_budget(tmp_path / "missing")
-    quota.write_text("max 100000\n")            # no quota
-    assert C.cpu_budget(quota) == cpus >= 1
-    monkeypatch.setenv("DDPM_APP_TORCH_THREADS", "3")
-    assert C.cpu_budget(quota) == 3
-    for bad in ("two", "0", "-1", "1.5"):
-        monkeypatch.setenv("DDPM_APP_TORCH_THREADS", bad)
-        with pytest.raises(ValueError, match=f"DDPM_APP_TORCH_THREADS='{bad}': give a whole number of cores"):
-            C.cpu_budget(quota)
+    with changed_settings(torch_threads=None):
+        assert C.cpu_budget(quota) == 2
+        quota.write_text("50000 100000\n")      # half a CPU: still one thread
+        assert C.cpu_budget(quota) == 1
+        cpus = C.cpu_budget(tmp_path / "missing")
+        quota.write_text("max 100000\n")        # no quota
+        assert C.cpu_budget(quota) == cpus >= 1
+    with changed_settings(torch_threads=3):     # DDPM_APP_TORCH_THREADS=3; its bad values: tests/test_settings.py
+        assert C.cpu_budget(quota) == 3

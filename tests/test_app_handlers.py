@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from app_fixtures import make_models_dir
-from ddpm.app import edit, explain, finetune, forward, grid, playground, registry, reverse
+from ddpm.app import edit, explain, finetune, forward, grid, jobs, pickers, playground, registry, reverse
 from ddpm.app.inputs import UNCONDITIONAL
+from ddpm.app.settings import changed_settings
 from ddpm.pretrained import BUNDLED_DIR
 
 A, B = SimpleNamespace(session_hash="visitor-a"), SimpleNamespace(session_hash="visitor-b")
@@ -413,12 +414,12 @@ def test_eviction_takes_sessions_without_models_first_and_removes_their_files(mo
     reg = registry.registry()
     out = drain(finetune.finetune_run("mnist", "classes", ["1 - one"], "", None, "steps", 2, 5, request=B))
     name = out[6]["value"]
-    monkeypatch.setattr(reg, "MAX_SESSIONS", len(reg._sessions) + 2)
+    monkeypatch.setattr(reg, "max_sessions", len(reg._sessions) + 2)
     light = [reg.session(f"light-{k}") for k in range(10)]              # sessions that hold no model
     assert reg.model(name, "visitor-b") is not None                     # B's model survives them all
     gone = [s for s in light[:-2] if not os.path.isdir(s.workdir)]
-    assert len(gone) == 8 and len(reg._sessions) == reg.MAX_SESSIONS     # evicted: their folders removed too
-    monkeypatch.setattr(reg, "MAX_HELD_MODELS", 0)                       # past the model bound, B (unused longest) goes
+    assert len(gone) == 8 and len(reg._sessions) == reg.max_sessions     # evicted: their folders removed too
+    monkeypatch.setattr(reg, "max_held_models", 0)                       # past the model bound, B (unused longest) goes
     reg.session("visitor-c")
     with pytest.raises(gr.Error, match="not available"):
         reg.model(name, "visitor-b")
@@ -460,7 +461,7 @@ def test_a_session_with_a_job_running_is_never_evicted(models, monkeypatch):
     reg = registry.registry()
     run = reverse.reverse_run("mnist", "1 - one", "ddim", 6, 0.0, 1.0, 0, 1, request=SimpleNamespace(session_hash="busy"))
     next(run)
-    monkeypatch.setattr(reg, "MAX_SESSIONS", 1)
+    monkeypatch.setattr(reg, "max_sessions", 1)
     for k in range(5):
         reg.session(f"other-{k}")
     assert reg.peek("busy") is not None
@@ -519,8 +520,8 @@ def _grid_in_thread(request, sampler="ddpm"):
 
 @pytest.mark.parametrize("how, reason", [
     (lambda req: grid.grid_stop(request=req), "Stop was pressed"),
-    (lambda req: registry.end_session(request=req), "its visitor left"),
-    (lambda req: registry.registry().cancel(req.session_hash, "the connection of this session closed"),
+    (lambda req: pickers.end_session(request=req), "its visitor left"),
+    (lambda req: jobs.cancel(req.session_hash, "the connection of this session closed"),
      "the connection of this session closed"),
 ])
 def test_a_class_grid_stops_on_stop_when_its_visitor_leaves_and_when_the_connection_closes(how, reason):
@@ -534,13 +535,13 @@ def test_a_class_grid_stops_on_stop_when_its_visitor_leaves_and_when_the_connect
     assert time.perf_counter() - start < 5                        # ended after its current step
 
 
-def test_every_job_has_a_wall_time_cap(monkeypatch):
-    monkeypatch.setattr(registry, "MAX_JOB_SECONDS", 0.3)
-    thread, box = _grid_in_thread(SimpleNamespace(session_hash="capped"))
-    thread.join(timeout=60)
-    assert box.get("error") == "the grid was stopped before it was done: the time cap of 0.3 s per job"
-    run = reverse.reverse_run("mnist", "1 - one", "ddpm", 0, 0.0, 1.0, 0, 16, request=SimpleNamespace(session_hash="capped"))
-    assert "**stopped** (the time cap of 0.3 s per job)" in drain(run)[2]
+def test_every_job_has_a_wall_time_cap():
+    with changed_settings(max_job_seconds=0.3):
+        thread, box = _grid_in_thread(SimpleNamespace(session_hash="capped"))
+        thread.join(timeout=60)
+        assert box.get("error") == "the grid was stopped before it was done: the time cap of 0.3 s per job"
+        run = reverse.reverse_run("mnist", "1 - one", "ddpm", 0, 0.0, 1.0, 0, 16, request=SimpleNamespace(session_hash="capped"))
+        assert "**stopped** (the time cap of 0.3 s per job)" in drain(run)[2]
 
 
 def test_the_sweep_removes_dead_servers_orphans_and_the_oldest_files_past_the_bound(tmp_path, monkeypatch):

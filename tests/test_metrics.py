@@ -128,7 +128,7 @@ def test_evaluate_cost_plan_from_the_command_line(make_ddpm, fake_data, tmp_path
     assert not (folder / "quality_cost.md").exists()                # a --quick try writes no table of the model
     main(quick + ["--out", str(folder / "quality_cost.md")])
     table = open(folder / "quality_cost.md").read()
-    assert "network calls / image" in table and "| DPM++(2M) | 6 | 2 |" in table and "within 5% of DDIM-50" in table
+    assert "network calls / image" in table and "| DPM-Solver++ | 6 | 2 |" in table and "within 5% of DDIM-50" in table
     assert (folder / "quality_cost.png").stat().st_size > 0
     rows = json.load(open(folder / "quality_cost.json"))
     assert len(rows) == 14 and {r["sampler"] for r in rows} == {"ddim", "dpmpp_2m"}       # 7 settings x 2 guidance, no DDPM
@@ -177,8 +177,9 @@ def test_each_bundled_model_gets_the_default_of_its_own_table(tmp_path, monkeypa
     assert reg.sampler_default("fashion_mnist", 1.0) is None                 # no DDIM-50 row at guidance 1
     assert reg.sampler_default("../mnist", 2.0) is None and reg.sampler_default("hub/model", 2.0) is None
     import ddpm.app.registry as registry_module
+    from ddpm.app.pickers import sampler_for
     monkeypatch.setattr(registry_module, "_REGISTRY", reg)
-    pick = registry_module.sampler_for(("ddim", 25))                       # the grid tab's handler
+    pick = sampler_for(("ddim", 25))                                       # the grid tab's handler
     values = lambda updates: tuple(u["value"] for u in updates)
     assert values(pick("fashion_mnist", 3.0)) == ("dpmpp_2m", 20)         # s = 3: the table's s = 2 pick
     assert values(pick("fashion_mnist", 1.0)) == ("ddim", 25)             # no s = 1 rows: the tab's own

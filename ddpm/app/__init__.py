@@ -1,6 +1,9 @@
 """The teaching app's handlers, one module per job; app.py at the repository root lays them out and wires them.
 
+    settings.py  the app's settings, one field per DDPM_APP_* environment variable (docs/deploying.md)
     registry.py  the bundled models, their examples and judges, and each visitor's session
+    jobs.py      a session's jobs: stoppable, capped in wall time, one heavy job per session
+    pickers.py   the model pickers: filled on page load and after a fine-tune; a closed tab's session forgotten
     inputs.py    input checks (ranges, choices) that raise gr.Error naming the value and what is allowed
     images.py    images for the screen: upscaled grids, uploads and drawings as 28x28 x_0, GIFs
     forward.py   tab 1: the forward process q(x_t | x_0)

@@ -16,15 +16,14 @@ import threading
 
 import torch
 
+from .settings import settings
+
 
 def cpu_budget(cgroup="/sys/fs/cgroup/cpu.max"):
-    """Cores the app may use: DDPM_APP_TORCH_THREADS if set, else the container's CPU quota (cgroup v2,
-    as on a Hugging Face Space, where the host may show far more CPUs), else the CPUs it may run on."""
-    setting = os.environ.get("DDPM_APP_TORCH_THREADS", "").strip()
-    if setting:
-        if not setting.isdigit() or int(setting) < 1:
-            raise ValueError(f"DDPM_APP_TORCH_THREADS={setting!r}: give a whole number of cores, 1 or more")
-        return int(setting)
+    """Cores the app may use: DDPM_APP_TORCH_THREADS (settings().torch_threads) if set, else the container's CPU
+    quota (cgroup v2, as on a Hugging Face Space, where the host may show far more CPUs), else the CPUs it may run on."""
+    if settings().torch_threads is not None:
+        return settings().torch_threads
     try:
         with open(cgroup) as f:
             quota, period = f.read().split()

@@ -18,7 +18,8 @@ from ..eval.sweep import (GUIDANCE_GRID, FEW_STEP_SAMPLERS, STEP_GRID, SWEEP_JSO
 from .cores import shares_cores
 from .figures import plt_lock
 from .inputs import check_int, check_range, check_sampling
-from .registry import Stopped, holds_session, registry, session_id, step_check, stopper
+from .jobs import Stopped, holds_session, step_check, stopper
+from .registry import registry, session_id
 
 CURVES_HELP = r"""
 ### Curves, measured

@@ -17,8 +17,9 @@ from ..sampling import sample_steps, slerp
 from .cores import shares_cores
 from .images import image_to_x0, labelled_strip, show, strip_gif, to_unit
 from .inputs import check_int, check_range, check_steps, class_labels, class_names
+from .jobs import Stopped, holds_session, step_check, stopper
+from .registry import registry, session_id
 from .reverse import reverse_class_choices
-from .registry import Stopped, holds_session, registry, session_id, step_check, stopper
 
 STRIP_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)     # t_start / T of the SDEdit strip
 STREAM_EVERY_S = 0.25

@@ -26,7 +26,8 @@ from ..sampling import SAMPLERS, VARIANCES, sample_steps, timesteps
 from .cores import shares_cores
 from .images import show
 from .inputs import check_int, check_sampling, class_names
-from .registry import holds_session, registry, session_id, stopper
+from .jobs import holds_session, stopper
+from .registry import registry, session_id
 
 NAMES = ("A", "B", "C")
 MAX_FRAMES = 60            # recorded ticks per comparison (the scrubber)

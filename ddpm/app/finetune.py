@@ -24,7 +24,8 @@ from .cores import shares_cores
 from .figures import loss_figure
 from .images import image_to_x0, show_uint8
 from .inputs import LIMITS, check_int, class_indices, class_names
-from .registry import holds_session, registry, session_id, stopper
+from .jobs import holds_session, stopper
+from .registry import registry, session_id
 
 SCRATCH = "scratch:"        # base-model value prefix for "a tiny model from scratch", e.g. "scratch:mnist"
 TINY_NET = dict(base_channels=16, channel_mults=(1, 2), attn_levels=(1,), emb_channels=64, groups=8)

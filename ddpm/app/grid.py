@@ -8,7 +8,8 @@ from ..plots import image_grid
 from ..sampling import sample
 from .cores import shares_cores
 from .inputs import check_int, check_sampling, class_indices, class_names
-from .registry import Stopped, holds_session, registry, session_id, step_check, stopper
+from .jobs import Stopped, holds_session, step_check, stopper
+from .registry import registry, session_id
 
 
 def grid_class_choices(model, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):

@@ -3,23 +3,18 @@ jobs stopped when their visitor's connection closes, and temp folders bounded in
 
 Gradio's queue takes every call of every visitor; it has one size limit for all and no notion of a session's
 share. `install(demo)` wraps the queue's `push` (a call joins the queue) and `clean_events` (Gradio's cleanup
-when a visitor's connection closes) and starts the sweep. Limits (environment variables):
+when a visitor's connection closes) and starts the sweep. The limits are settings (settings.py, docs/deploying.md):
+heavy jobs of one session (session_jobs), of one network address (address_jobs) and waiting in all
+(max_waiting); light calls of one session waiting (session_calls); the temp folders' size (max_tmp_mb).
 
-    DDPM_APP_SESSION_JOBS   heavy jobs (sampling, training) of one session, running or waiting      2
-    DDPM_APP_MAX_WAITING    heavy jobs waiting, all sessions together                              32
-    DDPM_APP_ADDRESS_JOBS   heavy jobs of one network address, running or waiting, all its sessions  16
-    DDPM_APP_SESSION_CALLS  light calls (forward process, pickers, scrubbing) of one session waiting 8
-    DDPM_APP_MAX_TMP_MB     Gradio's cache plus the sessions' files, swept every minute and at start 1024
-    DDPM_APP_MALLOC_TRIM    0: freed memory is not handed back after jobs and sweeps (registry.trim_memory) 1
-
-A session's second heavy job waits for a free slot; when it starts it stops the first one (Registry.job), so a
+A session's second heavy job waits for a free slot; when it starts it stops the first one (jobs.job), so a
 visitor who presses Generate again gets the new job, not a queue of old ones. Light calls have their own
 concurrency groups and never wait behind heavy jobs.
 
 Session ids cost nothing to make, so one client with many ids could still take every waiting place; the address
-limit (DDPM_APP_ADDRESS_JOBS) stops that at half of them. The address is the peer's as uvicorn reads it (it
+limit (address_jobs) stops that at half of them. The address is the peer's as uvicorn reads it (it
 already takes X-Forwarded-For from a proxy on loopback). Behind a proxy elsewhere, as on a Space (the peer is
-then the proxy, an internal address shared by every visitor), DDPM_APP_PROXY_HOPS = N takes the N-th address from
+then the proxy, an internal address shared by every visitor), proxy_hops = N takes the N-th address from
 the right of X-Forwarded-For, the one the outermost trusted proxy wrote; a client can only forge those to its
 left. It is 1 when SPACE_ID is set (a Hugging Face Space), else 0. A lecture hall behind one NAT shares one
 address too: that is why the limit is half the waiting places, not a few jobs.
@@ -32,23 +27,18 @@ import time
 from gradio import route_utils
 from gradio.utils import get_upload_folder
 
-from .registry import TMP_ROOT, registry, server_tmp, trim_memory
+from .jobs import cancel, trim_memory
+from .registry import TMP_ROOT, registry, server_tmp
+from .settings import settings
 
 HEAVY = {"sampling", "train"}                                   # the concurrency ids of the long jobs
-SESSION_JOBS = int(os.environ.get("DDPM_APP_SESSION_JOBS", 2))
-MAX_WAITING = int(os.environ.get("DDPM_APP_MAX_WAITING", 32))
-ADDRESS_JOBS = int(os.environ.get("DDPM_APP_ADDRESS_JOBS", max(SESSION_JOBS, MAX_WAITING // 2)))
-PROXY_HOPS = int(os.environ.get("DDPM_APP_PROXY_HOPS", 1 if os.environ.get("SPACE_ID") else 0))
-SESSION_CALLS = int(os.environ.get("DDPM_APP_SESSION_CALLS", 8))
-MAX_TMP_MB = float(os.environ.get("DDPM_APP_MAX_TMP_MB", 1024))
-SWEEP_S = float(os.environ.get("DDPM_APP_SWEEP_S", 60))
-MIN_AGE_S = float(os.environ.get("DDPM_APP_MIN_FILE_AGE_S", 120))   # younger files are never swept: a page may be fetching them
 SESSION_FILE_AGE_S = 3600
 
 
 def address(request, hops=None):
-    """The network address a request came from (see the module's docstring), or None when it has none."""
-    hops = PROXY_HOPS if hops is None else hops
+    """The network address a request came from (see the module's docstring), or None when it has none; `hops`:
+    the trusted proxies in front (settings().proxy_hops unless given)."""
+    hops = settings().proxy_hops if hops is None else hops
     forwarded = [a.strip() for a in getattr(request, "headers", {}).get("x-forwarded-for", "").split(",") if a.strip()]
     if hops > 0 and forwarded:
         return forwarded[-min(hops, len(forwarded))]
@@ -62,25 +52,26 @@ def refusal(queue, body, request=None):
     waiting = [e for cid, q in queue.event_queue_per_concurrency_id.items() for e in q.queue if (cid in HEAVY) == heavy]
     running = [e for job in queue.active_jobs if job for e in job if e.alive and (e.concurrency_id in HEAVY) == heavy]
     mine = sum(e.session_hash == sid for e in waiting) + (sum(e.session_hash == sid for e in running) if heavy else 0)
-    if heavy and mine >= SESSION_JOBS:
-        return (f"this session already has {mine} jobs running or waiting (at most {SESSION_JOBS} per visitor): "
+    limits = settings()
+    if heavy and mine >= limits.session_jobs:
+        return (f"this session already has {mine} jobs running or waiting (at most {limits.session_jobs} per visitor): "
                 "wait for one to finish, or press Stop")
     where = address(request)
     if heavy and where is not None:
         ours = sum(address(e.request) == where for e in waiting + running)
-        if ours >= ADDRESS_JOBS:
-            return (f"your network address already has {ours} jobs running or waiting (at most {ADDRESS_JOBS} per "
-                    "address, all its sessions together): wait for one to finish")
-    if heavy and len(waiting) >= MAX_WAITING:
-        return (f"the server is busy: {len(waiting)} jobs are waiting (at most {MAX_WAITING}); try again in a "
+        if ours >= limits.address_jobs:
+            return (f"your network address already has {ours} jobs running or waiting (at most {limits.address_jobs} "
+                    "per address, all its sessions together): wait for one to finish")
+    if heavy and len(waiting) >= limits.max_waiting:
+        return (f"the server is busy: {len(waiting)} jobs are waiting (at most {limits.max_waiting}); try again in a "
                 "minute (the forward-process tab works meanwhile)")
-    if not heavy and mine >= SESSION_CALLS:
-        return f"too many calls of this session at once ({mine} waiting, at most {SESSION_CALLS}); slow down"
+    if not heavy and mine >= limits.session_calls:
+        return f"too many calls of this session at once ({mine} waiting, at most {limits.session_calls}); slow down"
     return None
 
 
 def install(demo):
-    """Guard `demo`'s queue (after `demo.queue(...)`), sweep the temp folders now and then every SWEEP_S."""
+    """Guard `demo`'s queue (after `demo.queue(...)`), sweep the temp folders now and then every settings().sweep_s."""
     queue = demo._queue
     push, clean_events = queue.push, queue.clean_events
 
@@ -94,7 +85,7 @@ def install(demo):
     async def clean_and_stop(*, session_hash=None, event_id=None):
         await clean_events(session_hash=session_hash, event_id=event_id)
         if session_hash is not None:                    # the visitor's connection closed: its jobs end too
-            registry().cancel(session_hash, "the connection of this session closed")
+            cancel(session_hash, "the connection of this session closed")
 
     queue.push, queue.clean_events = guarded_push, clean_and_stop
     sweep()
@@ -103,7 +94,7 @@ def install(demo):
 
 def _sweep_forever():
     while True:
-        time.sleep(SWEEP_S)
+        time.sleep(settings().sweep_s)
         try:
             sweep()
         except OSError:                                 # a file vanished under us: the next sweep tries again
@@ -137,10 +128,11 @@ def sweep(max_mb=None, now=None):
     1. Folders of dead servers (TMP_ROOT/<pid>) and session folders no live session owns (ended, evicted,
        or written by a job that finished after its visitor left).
     2. Session files older than an hour (what a visitor downloads is served from Gradio's own copy).
-    3. While Gradio's cache and the session folders hold more than max_mb (DDPM_APP_MAX_TMP_MB), the oldest
-       files go first, never one younger than MIN_AGE_S.
+    3. While Gradio's cache and the session folders hold more than max_mb (settings().max_tmp_mb), the oldest
+       files go first, never one younger than settings().min_file_age_s (a page may still be fetching it).
     It also hands freed memory back to the system (glibc's malloc_trim), see the README's reliability section."""
-    max_bytes, now = (MAX_TMP_MB if max_mb is None else max_mb) * 2**20, now or time.time()
+    limits = settings()
+    max_bytes, now = (limits.max_tmp_mb if max_mb is None else max_mb) * 2**20, now or time.time()
     mine = server_tmp()
     for name in os.listdir(TMP_ROOT):
         folder = os.path.join(TMP_ROOT, name)
@@ -160,7 +152,7 @@ def sweep(max_mb=None, now=None):
                 files.append((mtime, size, path))
     total = sum(size for _, size, _ in files)
     for mtime, size, path in sorted(files):
-        if total <= max_bytes or now - mtime < MIN_AGE_S:
+        if total <= max_bytes or now - mtime < limits.min_file_age_s:
             break
         if _remove(path):
             total -= size

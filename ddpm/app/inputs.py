@@ -3,12 +3,11 @@
 The sliders use the same bounds (LIMITS), so a value from the page is always allowed; the checks are for
 values that come from elsewhere (the API, a crafted request) and for a session that must stay usable.
 """
-import os
-
 import gradio as gr
 import torch
 
 from ..sampling import SAMPLERS
+from .settings import settings
 
 # the sampler choice of every tab: (label, value) and one line on what each does
 SAMPLER_CHOICES = [("DDPM (Algorithm 2, all T steps)", "ddpm"), ("DDIM (fewer steps)", "ddim"),
@@ -22,11 +21,11 @@ SAMPLER_HELP = ("**DDPM** walks all T steps of Algorithm 2, adding fresh noise a
 LIMITS = {
     "T": (10, 2000), "batch": (1, 16), "steps": (1, 1000), "eta": (0.0, 1.0), "guidance": (0.0, 10.0),
     "seed": (0, 2**31 - 1), "per_class": (1, 10), "n_classes": (1, 20),
-    "train_seconds": (5, int(os.environ.get("DDPM_APP_MAX_TRAIN_SECONDS", 300))), "train_steps": (1, 5000),
+    "train_seconds": (5, settings().max_train_seconds), "train_steps": (1, 5000),
     "refresh_every": (5, 1000), "uploads": (1, 64), "upload_mb": (0, 5),
     # the 2-D playground, SDEdit and interpolation
     "pg_T": (2, 1000), "beta": (1e-6, 0.999), "width": (8, 512), "depth": (1, 8), "lr": (1e-5, 0.1),
-    "pg_batch": (8, 4096), "pg_seconds": (1, int(os.environ.get("DDPM_APP_MAX_PLAYGROUND_SECONDS", 60))),
+    "pg_batch": (8, 4096), "pg_seconds": (1, settings().max_playground_seconds),
     "paths": (1, 64), "frames": (2, 16),
     "nn_per_class": (1, 4),          # the nearest-neighbour search: 10 classes x 4 = 40 rows at most
 }

@@ -20,7 +20,8 @@ from ..plots import upscale
 from ..sampling import sample
 from .cores import shares_cores, take_share
 from .inputs import check_int, check_sampling, class_names
-from .registry import Stopped, holds_session, registry, session_id, step_check, stopper
+from .jobs import Stopped, holds_session, step_check, stopper
+from .registry import registry, session_id
 
 NEIGHBOURS_HELP = (
     "**Is the model copying?** A sample that is a copy of a training image lies much closer to that image than "

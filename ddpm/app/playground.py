@@ -20,7 +20,8 @@ from .cores import shares_cores
 from .figures import loss_figure, paths_figure, playground_figure
 from .images import image_to_x0
 from .inputs import check_int, check_range, check_steps
-from .registry import holds_session, registry, session_id, stopper
+from .jobs import holds_session, stopper
+from .registry import registry, session_id
 
 N_DATA, N_PREVIEW, N_FINAL = 4000, 600, 2000     # points: the data, the samples shown while training, at the end
 PREVIEW_EVERY_S = 1.0

@@ -13,7 +13,8 @@ from ..sampling import sample_steps, timesteps
 from .cores import shares_cores
 from .images import frames_to_gif, grid_scale, show, show_uint8
 from .inputs import UNCONDITIONAL, check_int, check_sampling, class_labels, class_names
-from .registry import holds_session, registry, session_id, stopper
+from .jobs import holds_session, stopper
+from .registry import registry, session_id
 
 MAX_FRAMES = 100           # recorded frames per reverse run (for the scrub slider and the GIF)
 STREAM_EVERY_S = 0.25      # the reverse stream sends at most ~4 updates per second
