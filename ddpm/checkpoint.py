@@ -107,14 +107,16 @@ def model_card(model, state=None, scores=None, location="<folder or Hub id>"):
     """A huggingface_hub ModelCard for a DDPM: data, network, schedule and, from a training state (the dict
     that training_state.json holds), the steps, recipe and wall time; `scores`: markdown from `ddpm evaluate`."""
     state = state or {}
-    config = model._hub_mixin_config
-    classes = f"{model.num_classes} classes + the null class of classifier-free guidance" if model.num_classes else "unconditional"
+    config = model.config
+    classes = (f"{model.num_classes} classes + the null class of classifier-free guidance" if model.num_classes
+               else "unconditional")
     shape = "x".join(map(str, model.sample_shape))
     steps = state.get("step")
     batch = state.get("batch_size")
     training = (f"{steps:,} optimizer steps" + (f" at batch {batch}" if batch else "") + " of Algorithm 1"
                 if steps else "not recorded (saved outside `ddpm train`)")
-    recipe = ", ".join(f"{k} {state[k]}" for k in ("lr", "warmup", "decay_steps", "p_uncond", "ema_decay") if state.get(k) is not None)
+    recipe = ", ".join(f"{k} {state[k]}" for k in ("lr", "warmup", "decay_steps", "p_uncond", "ema_decay")
+                       if state.get(k) is not None)
     wall = state.get("wall_seconds")
     card_data = ModelCardData(library_name="ddpm", tags=["diffusion", "ddpm"] + ([model.dataset] if model.dataset else []))
     return ModelCard.from_template(

@@ -5,6 +5,7 @@ and `DDPM` only bundles a schedule, an eps-network and the metadata needed to re
 Time-index convention: see ddpm/schedule.py (t in {0..T-1}, alpha_bar_prev(0) = 1).
 Images are float tensors [B, C, H, W] with values in [-1, 1] (ddpm.data.to_unit_range makes them from uint8).
 """
+import copy
 import inspect
 import os
 
@@ -99,7 +100,7 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
                       plane, as in the app's playground). image_size and in_channels are then unused
 
     `save_pretrained(dir)` writes model.safetensors and config.json; `load_model(dir_or_hub_id)` (or
-    `DDPM.from_pretrained`) rebuilds it.
+    `DDPM.from_pretrained`) rebuilds it. `config` holds these arguments as config.json does.
     """
 
     def __init__(self, image_size=28, in_channels=1, num_classes=None, class_names=None,
@@ -168,6 +169,13 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         raise ValueError(f"with data_dim, net must be an MLP or a dict of its settings, got {type(net).__name__}")
 
     @property
+    def config(self):
+        """The arguments that build this model, as config.json holds them: a plain dict, a copy (changing it changes
+        nothing here). `DDPM(**ddpm.config)` is the same model with fresh weights; "net" is the network's settings,
+        or None for a network of another library (a diffusers UNet), which they cannot rebuild."""
+        return copy.deepcopy(dict(self._hub_mixin_config))
+
+    @property
     def T(self):
         return self.schedule.T
 
@@ -206,7 +214,8 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
             raise ValueError("this model is unconditional: it takes no class labels")
         y = torch.as_tensor(y)
         if y.is_floating_point() and y.dim() == 2:            # class weights: a mixture of class embeddings
-            if y.shape[1] != self.num_classes + 1 or (y < 0).any() or not torch.allclose(y.sum(1), torch.ones(len(y), device=y.device)):
+            sums_to_one = torch.allclose(y.sum(1), torch.ones(len(y), device=y.device))
+            if y.shape[1] != self.num_classes + 1 or (y < 0).any() or not sums_to_one:
                 raise ValueError(f"class weights must be [B, {self.num_classes + 1}] (the classes and the null class), "
                                  f"non-negative, each row summing to 1; got shape {tuple(y.shape)}")
             return

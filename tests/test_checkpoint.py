@@ -4,9 +4,10 @@ import os
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from ddpm import EMA, DDPM, load_model, load_training_state, sample, save_training_state, train_classconditional
-from ddpm.checkpoint import CheckpointError
+from ddpm.checkpoint import CheckpointError, write_model_card
 
 from test_training import NET_8PX, _tiny_batch
 
@@ -44,6 +45,17 @@ def test_round_trip_keeps_schedule_and_net_config(make_ddpm, tmp_path):
     loaded = load_model(folder)
     assert loaded.schedule.name == "cosine" and loaded.T == 30
     assert _state_equal(ddpm, loaded)
+
+
+def test_config_is_what_config_json_holds_and_a_copy(make_ddpm, tmp_path):
+    ddpm, folder = _saved(make_ddpm, tmp_path, schedule="cosine", T=30)
+    config = ddpm.config
+    assert config == json.load(open(os.path.join(folder, "config.json"))) == load_model(folder).config
+    assert config["schedule"] == "cosine" and config["T"] == 30 and config["net"]["base_channels"] == 8
+    config["net"]["base_channels"], config["T"] = 99, 7                  # a copy: the model's own stays as it was
+    assert ddpm.config["net"]["base_channels"] == 8 and ddpm.config["T"] == 30
+    rebuilt = DDPM(**ddpm.config)                                        # the same model, fresh weights
+    assert rebuilt.config == ddpm.config and rebuilt.state_dict().keys() == ddpm.state_dict().keys()
 
 
 def _train_steps(ddpm, optim, warmup, ema, batches, generator):
@@ -174,7 +186,6 @@ def test_pickle_checkpoints_are_never_read(make_ddpm, tmp_path, monkeypatch):
 
 
 def test_save_pretrained_writes_a_real_model_card(make_ddpm, tmp_path):
-    from huggingface_hub import ModelCard
     model = make_ddpm(dataset="mnist")
     model.save_pretrained(tmp_path / "m")
     card = ModelCard.load(tmp_path / "m" / "README.md")
@@ -184,7 +195,6 @@ def test_save_pretrained_writes_a_real_model_card(make_ddpm, tmp_path):
 
 
 def test_a_hand_written_card_is_kept_and_scores_go_into_ours(make_ddpm, tmp_path):
-    from ddpm.checkpoint import write_model_card
     model = make_ddpm()
     (tmp_path / "hand").mkdir()
     (tmp_path / "hand" / "README.md").write_text("# my own card\n")

@@ -70,7 +70,7 @@ def with_new_class(ddpm, name):
     """A copy of `ddpm` with one more class `name`: embedding rows [old classes, new (mean), null]."""
     if ddpm.num_classes is None:
         raise gr.Error("this base model is unconditional; fine-tuning a new class needs a class-conditional model")
-    config = dict(ddpm._hub_mixin_config)
+    config = ddpm.config
     K = ddpm.num_classes
     config.update(num_classes=K + 1, class_names=class_names(ddpm) + [name])
     new = DDPM(**config)
