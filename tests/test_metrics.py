@@ -128,7 +128,7 @@ def test_evaluate_cost_plan_from_the_command_line(make_ddpm, fake_data, tmp_path
     assert not (folder / "quality_cost.md").exists()                # a --quick try writes no table of the model
     main(quick + ["--out", str(folder / "quality_cost.md")])
     table = open(folder / "quality_cost.md").read()
-    assert "network calls / image" in table and "| DPM++(2M) | 6 | 2 |" in table and "within 5% of DDIM-50" in table
+    assert "network calls / image" in table and "| DPM-Solver++ | 6 | 2 |" in table and "within 5% of DDIM-50" in table
     assert (folder / "quality_cost.png").stat().st_size > 0
     rows = json.load(open(folder / "quality_cost.json"))
     assert len(rows) == 14 and {r["sampler"] for r in rows} == {"ddim", "dpmpp_2m"}       # 7 settings x 2 guidance, no DDPM

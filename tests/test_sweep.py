@@ -152,7 +152,7 @@ def test_cli_sweep_writes_the_file_that_the_tab_shows(tmp_path, capsys, monkeypa
     folder = os.path.join(root, "mnist")
     tiny_judge().save(folder)
     main(["evaluate", "--model", folder, "--sweep", "--quick"])
-    assert "| DPM++(2M) | 10 | 2 |" in capsys.readouterr().out
+    assert "| DPM-Solver++ | 10 | 2 |" in capsys.readouterr().out
     assert not os.path.exists(os.path.join(folder, SWEEP_JSON))        # a --quick try writes nothing of the model
     main(["evaluate", "--model", folder, "--sweep", "--quick", "--out", str(tmp_path / "try")])
     quick = load_sweep(str(tmp_path / "try" / SWEEP_JSON))
@@ -174,7 +174,7 @@ def test_cli_sweep_writes_the_file_that_the_tab_shows(tmp_path, capsys, monkeypa
     (image, text), = drain(curves.sweep_steps("mnist", 2.0, 2, 0, request=A))
     assert "Bundled measurement" in text and "n = 200 per point" in text and "evaluate --sweep" in text
     (image, text), = drain(curves.sweep_guidance("mnist", "dpmpp_2m", 10, 2, 0, request=A))
-    assert "Bundled measurement" in text and text.count("| DPM++(2M) | 10 |") == 5
+    assert "Bundled measurement" in text and text.count("| DPM-Solver++ | 10 |") == 5
     with pytest.raises(pytest.fail.Exception):                       # another guidance is measured live
         drain(curves.sweep_steps("mnist", 3.0, 2, 0, request=A))
     with pytest.raises(pytest.fail.Exception):                       # ... and so are other n or seeds

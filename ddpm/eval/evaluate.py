@@ -13,12 +13,16 @@ import os
 import time
 
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from tqdm.auto import tqdm
 
-from ..sampling import sample
+from ..sampling import SAMPLERS, get_sampler, sample
 from .metrics import conditional_accuracy, frechet_distance, judge_features
 
 GUIDANCE = (1.0, 2.0, 3.0, 5.0)
+REFERENCE = ("ddim", 50)      # (sampler, steps): the model card's quality bars, and the yardstick of choose_default
 
 
 def plan(n_sweep=100):
@@ -71,7 +75,7 @@ def save_rows(path, rows):
     os.replace(tmp, path)                       # a run killed mid-write leaves the previous file whole
 
 
-def acceptable(rows, guidance, *, tolerance=0.05, reference=("ddim", 50)):
+def acceptable(rows, guidance, *, tolerance=0.05, reference=REFERENCE):
     """{(sampler, steps): row} of the rows at this guidance whose FD is within `tolerance` of the reference's
     (DDIM-50); None when the table has no reference row at this guidance."""
     at = [r for r in rows if r["guidance"] == guidance]
@@ -105,21 +109,27 @@ def default_for(folder, guidance, **kw):
     return choose_default(rows, guidance, **kw) if rows else None
 
 
+def plot_style(sampler):
+    """{color, marker} of a sampler in every plot, by its place in SAMPLERS: the few-step samplers C0, C1, ...
+    with round, square, ... markers, then the all-steps ones (Algorithm 2) as stars."""
+    order = sorted(SAMPLERS, key=lambda name: SAMPLERS[name].all_steps)
+    k = order.index(sampler)
+    return dict(color=f"C{k}", marker="*" if SAMPLERS[sampler].all_steps else "os^Dv<>ph"[k % 9])
+
+
 def plot_cost(rows, path, title=""):
     """FD (judge features) against network calls per image, one line per sampler, one panel per guidance."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
     scales = sorted({r["guidance"] for r in rows})
-    fig, axes = plt.subplots(1, len(scales), figsize=(5.2 * len(scales), 4.2), squeeze=False)
-    names = {"ddpm": "DDPM (Alg. 2)", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)"}
-    for ax, g in zip(axes[0], scales):
-        for sampler, marker in (("ddim", "o"), ("dpmpp_2m", "s"), ("ddpm", "*")):
-            pts = sorted((calls_per_image(r), r["fd"], r["steps"]) for r in rows if r["guidance"] == g and r["sampler"] == sampler)
+    fig = Figure(figsize=(5.2 * len(scales), 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(scales), squeeze=False)
+    for ax, g in zip(axes[0], scales, strict=True):
+        for sampler, row in SAMPLERS.items():
+            at_g = [r for r in rows if r["guidance"] == g and r["sampler"] == sampler]
+            pts = sorted((calls_per_image(r), r["fd"], r["steps"]) for r in at_g)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ms=8 if sampler == "ddpm" else 6,
-                        label=names[sampler])
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], ms=8 if row.all_steps else 6, label=row.label,
+                        **plot_style(sampler))
                 for x, y, k in pts:
                     ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         floor = [r["fd_floor"] for r in rows if r["guidance"] == g]
@@ -129,7 +139,7 @@ def plot_cost(rows, path, title=""):
         most = max((calls_per_image(r) for r in rows if r["guidance"] == g), default=10)
         ticks = [c for c in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if c <= 1.5 * most]
         ax.set_xticks(ticks, [str(c) for c in ticks])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("network calls per image (log; labels: steps)")
         ax.set_ylabel("Fréchet distance (judge features), lower is better")
         ax.set_title(f"guidance s = {g:g}" + (" (none)" if g == 1.0 else ""))
@@ -139,7 +149,6 @@ def plot_cost(rows, path, title=""):
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -152,7 +161,7 @@ def sample_balanced(ddpm, n, *, sampler, steps, guidance, seed, chunk=250, callb
     for k, start in enumerate(range(0, len(labels), chunk)):
         ys = labels[start:start + chunk]
         # sample(ddpm, 1, classes) draws one image per listed class, in the order given
-        images.append(sample(ddpm, 1, ys.tolist(), sampler=sampler, steps=None if sampler == "ddpm" else steps,
+        images.append(sample(ddpm, 1, ys.tolist(), sampler=sampler, steps=None if get_sampler(sampler).all_steps else steps,
                              guidance_scale=guidance, generator=torch.Generator().manual_seed(seed + k), callback=callback))
     return torch.cat(images), labels
 
@@ -180,7 +189,7 @@ def run(ddpm, judge, test_set, train_set, cells, *, n_bar=1000, seed=0, progress
     rows = []
 
     def evaluate_cell(sampler, steps, guidance, n):
-        steps = ddpm.T if sampler == "ddpm" else steps          # Algorithm 2 always walks all T steps
+        steps = ddpm.T if get_sampler(sampler).all_steps else steps          # Algorithm 2 always walks all T steps
         key = (sampler, int(steps), float(guidance), max(1, n // ddpm.num_classes) * ddpm.num_classes, int(seed))
         if key in earlier:
             rows.append(earlier[key])
@@ -200,25 +209,29 @@ def run(ddpm, judge, test_set, train_set, cells, *, n_bar=1000, seed=0, progress
 
     for cell in tqdm(cells, disable=not progress, desc="evaluate"):
         evaluate_cell(*cell)
-    sweep50 = [r for r in rows if r["sampler"] == "ddim" and r["steps"] == 50]
-    if n_bar and sweep50:
-        best = max(sweep50, key=lambda r: r["accuracy"])["guidance"]
+    at_reference = [r for r in rows if (r["sampler"], r["steps"]) == REFERENCE]
+    if n_bar and at_reference:
+        best = max(at_reference, key=lambda r: r["accuracy"])["guidance"]
         for g in sorted({1.0, best}):
-            evaluate_cell("ddim", 50, g, n_bar)
+            evaluate_cell(*REFERENCE, g, n_bar)
     return rows
 
 
 def format_table(rows, class_names=None, *, calls=False):
     """The rows as a markdown table; calls=True adds network calls per image (the quality-per-cost table)."""
     extra = " network calls / image |" if calls else ""
-    lines = ["| sampler | steps | guidance s | n | seed | cond. accuracy | worst class | FD (judge features) | FD floor (real vs real, same n) |"
-             + extra + " wall time |", "|---|---|---|---|---|---|---|---|---|" + ("---|" if calls else "") + "---|"]
+    lines = ["| sampler | steps | guidance s | n | seed | cond. accuracy | worst class | FD (judge features) "
+             "| FD floor (real vs real, same n) |" + extra + " wall time |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if calls else "") + "---|"]
     for r in rows:
         worst = class_names[r["worst_class"]] if class_names else r["worst_class"]
-        lines.append(f"| {SAMPLER_NAMES.get(r['sampler'], r['sampler'])} | {r['steps']} | {r['guidance']:g} | {r['n']} | {r['seed']} | "
+        lines.append(f"| {short_name(r['sampler'])} | {r['steps']} | {r['guidance']:g} | {r['n']} | {r['seed']} | "
                      f"{100 * r['accuracy']:.1f}% | {worst} ({100 * r['worst_accuracy']:.0f}%) | {r['fd']:.2f} | "
                      f"{r['fd_floor']:.2f} |" + (f" {calls_per_image(r)} |" if calls else "") + f" {r['seconds']:.0f} s |")
     return "\n".join(lines)
 
 
-SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp_2m": "DPM++(2M)"}
+def short_name(sampler):
+    """The tables' name of a sampler (its row's `short`); a row saved by a sampler this package no longer has
+    keeps its name."""
+    return SAMPLERS[sampler].short if sampler in SAMPLERS else sampler

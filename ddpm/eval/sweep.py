@@ -30,14 +30,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from PIL import Image
 
-from ..sampling import SAMPLERS
-from .evaluate import SAMPLER_NAMES, calls_per_image, sample_balanced
+from ..sampling import SAMPLERS, get_sampler
+from .evaluate import calls_per_image, plot_style, sample_balanced, short_name
 from .metrics import conditional_accuracy, frechet_distance, judge_features
 
 STEP_GRID = (5, 10, 20, 50)                 # steps of the few-step samplers on the steps curve
 GUIDANCE_GRID = (1.0, 1.5, 2.0, 3.0, 5.0)   # scales s of the guidance curve (s = 1: no guidance)
 SWEEP_GUIDANCE = 2.0                        # the steps curve's scale in `evaluate --sweep`: the app's default
-FEW_STEP_SAMPLERS = ("ddim", "dpmpp_2m")    # the lines of the steps curve; DDPM (all T steps) is one point
+# the lines of the steps curve; a sampler that walks all T steps (DDPM) is one point
+FEW_STEP_SAMPLERS = tuple(name for name, row in SAMPLERS.items() if not row.all_steps)
 BOOTSTRAP = 20                              # resamples of the FD band
 REAL_DRAWS = 5                              # real subsets averaged into fd_real
 SWEEP_JSON = "sweep.json"                   # beside a model, written by `python -m ddpm evaluate --sweep`
@@ -97,7 +98,7 @@ def measure(ddpm, judge, real_feats, *, sampler, steps, guidance, per_class, see
     fd = frechet_distance(feats, real_feats)
     fd_lo, fd_hi = fd_band(feats, real_feats, fd, generator=torch.Generator().manual_seed(seed))
     div, div_lo, div_hi = diversity(feats, labels)
-    row = dict(sampler=sampler, steps=ddpm.T if sampler == "ddpm" else int(steps), guidance=float(guidance), n=n,
+    row = dict(sampler=sampler, steps=ddpm.T if get_sampler(sampler).all_steps else int(steps), guidance=float(guidance), n=n,
                seed=seed, accuracy=accuracy, acc_lo=acc_lo, acc_hi=acc_hi, fd=fd, fd_lo=fd_lo, fd_hi=fd_hi,
                diversity=div, div_lo=div_lo, div_hi=div_hi)
     return dict(row, calls=calls_per_image(row), seconds=time.perf_counter() - start)
@@ -135,9 +136,7 @@ def steps_points(ddpm, judge, real_images, *, guidance, per_class, seed, sampler
 def guidance_points(ddpm, judge, real_images, *, sampler, steps, per_class, seed, scales=GUIDANCE_GRID, callback=None):
     """Yield one row per guidance scale s with this sampler and steps, s = 1 first (one network call per step,
     guided scales two). real_images: the FD reference, [N, C, H, W] in [-1, 1]."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler {sampler!r} is unknown; choose one of {SAMPLERS}")
-    steps = ddpm.T if sampler == "ddpm" else steps
+    steps = ddpm.T if get_sampler(sampler).all_steps else steps
     if not 1 <= steps <= ddpm.T:
         raise ValueError(f"steps = {steps} is outside [1, {ddpm.T}] (T of this model)")
     cells = sorted(((sampler, steps, s) for s in scales), key=lambda c: (c[2] != 1.0, c[2]))
@@ -149,8 +148,6 @@ def guidance_points(ddpm, judge, real_images, *, sampler, steps, per_class, seed
 # ---------------------------------------------------------------------------------------------
 
 FONT = 13
-COLORS = {"ddim": "tab:blue", "dpmpp_2m": "tab:orange", "ddpm": "tab:green"}
-LABELS = {"ddpm": "DDPM (Alg. 2, all T steps)", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)"}
 
 
 def _values(rows, key, scale=1.0):
@@ -201,16 +198,16 @@ def plot_steps(rows, title=""):
     for sampler in FEW_STEP_SAMPLERS:
         line = sorted((r for r in rows if r["sampler"] == sampler), key=lambda r: r["steps"])
         if line:
-            style = dict(label=LABELS[sampler], color=COLORS[sampler], marker="o" if sampler == "ddim" else "s")
+            style = dict(label=SAMPLERS[sampler].label, **plot_style(sampler))
             _line(acc, line, "steps", "accuracy", "acc_lo", "acc_hi", scale=100, **style)
             _line(fd, line, "steps", "fd", "fd_lo", "fd_hi", **style)
-    for r in (r for r in rows if r["sampler"] == "ddpm"):
+    for r in (r for r in rows if r["sampler"] not in FEW_STEP_SAMPLERS):
+        style = plot_style(r["sampler"])
         for ax, key, lo, hi, scale in ((acc, "accuracy", "acc_lo", "acc_hi", 100), (fd, "fd", "fd_lo", "fd_hi", 1)):
             y = scale * r[key]
             # max(0, .): a band edge equal to the value can come out a rounding error past it
-            ax.errorbar([r["steps"]], [y], yerr=[[max(0.0, y - scale * r[lo])], [max(0.0, scale * r[hi] - y)]], fmt="*",
-                        ms=16, capsize=5,
-                        color=COLORS["ddpm"], label=LABELS["ddpm"])
+            ax.errorbar([r["steps"]], [y], yerr=[[max(0.0, y - scale * r[lo])], [max(0.0, scale * r[hi] - y)]],
+                        fmt=style["marker"], ms=16, capsize=5, color=style["color"], label=SAMPLERS[r["sampler"]].label)
     _real_line(fd, rows)
     _finish((acc, fd), rows, sorted({r["steps"] for r in rows}), str, "sampling steps (log scale)",
             ("class accuracy (%), judge", "Fréchet distance (judge features)"),
@@ -224,7 +221,8 @@ def plot_guidance(rows, title=""):
     settings = sorted({(r["sampler"], r["steps"]) for r in rows})
     for k, (sampler, steps) in enumerate(settings):
         line = sorted((r for r in rows if (r["sampler"], r["steps"]) == (sampler, steps)), key=lambda r: r["guidance"])
-        style = dict(label=f"{LABELS[sampler]}, {steps} steps", color=COLORS[sampler] if k == 0 else f"C{k + 2}")
+        style = dict(label=f"{SAMPLERS[sampler].label}, {steps} steps",
+                     color=plot_style(sampler)["color"] if k == 0 else f"C{k + len(SAMPLERS) - 1}")
         _line(acc, line, "guidance", "accuracy", "acc_lo", "acc_hi", scale=100, **style)
         _line(div, line, "guidance", "diversity", "div_lo", "div_hi", **style)
     _finish((acc, div), rows, sorted({r["guidance"] for r in rows}), lambda s: f"{s:g}", "guidance scale s (1 = none)",
@@ -235,7 +233,7 @@ def plot_guidance(rows, title=""):
 
 def _finish(axes, rows, ticks, tick_text, xlabel, ylabels, titles, *, log=False):
     """The two panels' x ticks (one per measured value), labels, titles and legends."""
-    for ax, ylabel, title in zip(axes, ylabels, titles):
+    for ax, ylabel, title in zip(axes, ylabels, titles, strict=True):
         if log:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
@@ -257,7 +255,7 @@ def format_points(rows):
     lines = ["| sampler | steps | guidance s | calls / image | n | accuracy (95% CI) | FD (5-95%) | diversity (±1.96 SE) "
              "| time |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {SAMPLER_NAMES.get(r['sampler'], r['sampler'])} | {r['steps']} | {r['guidance']:g} | "
+        lines.append(f"| {short_name(r['sampler'])} | {r['steps']} | {r['guidance']:g} | "
                      f"{r['calls']} | {r['n']} | {band(r, 'accuracy', 'acc_lo', 'acc_hi', '{:.0f}%', 100)} | "
                      f"{band(r, 'fd', 'fd_lo', 'fd_hi', '{:.1f}')} | {band(r, 'diversity', 'div_lo', 'div_hi', '{:.2f}')} | "
                      f"{r['seconds']:.1f} s |")

@@ -7,18 +7,25 @@ import time
 
 import torch
 
-from ..checkpoint import (CARD, CARD_MARK, EVALUATION, QUALITY_COST, load_training_state, save_training_state,
-                          update_card_section, write_model_card)
-from ..data import DATASETS, dataset_info, load_dataset, make_loader
+from ..checkpoint import (CARD, CARD_MARK, EVALUATION, QUALITY_COST, CheckpointError, load_training_state,
+                          save_training_state, update_card_section, write_model_card)
+from ..data import DATASETS, dataset_info, load_dataset, make_loader, to_unit_range
 from ..diffusion import DDPM
 from ..distributed import check_replicas, setup, teardown
+from ..eval.evaluate import (COST_GUIDANCE, REFERENCE, cell_key, choose_default, cost_plan, default_for, format_table,
+                             load_rows, plan, plot_cost, run as run_plan, save_rows)
+from ..eval.judge import load_judge, train_judge
+from ..eval.neighbours import SPACES, build_index, save_index, typical_distance
+from ..eval.sweep import (GUIDANCE_GRID, STEP_GRID, SWEEP_GUIDANCE, SWEEP_JSON, format_points, guidance_points,
+                          plot_guidance, plot_steps, save_sweep, steps_points)
 from ..memory import keep_freed_memory
 from ..plots import image_grid
-from ..pretrained import bundled_folder, load_pretrained
-from ..sampling import SAMPLERS, compiled, sample
+from ..pretrained import EXAMPLES, bundled_folder, load_examples, load_pretrained
+from ..sampling import SAMPLERS, compiled, get_sampler, sample
 from ..schedule import SCHEDULES
 from ..training import EMA, train, train_classconditional, warmup_stable_decay
 from ..unet import CIFAR32, PATCH2
+from .bench import main as bench_main
 
 # Network defaults per image size (see ddpm/unet.py): 28x28, small enough to train on 2 CPU cores; 32x32x3, the
 # shape of Ho et al.'s CIFAR-10 network, for a GPU.
@@ -196,7 +203,9 @@ def add_sample_args(p):
     p.add_argument("--n", type=int, default=8, help="samples (per class, with --classes)")
     p.add_argument("--classes", type=_classes, default=None, help="comma-separated class indices, e.g. 0,1,2; 'all' for all")
     p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    p.add_argument("--steps", type=int, default=50, help="steps of ddim and dpmpp_2m (the ddpm sampler always takes all T)")
+    p.add_argument("--steps", type=int, default=50,
+                   help=f"steps of {' and '.join(n for n, row in SAMPLERS.items() if not row.all_steps)} "
+                        f"(the {' and '.join(n for n, row in SAMPLERS.items() if row.all_steps)} sampler always takes all T)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise, in [0, 1] (0 = deterministic)")
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance scale s (1 = none; default 3 with --classes, 1 without)")
@@ -214,7 +223,7 @@ def cmd_sample(args):
             raise SystemExit("--classes all: this model is unconditional")
         args.classes = range(ddpm.num_classes)
     classes = list(args.classes) if args.classes is not None else None
-    steps = None if args.sampler == "ddpm" else args.steps
+    steps = None if get_sampler(args.sampler).all_steps else args.steps
     if args.compile:
         try:
             ddpm = compiled(ddpm)
@@ -243,7 +252,6 @@ def add_judge_args(p):
 
 
 def cmd_judge(args):
-    from ..eval.judge import train_judge
     train_set, test_set = load_dataset(args.dataset, args.data, train=True), load_dataset(args.dataset, args.data, train=False)
     start = time.perf_counter()
     judge, accuracy = train_judge(train_set, test_set, epochs=args.epochs, width=args.width, batch_size=args.batch_size,
@@ -290,12 +298,6 @@ def _load_note():
 
 def cmd_sweep(args):
     """evaluate --sweep: the app's curves (ddpm/eval/sweep.py) at a larger n; the file is written after each curve."""
-    from ..data import to_unit_range
-    from ..eval.evaluate import default_for
-    from ..eval.judge import load_judge
-    from ..eval.sweep import (GUIDANCE_GRID, STEP_GRID, SWEEP_GUIDANCE, SWEEP_JSON, format_points, guidance_points,
-                              plot_guidance, plot_steps, save_sweep, steps_points)
-    from ..pretrained import EXAMPLES, load_examples
     folder = bundled_folder(args.model)
     out = args.out or (None if args.quick else folder)         # a --quick try never replaces a real sweep
     if out and out.endswith((".md", ".json")):
@@ -348,9 +350,6 @@ def cmd_evaluate(args):
     if args.per_class is not None:
         raise ValueError(f"--per-class {args.per_class} belongs to --sweep (images per class of every curve point); "
                          "the tables take --n (and --n-sweep)")
-    from ..eval.evaluate import (COST_GUIDANCE, SAMPLER_NAMES, cell_key, choose_default, cost_plan, format_table,
-                                 load_rows, plan, plot_cost, run, save_rows)
-    from ..eval.judge import load_judge
     folder = bundled_folder(args.model)
     cost = args.plan == "cost"
     # the cost plan's files go beside the model (the app reads its defaults from there), unless --out says
@@ -365,10 +364,10 @@ def cmd_evaluate(args):
     test_set, train_set = load_dataset(ddpm.dataset, args.data, train=False), load_dataset(ddpm.dataset, args.data, train=True)
     if cost:
         cells = cost_plan(20 if args.quick else args.n)
-        cells = [c for c in cells if c[0] != "ddpm"] if args.quick else cells
+        cells = [c for c in cells if not get_sampler(c[0]).all_steps] if args.quick else cells
         cells = [c for c in cells if args.max_steps is None or c[1] <= args.max_steps]
     elif args.plan == "bars":
-        cells = [("ddim", 50, g, 20 if args.quick else args.n) for g in COST_GUIDANCE]
+        cells = [(*REFERENCE, g, 20 if args.quick else args.n) for g in COST_GUIDANCE]
     else:
         cells = [("ddim", 10, 1.0, 20), ("ddim", 10, 3.0, 20)] if args.quick else plan(args.n_sweep)
     rows_path = os.path.splitext(out)[0] + ".json" if out else None
@@ -393,13 +392,16 @@ def cmd_evaluate(args):
             save_rows(rows_path, with_done(measured))
 
     n_bar = args.n if args.plan == "sweep" and not args.quick else 0      # the two DDIM-50 rows of the card
-    rows = with_done(run(ddpm, judge, test_set, train_set, cells, n_bar=n_bar, seed=args.seed, on_row=on_row, done=done))
+    rows = with_done(run_plan(ddpm, judge, test_set, train_set, cells, n_bar=n_bar, seed=args.seed, on_row=on_row,
+                              done=done))
     table = header + format_table(rows, ddpm.class_names, calls=cost)
     if cost:
         table += f"\n\n{_load_note()} at the end."
         picks = {g: choose_default(rows, g) for g in COST_GUIDANCE}
-        table += "".join(f"\nAt guidance {g:g}, the fewest steps whose FD is within 5% of DDIM-50's: "
-                         + (f"{SAMPLER_NAMES[p[0]]}-{p[1]}." if p else "(no DDIM-50 row)") for g, p in picks.items())
+        reference = get_sampler(REFERENCE[0]).title(REFERENCE[1], ddpm.T)
+        table += "".join(f"\nAt guidance {g:g}, the fewest steps whose FD is within 5% of {reference}'s: "
+                         + (f"{get_sampler(p[0]).title(p[1], ddpm.T)}." if p else f"(no {reference} row)")
+                         for g, p in picks.items())
     print(table)
     if out:
         with open(out, "w", encoding="utf-8") as f:
@@ -434,10 +436,6 @@ def add_neighbours_args(p):
 
 
 def cmd_neighbours(args):
-    from ..data import to_unit_range
-    from ..eval.judge import load_judge
-    from ..eval.neighbours import SPACES, build_index, save_index, typical_distance
-    from ..pretrained import EXAMPLES, load_examples
     if args.per_class < 0:
         raise ValueError(f"--per-class {args.per_class}: give a number of images >= 1, or 0 for the whole set")
     folder = bundled_folder(args.model)
@@ -472,7 +470,6 @@ def main(argv=None):
     sub.add_parser("bench", help="speed benchmark (python -m ddpm bench --help)", add_help=False)
     argv = list(argv) if argv is not None else sys.argv[1:]
     if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
     args.argv = argv[1:]
@@ -481,7 +478,6 @@ def main(argv=None):
 
 def run(argv=None):
     """The console entry point: bad input (a value, a missing file) ends in one clear line, not a traceback."""
-    from ..checkpoint import CheckpointError
     try:
         keep_freed_memory()        # training and sampling steps reuse freed activations (ddpm/memory.py)
         main(argv)
