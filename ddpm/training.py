@@ -108,7 +108,7 @@ def _autocast(precision, device):
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
 
 
-# Algorithm 1 of Ho et al. (2020). The paper's t runs over {1..T}; here t is 0-based (ddpm/schedule.py): {0..T-1}.
+# Algorithm 1 of Ho et al. (2020)
 def train_step(ddpm, x0, optim, *, y=None, p_uncond=None, ema=None, grad_clip=1.0, generator=None):
     """One pass of Algorithm 1's repeat loop on the batch x0 (ddpm in train mode). Returns the loss.
 
@@ -129,7 +129,8 @@ def train_step(ddpm, x0, optim, *, y=None, p_uncond=None, ema=None, grad_clip=1.
 
 def draw_t_eps(ddpm, shape, device, *, p_uncond=None, generator=None):
     """The random draws of Algorithm 1 for a batch of `shape` [B, ...]: t [B], eps of `shape`, and which labels
-    classifier-free guidance drops (a [B] mask; None without p_uncond). Drawn in this order from `generator`."""
+    classifier-free guidance drops (a [B] mask; None without p_uncond), drawn from `generator` as written below.
+    t is 0-based (ddpm/schedule.py): the paper's Uniform({1..T}) is Uniform({0..T-1}) here."""
     drop = torch.rand(shape[0], device=device, generator=generator) < p_uncond if p_uncond is not None else None
     t = torch.randint(0, ddpm.T, shape[:1], device=device, generator=generator)    # Alg. 1, line 3: t ~ Uniform({0..T-1})
     eps = torch.randn(shape, device=device, generator=generator)                   # Alg. 1, line 4: eps ~ N(0, I)
