@@ -9,7 +9,7 @@ thread's own arena lives in 64 MB heaps that glibc unmaps as soon as they are em
 (an app job runs on one of Gradio's worker threads). Threads then share one allocator lock; a tensor's
 malloc is rare next to the arithmetic on it.
 
-`python -m ddpm bench --targets` counts it in its training row (a fresh process each, bundled MNIST model,
+`python benchmarks/app_targets.py` counts it in its training row (a fresh process each, bundled MNIST model,
 batch 128): 14,272 minor page faults per step without, 2 with, on the machine of the README's figures.
 Without the setting glibc moves both thresholds by itself as blocks come and go, so how often memory is
 faulted back varies from process to process. The cost: a process keeps its peak memory after the work that
@@ -35,10 +35,10 @@ def _glibc():
         return None
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version            # glibc only: musl's mallopt accepts the call and does nothing
-        return libc
-    except (OSError, AttributeError):
+    except OSError:
         return None
+    # glibc only: musl's mallopt accepts the calls and does nothing
+    return libc if hasattr(libc, "gnu_get_libc_version") else None
 
 
 def keep_freed_memory():

@@ -75,9 +75,17 @@ class ResBlock(nn.Module):
 WRITTEN_OUT_MAX_POSITIONS = 64
 
 
+def cpu_layout(h):
+    """h in the layout the network runs in: channels_last (NHWC) on a CPU, as it is elsewhere.
+
+    oneDNN's convolutions (forward and backward) run faster on NHWC activations, which outweighs GroupNorm's
+    slower NHWC kernel: sampling 1.08-1.18x (`python -m ddpm bench --ablations`), a training step 1.07-1.13x
+    (`python benchmarks/app_targets.py`). The layers after it follow h's layout."""
+    return h.contiguous(memory_format=torch.channels_last) if h.device.type == "cpu" else h
+
+
 class Attention(nn.Module):
     """Single-head self-attention over the H*W positions of a feature map."""
-    fused_on_cpu = False        # see forward; `python -m ddpm bench --ablations` times it switched on
 
     def __init__(self, channels, groups):
         super().__init__()
@@ -88,7 +96,7 @@ class Attention(nn.Module):
     def forward(self, x):
         B, C, H, W = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).transpose(2, 3).unbind(1)  # each [B, HW, C]
-        if x.device.type == "cpu" and H * W <= WRITTEN_OUT_MAX_POSITIONS and not self.fused_on_cpu:
+        if x.device.type == "cpu" and H * W <= WRITTEN_OUT_MAX_POSITIONS:
             # softmax(q k^T / sqrt(C)) v written out: on a CPU at 49 positions (PATCH2's 7x7) two batched matmuls
             # beat the fused kernel (the forward pass 1.03-1.17x: `python -m ddpm bench --ablations`)
             weights = torch.softmax(q @ k.transpose(1, 2) * C ** -0.5, dim=-1)               # [B, HW, HW]
@@ -135,7 +143,6 @@ class UNet2D(nn.Module):
                            dropout=dropout, patch_size=patch_size)
         self.in_channels = in_channels
         self.patch_size = patch_size
-        self.channels_last_on_cpu = True      # see forward; `python -m ddpm bench --ablations` times it off
         self.size_divisor = patch_size * 2 ** (len(channel_mults) - 1)     # image sides must be multiples of it
         in_channels = in_channels * patch_size ** 2                          # channels after pixel unshuffle
         emb_dim = emb_channels
@@ -186,12 +193,7 @@ class UNet2D(nn.Module):
         emb = condition_embedding(self.time_mlp, self.class_emb, t, y, x, self.emb_dim)   # [B, emb_dim]
         if self.patch_size > 1:
             x = F.pixel_unshuffle(x, self.patch_size)                          # [B, C p^2, H / p, W / p]
-        h = self.conv_in(x)
-        if self.channels_last_on_cpu and h.device.type == "cpu":
-            # On CPU, oneDNN's convolutions (forward and backward) run faster on NHWC (channels_last) activations,
-            # which outweighs GroupNorm's slower NHWC kernel: sampling 1.08-1.18x (`python -m ddpm bench
-            # --ablations`), a training step 1.07-1.13x (`bench --targets`). The network follows h's layout.
-            h = h.contiguous(memory_format=torch.channels_last)
+        h = cpu_layout(self.conv_in(x))
         skips = [h]
         for block in self.down:
             h = self._run(block, h, emb)

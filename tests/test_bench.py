@@ -1,29 +1,38 @@
 """The benchmark's peer is a fair one: diffusers' scheduler loop around our network gives the images our
 loop gives. (The benchmark's timings themselves are printed by `python -m ddpm bench`, never asserted.)"""
+import os
+import re
 import time
 
 import pytest
 import torch
 
-from ddpm.tools.bench import (COMPILED, ablations, compiled_forward, diffusers_loop, gemm_ways, lockstep, matmul_gflops, ours,
-                              random_model, train_in_child, train_ours, undone)
-from ddpm.unet import Attention
+import ddpm.tools.bench as bench
+import ddpm.unet as unet
+from ddpm.tools.bench import (COMPILED, ablations, compiled_forward, diffusers_loop, gemm_ways, lockstep, main, matmul_gflops,
+                              ours, playground_rows, random_model, undone)
 
 pytest.importorskip("diffusers")
 
 
-@pytest.mark.parametrize("sampler, steps, classes, guidance", [
-    ("ddim", 5, [0, 3], 3.0),
-    ("ddim", 5, None, 1.0),
-    ("ddpm", None, [1, 2], 2.0),
+@pytest.mark.parametrize("sampler, steps, classes, guidance, limit", [
+    ("ddim", 5, [0, 3], 3.0, None),
+    ("ddim", 5, None, 1.0, None),
+    ("dpmpp_2m", 5, [0, 3], 2.0, None),
+    ("ddpm", None, [1, 2], 2.0, 3),
 ])
-def test_diffusers_peer_loop_gives_our_images(make_ddpm, sampler, steps, classes, guidance):
+def test_diffusers_peer_loop_gives_our_images(make_ddpm, sampler, steps, classes, guidance, limit):
     ddpm = make_ddpm(T=20)
-    a = ours(ddpm, 2, classes, sampler, steps, guidance, limit=3 if sampler == "ddpm" else None)
-    b = diffusers_loop(ddpm, 2, classes, sampler, steps, guidance, limit=3 if sampler == "ddpm" else None)
-    if sampler == "ddim":
+    a = ours(ddpm, 2, classes, sampler, steps, guidance, limit=limit)
+    b = diffusers_loop(ddpm, 2, classes, sampler, steps, guidance, limit=limit)
+    if limit is None:
         b = b.clamp(-1, 1)        # `sample` returns images clipped to [-1, 1]
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_sampler_without_a_diffusers_peer_is_named():
+    with pytest.raises(ValueError, match=r"no diffusers peer for sampler 'plain'; peers: \['ddpm', 'ddim', 'dpmpp_2m'\]"):
+        bench.diffusers_scheduler("plain", random_model().schedule, 5)
 
 
 @pytest.mark.parametrize("change", ["channels_last", "in_place"])
@@ -52,7 +61,6 @@ def test_ablation_undoes_one_change_keeps_the_numbers_and_restores_it(change):
 
 
 def test_attention_ablation_runs_the_fused_kernel_only_while_timed(monkeypatch):
-    import ddpm.unet as unet
     ddpm = random_model("patch2")
     x, t, y = torch.randn(3, *ddpm.sample_shape), torch.tensor([10, 500, 990]), torch.tensor([0, 4, 10])
     calls, fused = [], torch.nn.functional.scaled_dot_product_attention
@@ -65,41 +73,20 @@ def test_attention_ablation_runs_the_fused_kernel_only_while_timed(monkeypatch):
         assert len(calls) == sum(isinstance(m, unet.Attention) for m in ddpm.net.modules()) > 0
         again = ddpm.net(x, t, y)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    assert torch.equal(again, ref) and len(calls) > 0 and not any("fused_on_cpu" in vars(m) for m in ddpm.net.modules())
-
-
-def test_training_in_a_fresh_process_reports_its_step_time_and_page_faults():
-    seconds, faults = train_in_child("mnist", 2, 1)
-    assert 0 < seconds < 60 and faults >= 0
-
-
-@pytest.mark.parametrize("before", [True, False])
-def test_training_before_runs_the_earlier_attention_and_leaves_the_model_alone(monkeypatch, before):
-    import ddpm.unet as unet
-    ddpm = random_model("patch2")
-    calls, fused = [], torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(unet.F, "scaled_dot_product_attention", lambda *a: calls.append(1) or fused(*a))
-    assert train_ours(ddpm, 2, 1, warmup=0, before=before) > 0
-    assert (len(calls) > 0) == before
-    assert ddpm.net.channels_last_on_cpu and not any("fused_on_cpu" in vars(m) for m in ddpm.net.modules())
-
-
-def test_attention_ablation_restores_a_blocks_own_setting():
-    net = random_model("patch2").net
-    block = next(m for m in net.modules() if isinstance(m, Attention))
-    block.fused_on_cpu = True
-    with undone(net, "attention"):
-        pass
-    assert vars(block)["fused_on_cpu"] is True
+    assert torch.equal(again, ref) and len(calls) > 0 and unet.WRITTEN_OUT_MAX_POSITIONS == 64
 
 
 @pytest.mark.parametrize("change", ["channels_last", "in_place", "attention"])
-def test_ablation_leaves_a_network_without_channels_last_without_it(change):
+def test_ablation_puts_everything_back_even_when_the_timed_call_fails(change):
+    """The changes are module-wide (ddpm.unet's cpu_layout and WRITTEN_OUT_MAX_POSITIONS) or on the blocks: all
+    of it comes back, also when the call inside raises."""
     net = random_model("patch2").net
-    net.channels_last_on_cpu = False
-    with undone(net, change):
-        assert net.channels_last_on_cpu is False
-    assert net.channels_last_on_cpu is False
+    layout, positions = unet.cpu_layout, unet.WRITTEN_OUT_MAX_POSITIONS
+    with pytest.raises(RuntimeError, match="inside"):
+        with undone(net, change):
+            raise RuntimeError("inside")
+    assert unet.cpu_layout is layout and unet.WRITTEN_OUT_MAX_POSITIONS == positions
+    assert not any("forward" in vars(m) for m in net.modules())
 
 
 def test_ablation_refuses_an_unknown_change():
@@ -161,7 +148,7 @@ def test_ablations_time_every_change_per_batch_and_note_the_compile_cost(monkeyp
     notes = {r[1]: r[4] for r in rows if r[0] == COMPILED}
     assert notes == {2: "first call at this batch size: 1 s", 3: "first call at this batch size: 1 s"}
     assert all(r[4] == "" for r in rows if r[0] != COMPILED)
-    assert ddpm.net.channels_last_on_cpu and compiled_at == [2, 3]
+    assert unet.cpu_layout.__name__ == "cpu_layout" and compiled_at == [2, 3]
     assert len(ablations(ddpm, batches=(2,), repeats=4, compile=False)) == 4
 
 
@@ -175,14 +162,13 @@ def test_compiled_forward_times_each_batch_against_eager_and_the_matmul(monkeypa
     rows = compiled_forward(ddpm, (2, 3), lambda b: 3 * b)
     assert options == [{"options": {"freezing": True}}] and calls == [2, 3]
     assert [r[0] for r in rows] == [2, 3]
-    for b, first, t_fast, t_eager, mm in rows:
+    for _, first, t_fast, t_eager, mm in rows:
         assert first >= 1.2 and t_fast < 2.0 and t_fast / t_eager > 1.5 and mm > 1   # ~3 when the machine is calm
     assert type(ddpm.net).__name__ == "UNet2D"         # the model given is left as it was
 
 
 def test_playground_rows_time_the_default_run_sdedit_and_interpolation(monkeypatch):
     from ddpm import points
-    from ddpm.tools.bench import playground_rows
     monkeypatch.setitem(points.RECIPE, "seconds", 1)                     # the figure, not the full 10 s
     rows = playground_rows()
     assert [name.split(":")[0] for name, _, _ in rows] == ["2-D playground", "2-D playground", "SDEdit strip", "interpolation"]
@@ -191,9 +177,8 @@ def test_playground_rows_time_the_default_run_sdedit_and_interpolation(monkeypat
 
 
 def test_the_matmul_reference_is_one_product_two_ways_and_the_faster_rate(monkeypatch):
-    """The hardware reference times the same n x n product through MKL (torch.mm) and oneDNN (a 1 x 1
+    """    hardware reference times the same n x n product through MKL (torch.mm) and oneDNN (a 1 x 1
     convolution): both ways must compute a @ b, and the rate reported is the faster library's."""
-    import ddpm.tools.bench as bench
     torch.manual_seed(0)
     ways = gemm_ways(64)
     mm, conv = ways["MKL torch.mm"](), ways["oneDNN 1x1 conv"]()
@@ -204,6 +189,21 @@ def test_the_matmul_reference_is_one_product_two_ways_and_the_faster_rate(monkey
     # a slow and a fast stand-in: the fast one is picked and named, whichever order they come in
     for order in (("slow", "fast"), ("fast", "slow")):
         stand_ins = {"slow": lambda: time.sleep(0.01), "fast": lambda: None}
-        monkeypatch.setattr(bench, "gemm_ways", lambda n: {k: stand_ins[k] for k in order})
+        ways = {k: stand_ins[k] for k in order}
+        monkeypatch.setattr(bench, "gemm_ways", lambda n, ways=ways: ways)
         rate, name = matmul_gflops(64, repeats=3)
         assert name == "fast" and rate > 2 * 64 ** 3 / 0.01 / 1e9
+
+
+def test_out_writes_a_page_with_what_was_measured_the_machine_and_the_table(monkeypatch, tmp_path, capsys):
+    """`bench --out docs/speed.md`: the figures on the page are the ones the command printed, with the machine they
+    were measured on and the command that wrote them; no date, so a page changes only when its figures do."""
+    monkeypatch.setattr(bench, "playground_rows", lambda: [("2-D playground: a stand-in row", 1.5, "a note")])
+    out = tmp_path / "docs" / "speed.md"
+    main(["--playground", "--out", str(out)])
+    printed, text = capsys.readouterr().out, out.read_text()
+    assert text.startswith("# The playground") and printed.strip() in text
+    assert "| 2-D playground: a stand-in row | 1.50 s | a note |" in text
+    assert f"torch {torch.__version__}" in text and f"{os.cpu_count()} logical CPUs" in text
+    assert f"`python -m ddpm bench --playground --out {out}`" in text
+    assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text)

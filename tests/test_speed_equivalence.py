@@ -6,6 +6,7 @@ images. No timing here: see ddpm/tools/bench.py.
 import pytest
 import torch
 
+import ddpm.unet as unet
 from ddpm import compiled, ddim_step, ddpm_step, sample, sample_steps, timesteps
 
 
@@ -52,8 +53,8 @@ def test_sample_steps_matches_reference_loop(make_ddpm, case):
     ours = [s.x_prev for s in sample_steps(ddpm, x, y=y, generator=torch.Generator().manual_seed(2), **case)]
     ref = reference_loop(ddpm, x, y=y, generator=torch.Generator().manual_seed(2), **case)
     assert len(ours) == len(ref)
-    for i, (a, b) in enumerate(zip(ours, ref)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"step {i}: {m}")
+    for i, (a, b) in enumerate(zip(ours, ref, strict=True)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, i=i: f"step {i}: {m}")
 
 
 def test_sample_matches_reference_loop_guided_ddim(make_ddpm):
@@ -74,17 +75,18 @@ def test_step_coefs_are_python_floats(make_ddpm):
             assert all(type(v) is float for v in step.coefs.values())
 
 
-def test_channels_last_matches_the_plain_layout_forward_and_backward(make_ddpm):
+def test_channels_last_matches_the_plain_layout_forward_and_backward(make_ddpm, monkeypatch):
     """On CPU the network runs on NHWC activations, in sampling and in training: its output and its weight
     gradients equal those of the plain NCHW network, and what it returns is in the standard layout."""
     ddpm = make_ddpm(T=20)
     x, t, y = torch.randn(4, *ddpm.sample_shape), torch.tensor([0, 5, 10, 19]), torch.tensor([0, 1, 2, 10])
-    layouts = []
+    layouts, layout = [], unet.cpu_layout
     hook = ddpm.net.down[0][0].register_forward_hook(
         lambda m, i, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
 
     def output_and_grads(channels_last):
-        ddpm.net.channels_last_on_cpu = channels_last
+        # the plain network: the same with ddpm.unet.cpu_layout leaving the activations as they are
+        monkeypatch.setattr(unet, "cpu_layout", layout if channels_last else lambda h: h)
         ddpm.net.zero_grad(set_to_none=True)
         out = ddpm.net(x, t, y)
         out.square().mean().backward()
@@ -94,7 +96,7 @@ def test_channels_last_matches_the_plain_layout_forward_and_backward(make_ddpm):
     hook.remove()
     assert layouts == [True, False] and fast.is_contiguous()
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
-    for a, b in zip(fast_grads, plain_grads):
+    for a, b in zip(fast_grads, plain_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 

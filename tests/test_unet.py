@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import ddpm.unet as unet
 from ddpm import DDPM
+from ddpm.tools.bench import forward_flops
 from ddpm.unet import FULL_RES, PATCH2, Attention, ResBlock, UNet2D
 
 from conftest import TINY_NET
@@ -39,7 +41,6 @@ def test_bundled_shapes_map_28x28_images_to_28x28(shape):
 
 def test_patch2_is_the_cheaper_shape():
     """The reason PATCH2 is the default: less than half the forward FLOPs of FULL_RES (see ddpm/tools/bench.py)."""
-    from ddpm.tools.bench import forward_flops
     patch2, full = forward_flops(DDPM(num_classes=10, net=PATCH2)), forward_flops(DDPM(num_classes=10, net=FULL_RES))
     assert patch2 < 0.5 * full
 
@@ -59,29 +60,28 @@ def test_resblock_matches_out_of_place_formula_and_gradients():
     ref = block.skip(x2) + block.conv2(F.silu(block.norm2(h)))
     ref.pow(2).sum().backward()
     torch.testing.assert_close(out, ref)
-    for a, b in zip(grads, [x2.grad, emb2.grad] + [p.grad for p in block.parameters()]):
+    for a, b in zip(grads, [x2.grad, emb2.grad] + [p.grad for p in block.parameters()], strict=True):
         torch.testing.assert_close(a, b)
 
 
-def test_written_out_attention_matches_the_fused_kernel_and_its_gradients():
+def test_written_out_attention_matches_the_fused_kernel_and_its_gradients(monkeypatch):
     """On a CPU the attention is softmax(q k^T / sqrt(C)) v written out (faster there); it computes what
     F.scaled_dot_product_attention computes, forward and backward."""
     block = _randomize(Attention(16, groups=4))
     runs = []
-    for fused in (False, True):
-        block.fused_on_cpu = fused
+    for written_out_max in (unet.WRITTEN_OUT_MAX_POSITIONS, 0):          # 0: the fused kernel at every size
+        monkeypatch.setattr(unet, "WRITTEN_OUT_MAX_POSITIONS", written_out_max)
         x = torch.randn(3, 16, 7, 7, generator=torch.Generator().manual_seed(0)).requires_grad_()
         block.zero_grad()
         out = block(x)
         out.pow(2).sum().backward()
         runs.append([out, x.grad] + [p.grad for p in block.parameters()])
-    for a, b in zip(*runs):
+    for a, b in zip(*runs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_large_attention_keeps_the_fused_kernel_on_a_cpu(monkeypatch):
     """Written out only up to WRITTEN_OUT_MAX_POSITIONS (PATCH2's 7x7); at 16x16 the fused kernel runs."""
-    import ddpm.unet as unet
     calls, fused = [], F.scaled_dot_product_attention
     monkeypatch.setattr(unet.F, "scaled_dot_product_attention", lambda *a: calls.append(a[0].shape[1]) or fused(*a))
     block = _randomize(Attention(8, groups=4))
@@ -91,15 +91,13 @@ def test_large_attention_keeps_the_fused_kernel_on_a_cpu(monkeypatch):
     assert calls == [256] and 7 * 7 <= unet.WRITTEN_OUT_MAX_POSITIONS < 16 * 16
 
 
-def test_flop_count_includes_the_attention():
+def test_flop_count_includes_the_attention(monkeypatch):
     """The bench's FLOP count (FlopCounterMode) sees the written-out attention's two matmuls per layer: QK^T
     and AV, N^2 C multiply-adds (2 N^2 C FLOPs) each per image (N = H W positions)."""
-    from ddpm.tools.bench import forward_flops
     ddpm = DDPM(num_classes=10, net=PATCH2)
     layers = [m for m in ddpm.net.modules() if isinstance(m, Attention)]
     with_attention = forward_flops(ddpm)
-    for m in layers:
-        m.fused_on_cpu = True           # the fused CPU kernel has no FLOP formula in torch's counter
+    monkeypatch.setattr(unet, "WRITTEN_OUT_MAX_POSITIONS", 0)    # the fused CPU kernel: no FLOP formula in the counter
     without = forward_flops(ddpm)
     n, c = 7 * 7, layers[0].out.in_channels
     assert with_attention - without == len(layers) * 2 * (2 * n * n * c)
