@@ -1,5 +1,5 @@
-"""Peak memory of the app's largest jobs, each in a fresh process with both bundled models loaded (the README's
-reliability section quotes these figures):
+"""Peak memory of the app's largest jobs, each in a fresh process with both bundled models loaded (docs/reliability.md
+says how they bound the worst case):
 
     python benchmarks/job_peaks.py
 

@@ -1,5 +1,6 @@
 """The fast subset of the load-and-abuse script (issue 17): a real server with tiny models, every probe of items
-1-9 must pass. The full run (bundled models, more rounds) is `python benchmarks/abuse.py`; the README has its table."""
+1-9 must pass. The full run (bundled models, more rounds) is `python benchmarks/abuse.py`
+(docs/reliability.md describes its probes)."""
 import json
 import os
 import subprocess

@@ -130,7 +130,7 @@ def sweep(max_mb=None, now=None):
     2. Session files older than an hour (what a visitor downloads is served from Gradio's own copy).
     3. While Gradio's cache and the session folders hold more than max_mb (settings().max_tmp_mb), the oldest
        files go first, never one younger than settings().min_file_age_s (a page may still be fetching it).
-    It also hands freed memory back to the system (glibc's malloc_trim), see the README's reliability section."""
+    It also hands freed memory back to the system (glibc's malloc_trim), see docs/reliability.md."""
     limits = settings()
     max_bytes, now = (limits.max_tmp_mb if max_mb is None else max_mb) * 2**20, now or time.time()
     mine = server_tmp()

@@ -47,8 +47,8 @@ def trim_memory():
 
     glibc keeps freed heap pages for the process, per thread arena; the training tensors of a fine-tune
     (gradients, Adam moments, activations) are freed into arenas of Gradio's worker threads, so without this the
-    server's RSS climbed by 30-450 MB a round under load with fine-tunes (831 -> 2139 MB in 8 rounds) (README,
-    Reliability). Called after every job and by the periodic sweep, unless settings().malloc_trim is off (to
+    server's RSS climbed by 30-450 MB a round under load with fine-tunes (831 -> 2139 MB in 8 rounds) (docs/reliability.md).
+    Called after every job and by the periodic sweep, unless settings().malloc_trim is off (to
     measure what it does); a no-op where the C library is not glibc. Within a job, between its steps, freed memory
     is kept for reuse (ddpm/memory.py: keep_freed_memory, set by app.py)."""
     if settings().malloc_trim:
