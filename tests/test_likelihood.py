@@ -236,3 +236,21 @@ def test_bad_inputs_are_named(make_ddpm):
         vlb_terms(ddpm, x0 * 127.5 + 127.5)
     with pytest.raises(ValueError, match="shape"):
         vlb_terms(ddpm, x0[0])
+
+
+def test_evaluate_nll_prints_both_variances_and_fills_the_card(make_ddpm, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from ddpm.tools.cli import main
+    ddpm = make_ddpm(image_size=28, num_classes=None, T=20)
+    ddpm.save_pretrained(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    save_file({"images": torch.randint(0, 256, (5, 28, 28), generator=g, dtype=torch.uint8),
+               "labels": torch.arange(5)}, str(tmp_path / "examples.safetensors"))
+    main(["evaluate", "--model", str(tmp_path), "--nll", "--n-nll", "2"])
+    out = capsys.readouterr().out
+    assert "| beta |" in out and "| beta_tilde |" in out and "40 network calls" in out
+    card = (tmp_path / "README.md").read_text()
+    assert "## Likelihood" in card and "| beta_tilde |" in card and "--n-nll 2" in card
+    with pytest.raises(ValueError, match="--n-nll 9"):
+        main(["evaluate", "--model", str(tmp_path), "--nll", "--n-nll", "9"])

@@ -15,6 +15,7 @@ from ..distributed import check_replicas, setup, teardown
 from ..eval.evaluate import (COST_GUIDANCE, REFERENCE, cell_key, choose_default, cost_plan, default_for, format_table,
                              load_rows, plan, plot_cost, run as run_plan, save_rows)
 from ..eval.judge import load_judge, train_judge
+from ..eval.likelihood import nll_table
 from ..eval.neighbours import SPACES, build_index, save_index, typical_distance
 from ..eval.sweep import (GUIDANCE_GRID, STEP_GRID, SWEEP_GUIDANCE, SWEEP_JSON, format_points, guidance_points,
                           plot_guidance, plot_steps, save_sweep, steps_points)
@@ -290,6 +291,11 @@ def add_evaluate_args(p):
                         "two plots beside the model (or in the folder --out; with --quick only there)")
     p.add_argument("--per-class", type=int, default=None, help="with --sweep: images per class of every point "
                                                                 "(default 20)")
+    p.add_argument("--nll", action="store_true",
+                   help="the variational bound in bits/dim instead of a table (Ho et al. Eq. 5, Table 1): all T terms "
+                        "and the fast estimate, sigma^2 = beta and beta_tilde, on --n-nll real test images; writes a "
+                        "Likelihood section into the model card (not with --quick)")
+    p.add_argument("--n-nll", type=int, default=64, help="with --nll: test images, a seeded random subset")
 
 
 def _load_note():
@@ -344,7 +350,29 @@ def cmd_sweep(args):
             print(f"wrote {os.path.join(out, SWEEP_JSON)} and {os.path.join(out, f'sweep_{part}.png')}", flush=True)
 
 
+def cmd_nll(args):
+    """evaluate --nll: the bound of ddpm/eval/likelihood.py on real test images, printed and put into the card."""
+    folder, n = bundled_folder(args.model), 2 if args.quick else args.n_nll
+    ddpm = load_pretrained(args.model)
+    if os.path.isfile(os.path.join(folder, EXAMPLES)):
+        images, where = to_unit_range(load_examples(folder)[0]), f"the real test images bundled beside the model ({EXAMPLES})"
+    else:
+        images, where = load_dataset(ddpm.dataset, args.data, train=False).images, f"the {ddpm.dataset} test set"
+    if not 1 <= n <= len(images):
+        raise ValueError(f"--n-nll {n}: give a number of images in [1, {len(images)}] ({where})")
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:n].sort().values
+    print(f"Model `{args.model}`: the bound on {n} of {where}; {torch.get_num_threads()} threads, {_load_note()}",
+          flush=True)
+    text = (nll_table(ddpm, images[pick], seed=args.seed) + f" Images: {n} of {where}, picked with seed {args.seed}; "
+            f"{torch.get_num_threads()} threads; command: `python -m ddpm evaluate {' '.join(args.argv)}`.")
+    print(text)
+    if os.path.isdir(folder) and not args.quick:
+        print(f"updated the model card {update_card_section(folder, 'likelihood', text)}")
+
+
 def cmd_evaluate(args):
+    if args.nll:
+        return cmd_nll(args)
     if args.sweep:
         return cmd_sweep(args)
     if args.per_class is not None:
