@@ -13,7 +13,8 @@ The core, one idea per file (each imports only the files above it in this list):
     pretrained.py  the bundled models (pretrained/, installed as ddpm/bundled/)
     points.py      2-D point clouds for the playground
     plots.py       image grids, upscaled nearest-neighbour
-On top of the core: ddpm/eval/ (judge classifiers, metrics, evaluation), ddpm/tools/ (CLI, bench)
+On top of the core: ddpm/eval/ (judge classifiers, metrics, evaluation), ddpm/exercise/ (checks a student's
+sample_xt, sample, train and names the mistake: ddpm.exercise.check_function), ddpm/tools/ (CLI, bench)
 and ddpm/app/ (the teaching app's handlers).
 """
 from . import points
@@ -27,3 +28,4 @@ from .schedule import SCHEDULES, NoiseSchedule
 from .training import EMA, train, train_classconditional
 from .mlp import MLP
 from .unet import FULL_RES, PATCH2, UNet2D
+from . import exercise            # last: it checks students against the core above
