@@ -290,7 +290,8 @@ def probe_mixing(server, names):
         f"scrub 10: '{last[:40]}'; scrub 11: '{past[:40]}'", "at most one run's 11 frames",
         ("outside" in past or "greater than maximum value 10" in past) and "recorded frame" in last)
     try:
-        c.predict("mnist", [names[0], names[0]], 10, 2.0, "ddim", 5, 0, api_name="/grid")
+        c.predict(model="mnist", classes=[names[0], names[0]], sampler="ddim", steps=5, guidance=2.0, seed=0, per_class=10,
+                  api_name="/grid")
         dup = "accepted"
     except Exception as err:                                     # noqa: BLE001
         dup = str(err)
@@ -304,7 +305,8 @@ def round_of_load(server, names, sessions, index):
         c = server.client(f"load-{index}-{k}")
         c.predict("linear", 1000, 10 * k, k, api_name="/forward")
         text = c.predict("mnist", names[k % len(names)], "dpmpp_2m", 10, 0.0, 2.0, k, 4, api_name="/reverse")[2]
-        c.predict("mnist", [names[k % len(names)]], 4, 2.0, "dpmpp_2m", 10, k, api_name="/grid")
+        c.predict(model="mnist", classes=[names[k % len(names)]], sampler="dpmpp_2m", steps=10, guidance=2.0, seed=k,
+                  per_class=4, api_name="/grid")
         c.predict("mnist", "classes", [names[k % len(names)]], "", None, "steps", 2, 5, api_name="/finetune")
         return "step 10 / 10" in text or "stopped" in text
     with ThreadPoolExecutor(sessions) as pool:

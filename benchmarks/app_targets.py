@@ -150,9 +150,9 @@ def _server_rows(url, settings, repeats):
         names = [c[0] if isinstance(c, (list, tuple)) else c for c in choices][:10]
         sampler, steps = settings(model, "grid")
         for per_class, key in ((8, "grid default"), (10, "grid 10 x 10")):
-            grid = (model, names, per_class, 2.0, sampler, steps, 0)
-            client.predict(*grid, api_name="/grid")                       # the first call loads the model and its judge
-            seconds = statistics.median(_timed(client.predict, *grid, api_name="/grid") for _ in range(repeats))
+            grid = dict(model=model, classes=names, sampler=sampler, steps=steps, guidance=2.0, seed=0, per_class=per_class)
+            client.predict(**grid, api_name="/grid")                      # the first call loads the model and its judge
+            seconds = statistics.median(_timed(client.predict, **grid, api_name="/grid") for _ in range(repeats))
             out[(model, key)] = (seconds, get_sampler(sampler).title(steps, T), f"median of {repeats} after one warm-up")
         sampler, steps = settings(model, "reverse")
         frame = [first_output_seconds(client, (model, names[0], sampler, steps, 0.0, 2.0, k, 4), "/reverse",

@@ -31,10 +31,9 @@ def models(tmp_path_factory):
 
 
 def drain(gen):
-    out = None
-    for out in gen:
-        pass
-    return out
+    """The last update a streaming handler yields."""
+    *_, last = gen
+    return last
 
 
 def test_registry_lists_the_injected_models_and_examples():
@@ -108,7 +107,7 @@ def test_reverse_ddim_formula_and_determinism():
 def test_reverse_dpm_solver_streams_its_formula():
     out = drain(reverse.reverse_run("mnist", "3 - three", "dpmpp_2m", 6, 0.0, 2.0, 0, 1, request=A))
     assert "DPM-Solver++(2M)" in out[2] and "step 6 / 6" in out[2] and "order 1" in out[2]   # the last step: order 1
-    img, _, _ = grid.grid_run("mnist", ["0 - zero"], 2, 2.0, "dpmpp_2m", 5, 0, request=A)
+    img, _, _ = grid.grid_run("mnist", ["0 - zero"], "dpmpp_2m", 5, 2.0, 0, 2, request=A)
     assert img.width > 0
 
 
@@ -132,13 +131,13 @@ def test_reverse_rejects_bad_inputs():
 
 def test_grid_has_one_labelled_row_per_class():
     classes = ["0 - zero", "7 - seven", "3 - three"]
-    img, judge, png = grid.grid_run("mnist", classes, 4, 2.0, "ddim", 5, 0, request=A)
+    img, judge, png = grid.grid_run("mnist", classes, "ddim", 5, 2.0, 0, 4, request=A)
     assert img.height == (3 * 30 + 2) * 5 and img.width == 190 + (4 * 30 + 2) * 5
     assert "No judge" in judge and os.path.isfile(png)
     with pytest.raises(gr.Error, match=r"samples per class = 11 .*\[1, 10\]"):
-        grid.grid_run("mnist", classes, 11, 2.0, "ddim", 5, 0, request=A)
+        grid.grid_run("mnist", classes, "ddim", 5, 2.0, 0, 11, request=A)
     with pytest.raises(gr.Error, match="at least one class"):
-        grid.grid_run("mnist", [], 2, 2.0, "ddim", 5, 0, request=A)
+        grid.grid_run("mnist", [], "ddim", 5, 2.0, 0, 2, request=A)
 
 
 def test_judge_report_counts_hits():
@@ -166,7 +165,7 @@ def test_finetune_changes_a_copy_and_registers_it_for_this_session_only():
         assert {"model.safetensors", "config.json"} <= set(z.namelist())
     with pytest.raises(gr.Error, match="not available"):
         registry.registry().model(name, "visitor-b")
-    img, _, _ = grid.grid_run(name, ["1 - one"], 2, 1.0, "ddim", 3, 0, request=A)        # usable in the other tabs
+    img, _, _ = grid.grid_run(name, ["1 - one"], "ddim", 3, 1.0, 0, 2, request=A)        # usable in the other tabs
     assert img.width > 0
 
 
@@ -201,7 +200,7 @@ def test_finetune_own_images_become_a_new_class(tmp_path):
     assert tuned.num_classes == 11 and tuned.class_names[-1] == "zigzag"
     base_emb = registry.registry().model("mnist").net.class_emb.weight
     assert tuned.net.class_emb.weight.shape[0] == base_emb.shape[0] + 1
-    img, _, _ = grid.grid_run(name, ["zigzag"], 2, 2.0, "ddim", 3, 0, request=A)
+    img, _, _ = grid.grid_run(name, ["zigzag"], "ddim", 3, 2.0, 0, 2, request=A)
     assert img.width > 0
 
 
@@ -257,16 +256,16 @@ def test_sdedit_rejects_bad_input_and_stays_usable():
 
 
 def test_interpolation_strip_gif_and_class_mixing():
-    strip, gif, text = edit.interpolate_run("mnist", "3 - three", "8 - eight", 0, 1, 6, "ddim", 5, 2.0, False, request=A)
+    strip, gif, text = edit.interpolate_run("mnist", "3 - three", "8 - eight", False, "ddim", 5, 2.0, 0, 1, 6, request=A)
     assert strip.width >= 6 * 28 * 5 and Image.open(gif).n_frames == 10 and "seed 0 to seed 1" in text
-    same = edit.interpolate_run("mnist", "3 - three", "8 - eight", 0, 1, 6, "ddim", 5, 2.0, False, request=A)[0]
+    same = edit.interpolate_run("mnist", "3 - three", "8 - eight", False, "ddim", 5, 2.0, 0, 1, 6, request=A)[0]
     assert np.array_equal(np.asarray(strip), np.asarray(same))           # deterministic
-    mixed = edit.interpolate_run("mnist", "3 - three", "8 - eight", 0, 1, 6, "ddim", 5, 2.0, True, request=A)
+    mixed = edit.interpolate_run("mnist", "3 - three", "8 - eight", True, "ddim", 5, 2.0, 0, 1, 6, request=A)
     assert "mixed class embeddings" in mixed[2]            # (the tiny model predicts eps = 0: see test_sampling)
     with pytest.raises(gr.Error, match="deterministic sampler"):
-        edit.interpolate_run("mnist", "3 - three", "8 - eight", 0, 1, 6, "ddpm", 5, 2.0, False, request=A)
+        edit.interpolate_run("mnist", "3 - three", "8 - eight", False, "ddpm", 5, 2.0, 0, 1, 6, request=A)
     with pytest.raises(gr.Error, match="needs two classes"):
-        edit.interpolate_run("mnist", UNCONDITIONAL, "8 - eight", 0, 1, 6, "ddim", 5, 1.0, True, request=A)
+        edit.interpolate_run("mnist", UNCONDITIONAL, "8 - eight", True, "ddim", 5, 1.0, 0, 1, 6, request=A)
 
 
 def test_slerp_keeps_the_ends_and_the_norm():
@@ -376,7 +375,7 @@ def test_nan_t_an_empty_base_duplicate_classes_and_a_blank_image_get_clear_error
     with pytest.raises(gr.Error, match="start from = None: choose a model to start from"):
         next(finetune.finetune_run(None, "classes", ["0 - zero"], "", None, "steps", 5, 5, request=A))
     with pytest.raises(gr.Error, match=r"classes \['0 - zero'\] are chosen more than once"):
-        grid.grid_run("mnist", ["0 - zero", "0 - zero"], 2, 2.0, "ddim", 3, 0, request=A)
+        grid.grid_run("mnist", ["0 - zero", "0 - zero"], "ddim", 3, 2.0, 0, 2, request=A)
     with pytest.raises(gr.Error, match="the image is empty"):
         forward.forward_upload(Image.new("L", (28, 28), 255))         # all white: nothing to learn from
 
@@ -447,7 +446,7 @@ def test_a_listed_hub_model_downloads_on_first_pick_and_works_in_the_reverse_tab
         out = drain(reverse.reverse_run("test/tiny-ddpm", UNCONDITIONAL, "ddim", 5, 0.0, 2.0, 0, 2, request=A))
         assert "step 5 / 5" in out[2] and len(calls) == 1                                     # downloaded once
         with pytest.raises(gr.Error, match="unconditional: it has no classes"):
-            grid.grid_run("test/tiny-ddpm", ["0"], 2, 2.0, "ddim", 3, 0, request=A)
+            grid.grid_run("test/tiny-ddpm", ["0"], "ddim", 3, 2.0, 0, 2, request=A)
         with pytest.raises(gr.Error, match="'test/offline' could not be downloaded .*OSError.*work offline"):
             reg.model("test/offline")
         with pytest.raises(gr.Error, match="'evil/model' is not available"):
@@ -506,8 +505,8 @@ def _grid_in_thread(request, sampler="ddpm"):
 
     def run():
         try:
-            box["out"] = grid.grid_run("mnist", registry.registry().model("mnist").class_names[:10], 10, 2.0, sampler,
-                                       20, 0, request=request)
+            box["out"] = grid.grid_run("mnist", registry.registry().model("mnist").class_names[:10], sampler, 20, 2.0,
+                                       0, 10, request=request)
         except gr.Error as err:
             box["error"] = err.message
     thread = threading.Thread(target=run)

@@ -4,6 +4,7 @@ import os
 import threading
 import time
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -46,7 +47,6 @@ def is_png(path, min_width):
 def test_sampling_tabs_start_at_the_quality_per_cost_default(url):
     """The reverse and grid tabs start where the bundled tables' rule lands (DPM-Solver++-12 here); SDEdit keeps
     its own DDIM-20 (the tables measure sampling from pure noise)."""
-    import httpx
     components = httpx.get(url + "config").json()["components"]
     value = {c["props"].get("elem_id"): c["props"].get("value") for c in components if c["props"].get("elem_id")}
     assert value["rev_steps"] == 12 and value["grid_steps"] == 12 and value["sd_steps"] == 20 and value["cv_steps"] == 12
@@ -96,10 +96,11 @@ def test_reverse_stop_button(url):
 
 def test_grid(url):
     c = client(url)
-    img, judge, png = c.predict("fashion_mnist", ["Trouser", "Bag"], 3, 2.0, "ddim", 5, 0, api_name="/grid")
+    img, judge, png = c.predict(model="fashion_mnist", classes=["Trouser", "Bag"], sampler="ddim", steps=5, guidance=2.0,
+                                seed=0, per_class=3, api_name="/grid")              # by name, as the page feeds it
     assert is_png(img, 190 + (3 * 30 + 2) * 5) and "No judge" in judge and png.endswith(".png")
     with pytest.raises(Exception, match="unknown classes"):
-        c.predict("fashion_mnist", ["Bagel"], 3, 2.0, "ddim", 5, 0, api_name="/grid")
+        c.predict("fashion_mnist", ["Bagel"], "ddim", 5, 2.0, 0, 3, api_name="/grid")
 
 
 def test_two_visitors_finetune_at_once_without_interfering(url, tmp_path):
@@ -126,14 +127,14 @@ def test_two_visitors_finetune_at_once_without_interfering(url, tmp_path):
         status, ckpt = results[key][4], results[key][5]
         assert "Done after 10 steps" in status and ckpt.endswith(".zip")
     name_a, name_b = results["a"][6]["value"], results["b"][6]["value"]
-    grid_b = b.predict(name_b, ["dash"], 2, 2.0, "ddim", 3, 0, api_name="/grid")    # B's new class exists for B ...
+    grid_b = b.predict(name_b, ["dash"], "ddim", 3, 2.0, 0, 2, api_name="/grid")    # B's new class exists for B ...
     assert is_png(grid_b[0], 100)
     with pytest.raises(Exception, match="unknown classes"):                           # ... but not in A's model
-        a.predict(name_a, ["dash"], 2, 2.0, "ddim", 3, 0, api_name="/grid")
+        a.predict(name_a, ["dash"], "ddim", 3, 2.0, 0, 2, api_name="/grid")
     assert "dash" not in a.predict("mnist", api_name="/grid_classes")["choices"].__repr__()
     c = client(url)                                                                    # a third visitor sees neither
     with pytest.raises(Exception, match="not available"):
-        c.predict(name_a, ["0 - zero"], 2, 2.0, "ddim", 3, 0, api_name="/grid")
+        c.predict(name_a, ["0 - zero"], "ddim", 3, 2.0, 0, 2, api_name="/grid")
 
 
 def _sketch_file(tmp_path):
@@ -152,7 +153,7 @@ def test_sdedit_and_interpolate_endpoints(url, tmp_path):
     assert "done: t_start = 60, 8 steps" in text and is_png(strip, 6 * 28 * 6)
     with pytest.raises(Exception, match=r"t_start = 500 is outside the allowed range \[0, 99\]"):
         c.predict("mnist", "1 - one", _sketch_file(tmp_path), 500, "ddim", 8, 2.0, 0, api_name="/sdedit")
-    strip, gif, text = c.predict("mnist", "3 - three", "8 - eight", 0, 1, 5, "dpmpp_2m", 4, 2.0, True,
+    strip, gif, text = c.predict("mnist", "3 - three", "8 - eight", True, "dpmpp_2m", 4, 2.0, 0, 1, 5,
                                  api_name="/interpolate")
     assert is_png(strip, 5 * 28 * 5) and gif.endswith(".gif") and "mixed class embeddings" in text
 
@@ -185,11 +186,11 @@ def test_explore_endpoints_compare_scene_curves_and_neighbours(url):
     assert "judge:" in a_text and "/ 3 show the asked class" in a_text and "Done" in status
     link = c.predict("mnist", n, seed, *settings, api_name="/scene_link")
     assert link.startswith("?tab=explore&model=mnist&n=3&seed=5")
-    plot, text = c.predict("mnist", 2.0, 1, 0, api_name="/sweep_steps")
+    plot, text = c.predict(model="mnist", guidance=2.0, seed=0, per_class=1, api_name="/sweep_steps")
     assert is_png(plot, 600) and "n = 10 images per point" in text
-    plot, text = c.predict("mnist", "dpmpp_2m", 4, 1, 0, api_name="/sweep_guidance")
+    plot, text = c.predict("mnist", "dpmpp_2m", 4, 0, 1, api_name="/sweep_guidance")
     assert is_png(plot, 600) and "cached for the next visitor" in text
     with pytest.raises(Exception, match="judge"):          # the tiny FashionMNIST model has no judge
-        c.predict("fashion_mnist", 2.0, 1, 0, api_name="/sweep_steps")
+        c.predict("fashion_mnist", 2.0, 0, 1, api_name="/sweep_steps")
     sheet, report = c.predict("mnist", "ddim", 4, 2.0, 0, 1, api_name="/neighbours")
     assert is_png(sheet, 400) and "the bundled index: 30 of 30 training images" in report

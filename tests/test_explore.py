@@ -1,6 +1,6 @@
 """Tab 7, Explore: each ablation switch changes exactly what it says, columns share x_T and z, scenes round-trip."""
 import urllib.parse
-from dataclasses import asdict, replace
+from dataclasses import replace
 from types import SimpleNamespace
 
 import gradio as gr
@@ -29,8 +29,8 @@ def models(tmp_path_factory):
 
 
 def values(*cols):
-    cols = list(cols) + [explore.Column(on=False)] * (3 - len(cols))
-    return [v for col in cols for v in asdict(col).values()]
+    """The settings by name of these columns, the missing ones switched off."""
+    return explore.settings_of(list(cols) + [explore.Column(on=False)] * (3 - len(cols)))
 
 
 def drain(gen):
@@ -39,10 +39,8 @@ def drain(gen):
 
 
 def final_x(ddpm, x_T, y, col, seed=0):
-    step = None
-    for step in explore.column_run(ddpm, x_T, y, col, seed):
-        pass
-    return step.x_prev
+    *_, last = explore.column_run(ddpm, x_T, y, col, seed)
+    return last.x_prev
 
 
 def test_no_z_equals_algorithm_2_with_sigma_zero(make_ddpm):
@@ -117,7 +115,7 @@ def test_sample_steps_takes_the_noise_from_randn(make_ddpm):
 def test_compare_streams_all_columns_in_step_and_judges_the_result():
     cols = [explore.Column(sampler="ddim", steps=4, guidance=1.0), explore.Column(sampler="ddim", steps=8, guidance=2.0),
             explore.Column(sampler="dpmpp_2m", steps=2, guidance=1.0)]
-    outs, last = drain(explore.compare_run(V, "mnist", 4, 0, *values(*cols)))
+    outs, last = drain(explore.compare_run("mnist", 4, 0, request=V, **values(*cols)))
     assert len(last) == 8 and all(isinstance(last[2 * k], Image.Image) for k in range(3))
     first = outs[0]
     assert "step 1 / 4" in first[1] and "step 1 / 8" in first[3] and "step 1 / 2" in first[5]
@@ -129,13 +127,13 @@ def test_compare_streams_all_columns_in_step_and_judges_the_result():
 
 
 def test_a_column_switched_off_does_not_run():
-    outs, last = drain(explore.compare_run(V, "mnist", 2, 0, *values(explore.Column(sampler="ddim", steps=3),
+    outs, last = drain(explore.compare_run("mnist", 2, 0, request=V, **values(explore.Column(sampler="ddim", steps=3),
                                                                      explore.Column(on=False, steps=3))))
     assert last[2] is None and last[3] == "*column off*" and last[4] is None
 
 
 def test_stop_keeps_what_was_made():
-    gen = explore.compare_run(V, "mnist", 2, 0, *values(explore.Column(sampler="ddpm", guidance=1.0)))
+    gen = explore.compare_run("mnist", 2, 0, request=V, **values(explore.Column(sampler="ddpm", guidance=1.0)))
     next(gen)
     explore.compare_stop(request=V)
     _, last = drain(gen)
@@ -144,13 +142,14 @@ def test_stop_keeps_what_was_made():
 
 def test_bad_settings_are_named():
     with pytest.raises(gr.Error, match=r"column B: steps = 0 is outside the allowed range \[1, 1000\]"):
-        next(explore.compare_run(V, "mnist", 2, 0, *values(explore.Column(), explore.Column(steps=0))))
+        next(explore.compare_run("mnist", 2, 0, request=V, **values(explore.Column(), explore.Column(steps=0))))
     with pytest.raises(gr.Error, match=r"column C: steps = 500 is outside the allowed range \[1, 100\]"):
-        next(explore.compare_run(V, "mnist", 2, 0, *values(explore.Column(), explore.Column(), explore.Column(steps=500))))
+        next(explore.compare_run("mnist", 2, 0, request=V,
+                                 **values(explore.Column(), explore.Column(), explore.Column(steps=500))))
     with pytest.raises(gr.Error, match=r"column A: sampler 'euler' is unknown"):
-        next(explore.compare_run(V, "mnist", 2, 0, *values(explore.Column(sampler="euler"))))
+        next(explore.compare_run("mnist", 2, 0, request=V, **values(explore.Column(sampler="euler"))))
     with pytest.raises(gr.Error, match=r"images per column = 17 .*\[1, 16\]"):
-        next(explore.compare_run(V, "mnist", 17, 0, *values(explore.Column())))
+        next(explore.compare_run("mnist", 17, 0, request=V, **values(explore.Column())))
     with pytest.raises(gr.Error, match="nothing recorded yet"):
         explore.compare_scrub(0, request=SimpleNamespace(session_hash="nobody"))
 
@@ -158,12 +157,12 @@ def test_bad_settings_are_named():
 def test_a_scene_link_restores_every_setting():
     cols = [explore.Column(sampler="ddpm", variance="beta_tilde", no_z=True),
             explore.Column(sampler="ddim", steps=37, eta=0.25, clip=False), explore.Column(on=False, wrong_t=True)]
-    query = explore.scene_query("fashion_mnist", 5, 123, *values(*cols))
+    query = explore.scene_query("fashion_mnist", 5, 123, **values(*cols))
     assert query.startswith("?tab=explore&model=fashion_mnist&n=5&seed=123")
     model, n, seed, back = explore.parse_scene("http://host:7860/" + query)
     assert (model, n, seed, back) == ("fashion_mnist", 5, 123, cols)
     restored = explore.scene_values(query, request=V)
-    assert restored[:3] == ("fashion_mnist", 5, 123) and list(restored[3:]) == values(*cols)
+    assert restored[:3] == ("fashion_mnist", 5, 123) and list(restored[3:]) == list(values(*cols).values())
 
 
 def test_bad_scene_links_are_refused_by_name():
@@ -182,7 +181,7 @@ def test_every_preset_is_a_valid_scene_with_a_sentence():
     for name, (sentence, query) in explore.SCENES.items():
         model, n, seed, cols = explore.parse_scene(query)
         assert model is None and len(sentence) > 40
-        assert all(explore.check_column(ddpm, k, c) == c for k, c in zip("ABC", cols))
+        assert all(explore.check_column(ddpm, k, c) == c for k, c in zip("ABC", cols, strict=True))
         *settings, note = explore.scene_preset(name, request=V)
         assert note == f"*{sentence}*" and len(settings) == 3 + 3 * len(explore.FIELDS)
 
@@ -209,7 +208,7 @@ def test_a_link_to_a_presets_settings_names_the_preset_and_its_sentence():
 
 def test_a_run_stopped_before_its_first_recorded_tick_can_still_be_scrubbed():
     """T = 100 DDPM: 100 ticks, every 2nd recorded; Stop after the first tick still records where it stopped."""
-    gen = explore.compare_run(V, "mnist", 1, 0, *values(explore.Column(sampler="ddpm", guidance=1.0)))
+    gen = explore.compare_run("mnist", 1, 0, request=V, **values(explore.Column(sampler="ddpm", guidance=1.0)))
     next(gen)
     explore.compare_stop(request=V)
     _, last = drain(gen)
@@ -232,9 +231,9 @@ def test_an_unconditional_model_and_a_new_class_are_judged_honestly(make_ddpm, m
     never saw, is not counted as a miss."""
     reg = registry.registry()
     reg.add_session_model("explorer", "uncond", make_ddpm(T=20, num_classes=None), "mnist")
-    _, last = drain(explore.compare_run(V, "uncond", 2, 0, *values(explore.Column(sampler="ddim", steps=2))))
+    _, last = drain(explore.compare_run("uncond", 2, 0, request=V, **values(explore.Column(sampler="ddim", steps=2))))
     assert "no classes, so no guidance" in last[1] and "nothing was asked" in last[1] and "— 2 network calls per image" in last[1]
     eleven = make_ddpm(T=20, num_classes=11)
     reg.add_session_model("explorer", "eleven", eleven, "mnist")
-    _, last = drain(explore.compare_run(V, "eleven", 11, 0, *values(explore.Column(sampler="ddim", steps=2))))
+    _, last = drain(explore.compare_run("eleven", 11, 0, request=V, **values(explore.Column(sampler="ddim", steps=2))))
     assert "/ 10 show the asked class" in last[1] and "1 of a class the judge never saw, not judged" in last[1]

@@ -52,7 +52,7 @@ def layer(module):
 def test_the_graph_sees_the_imports_it_should():
     graph = import_graph()
     assert "ddpm.schedule" in graph["ddpm.diffusion"] and "ddpm.sampling" in graph["ddpm.app.reverse"]
-    assert "ddpm.app.finetune" in graph["ddpm.app.explain"]              # `from . import finetune`
+    assert "ddpm.app.curves" in graph["ddpm.app.explore"]                # `from . import curves, neighbours`
 
 
 def test_no_import_circle():

@@ -95,7 +95,7 @@ def test_points_stream_before_the_run_ends(make_ddpm, models):
 
 def test_handler_streams_each_point_then_the_cache_answers_another_visitor(models, monkeypatch):
     outputs = []
-    for image, text in curves.sweep_guidance("mnist", "ddim", 2, 1, 0, request=A):
+    for image, text in curves.sweep_guidance("mnist", "ddim", 2, 0, 1, request=A):
         outputs.append(text)
         assert image.width >= 1000
     assert "measuring 5 points" in outputs[0] and "1 of 5 points" in outputs[1]
@@ -105,14 +105,14 @@ def test_handler_streams_each_point_then_the_cache_answers_another_visitor(model
     def no_sampling(*args, **kwargs):
         raise AssertionError("the cache should have answered")
     monkeypatch.setattr(curves, "guidance_points", no_sampling)
-    (image, text), = drain(curves.sweep_guidance("mnist", "ddim", 2, 1, 0, request=B))
+    (image, text), = drain(curves.sweep_guidance("mnist", "ddim", 2, 0, 1, request=B))
     assert "from the cache" in text and text.count("| DDIM | 2 |") == 5
     with pytest.raises(AssertionError, match="cache"):               # another seed is another curve
         drain(curves.sweep_guidance("mnist", "ddim", 2, 1, 1, request=B))
 
 
 def test_stop_keeps_the_points_made_and_caches_nothing(models, monkeypatch):
-    run = curves.sweep_guidance("mnist", "ddim", 3, 1, 0, request=A)
+    run = curves.sweep_guidance("mnist", "ddim", 3, 0, 1, request=A)
     next(run)
     _, text = next(run)
     assert "1 of 5 points" in text
@@ -122,7 +122,7 @@ def test_stop_keeps_the_points_made_and_caches_nothing(models, monkeypatch):
     assert outputs[0].count("| DDIM | 3 |") == 1
     monkeypatch.setattr(curves, "guidance_points", lambda *a, **k: pytest.fail("sampled again"))
     with pytest.raises(pytest.fail.Exception):                       # nothing was cached
-        drain(curves.sweep_guidance("mnist", "ddim", 3, 1, 0, request=B))
+        drain(curves.sweep_guidance("mnist", "ddim", 3, 0, 1, request=B))
 
 
 def test_a_visitors_own_model_is_never_cached_for_others(models):
@@ -135,13 +135,13 @@ def test_a_visitors_own_model_is_never_cached_for_others(models):
 
 def test_bad_inputs_name_the_value(models):
     cases = [(curves.sweep_steps, ("mnist", 2.0, 0, 0), r"images per class = 0 .*\[1, 10\]"),
-             (curves.sweep_steps, ("mnist", 11.0, 1, 0), r"guidance scale = 11.0 .*\[0.0, 10.0\]"),
-             (curves.sweep_guidance, ("mnist", "ddim", 0, 1, 0), r"steps = 0 .*\[1, 1000\]"),
-             (curves.sweep_guidance, ("mnist", "ddim", 101, 1, 0), r"steps = 101 .*\[1, 100\]"),
-             (curves.sweep_guidance, ("mnist", "euler", 10, 1, 0), r"sampler 'euler' is unknown"),
-             (curves.sweep_guidance, ("mnist", "ddpm", 10, 1, 0), r"'ddpm' takes all T = 100 steps"),
-             (curves.sweep_steps, ("fashion_mnist", 2.0, 1, 0), r"judge classifier of model 'fashion_mnist'"),
-             (curves.sweep_steps, ("cifar10", 2.0, 1, 0), r"model 'cifar10' is not available")]
+             (curves.sweep_steps, ("mnist", 11.0, 0, 1), r"guidance scale = 11.0 .*\[0.0, 10.0\]"),
+             (curves.sweep_guidance, ("mnist", "ddim", 0, 0, 1), r"steps = 0 .*\[1, 1000\]"),
+             (curves.sweep_guidance, ("mnist", "ddim", 101, 0, 1), r"steps = 101 .*\[1, 100\]"),
+             (curves.sweep_guidance, ("mnist", "euler", 10, 0, 1), r"sampler 'euler' is unknown"),
+             (curves.sweep_guidance, ("mnist", "ddpm", 10, 0, 1), r"'ddpm' takes all T = 100 steps"),
+             (curves.sweep_steps, ("fashion_mnist", 2.0, 0, 1), r"judge classifier of model 'fashion_mnist'"),
+             (curves.sweep_steps, ("cifar10", 2.0, 0, 1), r"model 'cifar10' is not available")]
     for handler, args, message in cases:
         with pytest.raises(gr.Error, match=message):
             next(handler(*args, request=A))
@@ -171,20 +171,20 @@ def test_cli_sweep_writes_the_file_that_the_tab_shows(tmp_path, capsys, monkeypa
     save_sweep(os.path.join(folder, SWEEP_JSON), data)
     monkeypatch.setattr(registry, "_REGISTRY", registry.Registry(root, use_judges=True))   # restored after the test
     monkeypatch.setattr(curves, "steps_points", lambda *a, **k: pytest.fail("a bundled curve is not sampled"))
-    (image, text), = drain(curves.sweep_steps("mnist", 2.0, 2, 0, request=A))
+    (image, text), = drain(curves.sweep_steps("mnist", 2.0, 0, 2, request=A))
     assert "Bundled measurement" in text and "n = 200 per point" in text and "evaluate --sweep" in text
-    (image, text), = drain(curves.sweep_guidance("mnist", "dpmpp_2m", 10, 2, 0, request=A))
+    (image, text), = drain(curves.sweep_guidance("mnist", "dpmpp_2m", 10, 0, 2, request=A))
     assert "Bundled measurement" in text and text.count("| DPM-Solver++ | 10 |") == 5
     with pytest.raises(pytest.fail.Exception):                       # another guidance is measured live
-        drain(curves.sweep_steps("mnist", 3.0, 2, 0, request=A))
+        drain(curves.sweep_steps("mnist", 3.0, 0, 2, request=A))
     with pytest.raises(pytest.fail.Exception):                       # ... and so are other n or seeds
-        drain(curves.sweep_steps("mnist", 2.0, 3, 0, request=A))
+        drain(curves.sweep_steps("mnist", 2.0, 0, 3, request=A))
     with pytest.raises(pytest.fail.Exception):
-        drain(curves.sweep_steps("mnist", 2.0, 2, 1, request=A))
+        drain(curves.sweep_steps("mnist", 2.0, 1, 2, request=A))
     with open(os.path.join(folder, SWEEP_JSON), "w") as f:
         f.write('{"steps": {"guidance": 2.0}}')
     with pytest.raises(gr.Error, match=r"sweep.json of model 'mnist' cannot be used: mnist/sweep.json: .*lacks"):
-        drain(curves.sweep_steps("mnist", 2.0, 2, 0, request=A))
+        drain(curves.sweep_steps("mnist", 2.0, 0, 2, request=A))
 
 
 def test_a_ddpm_point_whose_band_edge_is_a_rounding_error_past_its_value_still_plots():

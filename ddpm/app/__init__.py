@@ -1,4 +1,6 @@
-"""The teaching app's handlers, one module per job; app.py at the repository root lays them out and wires them.
+"""The teaching app, one module per job. A tab's module holds its handlers and its `build()`, which lays the tab
+out and wires its events by name (widgets.by_name); app.py at the repository root assembles the tabs (build_demo)
+and serves them (main).
 
     settings.py  the app's settings, one field per DDPM_APP_* environment variable (docs/deploying.md)
     registry.py  the bundled models, their examples and judges, and each visitor's session
@@ -6,6 +8,7 @@
     pickers.py   the model pickers: filled on page load and after a fine-tune; a closed tab's session forgotten
     inputs.py    input checks (ranges, choices) that raise gr.Error naming the value and what is allowed
     images.py    images for the screen: upscaled grids, uploads and drawings as 28x28 x_0, GIFs
+    widgets.py   what the tabs are built from: components by name (Parts), by_name, the shared inputs
     forward.py   tab 1: the forward process q(x_t | x_0)
     reverse.py   tab 2: the reverse process, streamed step by step
     grid.py      tab 3: class-conditional grids, checked by the judge

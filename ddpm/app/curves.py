@@ -4,6 +4,7 @@ Accuracy and Fréchet distance against the number of steps, accuracy and diversi
 point is real sampling judged by the model's judge classifier (ddpm/eval/sweep.py) at a small n, streamed as it
 comes. Finished curves of bundled models are cached per setting, so the next visitor sees them at once; a bundled
 model's sweep.json (`python -m ddpm evaluate --sweep`, a larger n) is shown instead when its settings match.
+`build(ex)` lays the section out in the Explore tab and wires it.
 """
 import os
 import threading
@@ -15,21 +16,31 @@ import gradio as gr
 from ..data import to_unit_range
 from ..eval.sweep import (GUIDANCE_GRID, FEW_STEP_SAMPLERS, STEP_GRID, SWEEP_JSON, format_points, guidance_points,
                           load_sweep, plot_guidance, plot_steps, steps_points)
+from ..sampling import SAMPLERS
 from .cores import shares_cores
+from .explain import LATEX
 from .figures import plt_lock
-from .inputs import check_int, check_range, check_sampling
+from .inputs import LIMITS, check_int, check_range, check_sampling
 from .jobs import Stopped, holds_session, step_check, stopper
+from .pickers import sampler_for
 from .registry import registry, session_id
+from .widgets import Parts, by_name, guidance_input, image, measured_default, sampling_job, seed_input
 
 CURVES_HELP = r"""
 ### Curves, measured
 Every point samples $n$ images ($n/K$ of each of the $K$ classes, one seed) and asks the judge classifier what it sees.
-**Steps**: class accuracy and the Fréchet distance $\lVert\mu_g-\mu_r\rVert^2 + \mathrm{tr}\big(\Sigma_g+\Sigma_r-2(\Sigma_g^{1/2}\Sigma_r\Sigma_g^{1/2})^{1/2}\big)$ between judge features of the samples ($g$) and of the real examples ($r$): how few steps are enough?
-**Guidance** $s$: accuracy rises with $s$ while diversity, the mean distance $\lVert f_i - f_j\rVert$ between the features of two images of one class, falls: the trade-off of classifier-free guidance.
-**Bands**: accuracy, the 95% Wilson interval; FD, the 5-95% range of a bootstrap over the images; diversity, $\pm 1.96$ standard errors over the classes. Points whose bands overlap are not told apart at this $n$.
-At small $n$ FD is far from its large-$n$ value: compare points with each other and with the dotted real-vs-real line, never with published FIDs.
+**Steps**: class accuracy and the Fréchet distance
+$\lVert\mu_g-\mu_r\rVert^2 + \mathrm{tr}\big(\Sigma_g+\Sigma_r-2(\Sigma_g^{1/2}\Sigma_r\Sigma_g^{1/2})^{1/2}\big)$
+between judge features of the samples ($g$) and of the real examples ($r$): how few steps are enough?
+**Guidance** $s$: accuracy rises with $s$ while diversity, the mean distance $\lVert f_i - f_j\rVert$ between the
+features of two images of one class, falls: the trade-off of classifier-free guidance.
+**Bands**: accuracy, the 95% Wilson interval; FD, the 5-95% range of a bootstrap over the images; diversity,
+$\pm 1.96$ standard errors over the classes. Points whose bands overlap are not told apart at this $n$.
+At small $n$ FD is far from its large-$n$ value: compare points with each other and with the dotted real-vs-real line,
+never with published FIDs.
 """
 
+OWN = ("ddim", 25)             # the guidance curve's (sampler, steps) where no quality-per-cost table is at hand
 LIVE_PER_CLASS = 2             # the tab's default: n = 20 images per point for a 10-class model
 BANDS = ("Bands: accuracy, the 95% Wilson interval; FD, the 5-95% range of a bootstrap over the images; "
          "diversity, ±1.96 standard errors over the classes.")
@@ -169,7 +180,7 @@ def _cached(plot, rows, title, who, notes):
 
 @shares_cores
 @holds_session("sweep")
-def sweep_steps(model, guidance, per_class, seed, request: gr.Request = None):
+def sweep_steps(model, guidance, seed, per_class, request: gr.Request = None):
     """Class accuracy and FD against the number of steps, one line per few-step sampler, at this guidance scale.
 
     Yields (plot image, markdown): at once, then after every point; once only for a cached curve or a bundled
@@ -194,7 +205,7 @@ def sweep_steps(model, guidance, per_class, seed, request: gr.Request = None):
 
 @shares_cores
 @holds_session("sweep")
-def sweep_guidance(model, sampler, steps, per_class, seed, request: gr.Request = None):
+def sweep_guidance(model, sampler, steps, seed, per_class, request: gr.Request = None):
     """Class accuracy and diversity against the guidance scale s (GUIDANCE_GRID) with this sampler and steps.
 
     Yields (plot image, markdown): at once, then after every point; once only for a cached curve or a bundled
@@ -235,3 +246,47 @@ def _cached_or_live(reg, model, sid, ddpm, setting, per_class, seed, plot, title
 
 
 sweep_stop = stopper("sweep")
+
+
+def build(ex):
+    """The section in the current tab, under the comparison of `ex` (explore's Parts: its model picker measures
+    here too), its events wired; returns its Parts."""
+    ui = Parts()
+    ui.model = ex.model
+    gr.Markdown(CURVES_HELP, latex_delimiters=LATEX)
+    with gr.Row():
+        ui.per_class = gr.Slider(*LIMITS["per_class"], value=LIVE_PER_CLASS, step=1,
+                                 label="images per class and point (the bundled curves: more)", elem_id="cv_per_class")
+        ui.seed = seed_input()
+        ui.stop = gr.Button("Stop measuring", variant="stop")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=280):
+            ui.guidance = guidance_input("guidance scale s")
+            ui.steps_go = gr.Button("Measure: quality against steps", variant="primary", elem_id="cv_steps_go")
+        with gr.Column(scale=3):
+            ui.steps_img = image("accuracy and FD against steps", elem_id="cv_steps_img", show_label=False)
+    ui.steps_text = gr.Markdown(elem_id="cv_steps_text")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=280):
+            sampler, steps = measured_default() or OWN
+            ui.sampler = gr.Radio([(SAMPLERS[name].label, name) for name in FEW_STEP_SAMPLERS], value=sampler,
+                                  label="sampler", elem_id="cv_sampler")
+            ui.steps = gr.Slider(*LIMITS["steps"], value=steps, step=1, label="steps", elem_id="cv_steps")
+            ui.guid_go = gr.Button("Measure: accuracy and diversity against guidance", variant="primary",
+                                   elem_id="cv_guid_go")
+        with gr.Column(scale=3):
+            ui.guid_img = image("accuracy and diversity against guidance", elem_id="cv_guid_img", show_label=False)
+    ui.guid_text = gr.Markdown(elem_id="cv_guid_text")
+
+    pick = sampler_for(OWN)
+    ui.model.change(pick, inputs_kwargs=by_name(pick, ui.model, ui.guidance), outputs=[ui.sampler, ui.steps],
+                    api_name=False, show_progress="hidden")
+    ui.steps_go.click(sweep_steps, inputs_kwargs=by_name(sweep_steps, ui.model, ui.guidance, ui.seed, ui.per_class),
+                      outputs=[ui.steps_img, ui.steps_text], api_name="sweep_steps", show_progress="minimal",
+                      **sampling_job())
+    ui.guid_go.click(sweep_guidance, inputs_kwargs=by_name(sweep_guidance, ui.model, ui.sampler, ui.steps, ui.seed,
+                                                           ui.per_class),
+                     outputs=[ui.guid_img, ui.guid_text], api_name="sweep_guidance", show_progress="minimal",
+                     **sampling_job())
+    ui.stop.click(sweep_stop, api_name="sweep_stop", queue=False)
+    return ui

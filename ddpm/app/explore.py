@@ -8,9 +8,12 @@ The ablation switches change exactly one thing each:
     no_z     every z of Alg. 2, line 4 (and of DDIM with eta > 0) is 0: sigma_t z vanishes
     wrong_t  the network is always told t = T/2, whatever step the sampler is at
     clip     x0_hat is clipped to [-1, 1] before the update (off: the raw prediction, which can leave [-1, 1])
-A scene is every setting of the tab as a URL query string: a link restores it, and the presets are scenes.
+A scene is every setting of the tab as a URL query string: a link restores it, and the presets are scenes. A
+column's setting has one name everywhere, in the handlers, the page and the links: a_sampler, b_steps, c_no_z, ...
+`build()` lays the tab out (with the curves of curves.py and the neighbour search of neighbours.py) and wires it.
 """
 import copy
+import inspect
 import math
 import time
 import urllib.parse
@@ -23,11 +26,14 @@ from PIL import Image, ImageDraw
 from ..data import to_uint8, to_unit_range
 from ..eval.evaluate import calls_per_image
 from ..sampling import SAMPLERS, VARIANCES, sample_steps, timesteps
+from . import curves, neighbours
 from .cores import shares_cores
+from .explain import EXPLORE, LATEX, SOURCES
 from .images import show
-from .inputs import check_int, check_sampling, class_names
+from .inputs import LIMITS, check_int, check_sampling, class_names, sampler_row
 from .jobs import holds_session, stopper
 from .registry import registry, session_id
+from .widgets import FEW_STEPS, SAMPLER_CHOICES, Parts, by_name, code, image, model_input, sampling_job, seed_input
 
 NAMES = ("A", "B", "C")
 MAX_FRAMES = 60            # recorded ticks per comparison (the scrubber)
@@ -49,19 +55,19 @@ class Column:
     wrong_t: bool = False          # ablation: the network is told t = T/2
 
     def steps_or_none(self):
-        """`steps` as sample_steps takes it: None for DDPM, which always walks all T steps."""
-        return None if self.sampler == "ddpm" else self.steps
+        """`steps` as sample_steps takes it: None for a sampler that always walks all T steps."""
+        return None if sampler_row(self.sampler).all_steps else self.steps
 
     def has_noise(self):
-        return self.sampler == "ddpm" or (self.sampler == "ddim" and self.eta > 0)
+        return not sampler_row(self.sampler).deterministic(self.eta)
 
     def label(self, conditional=True):
         """The settings in a line; a setting that changes nothing here says so."""
-        name = {"ddpm": "DDPM (Alg. 2)", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++"}[self.sampler]
-        parts = [name if self.sampler == "ddpm" else f"{name}, {self.steps} steps",
+        row = sampler_row(self.sampler)
+        parts = [f"{row.short}, {'all T' if row.all_steps else self.steps} steps",
                  f"s = {self.guidance:g}" if conditional else "no classes, so no guidance"]
-        parts += [f"η = {self.eta:g}"] if self.sampler == "ddim" else []
-        parts += ["σ² = β̃" if self.variance == "beta_tilde" else "σ² = β"] if self.sampler == "ddpm" else []
+        parts += [f"η = {self.eta:g}"] if row.uses_eta else []
+        parts += ["σ² = β̃" if self.variance == "beta_tilde" else "σ² = β"] if takes(row, "variance") else []
         parts += [] if self.clip else ["no clipping"]
         parts += [("no z" if self.has_noise() else "no z (no effect: this sampler adds no z)")] if self.no_z else []
         parts += ["told t = T/2"] if self.wrong_t else []
@@ -69,6 +75,13 @@ class Column:
 
 
 FIELDS = [f.name for f in fields(Column)]
+PREFIXES = [name.lower() for name in NAMES]
+SETTINGS = [f"{p}_{f}" for p in PREFIXES for f in FIELDS]          # every column's settings by name: a_on, ..., c_wrong_t
+
+
+def takes(row, keyword):
+    """Whether a sampler's step function uses `keyword` (each takes the keywords it uses and the rest as **_)."""
+    return keyword in inspect.signature(row.step).parameters
 
 
 def no_noise(shape, generator=None, device=None):
@@ -95,13 +108,17 @@ def column_run(ddpm, x_T, y, col, seed):
                         randn=no_noise if col.no_z else torch.randn)
 
 
-def columns_from(values):
-    """The flat control values of the three columns (len(FIELDS) each, in FIELDS order) -> three Columns."""
-    k = len(FIELDS)
-    if len(values) != k * len(NAMES):
-        raise gr.Error(f"the comparison takes {k} settings per column for {len(NAMES)} columns "
-                       f"({k * len(NAMES)} values), got {len(values)}")
-    return [Column(**dict(zip(FIELDS, values[i * k:(i + 1) * k]))) for i in range(len(NAMES))]
+def columns_from(settings):
+    """The columns' settings by name (SETTINGS: a_on, a_sampler, ..., c_wrong_t) -> three Columns."""
+    missing, unknown = [k for k in SETTINGS if k not in settings], sorted(set(settings) - set(SETTINGS))
+    if missing or unknown:
+        raise gr.Error(f"the comparison takes the settings {SETTINGS}; missing {missing}, unknown {unknown}")
+    return [Column(**{f: settings[f"{p}_{f}"] for f in FIELDS}) for p in PREFIXES]
+
+
+def settings_of(cols):
+    """Three Columns -> their settings by name, in SETTINGS order."""
+    return {f"{p}_{f}": v for p, col in zip(PREFIXES, cols, strict=True) for f, v in asdict(col).items()}
 
 
 def check_column(ddpm, name, col):
@@ -180,10 +197,10 @@ def _summary(col, y, pred, conf, n_known, calls, seconds):
 
 @shares_cores
 @holds_session("explore")
-def compare_run(request: gr.Request, model, n, seed, *settings):
+def compare_run(model, n, seed, request: gr.Request = None, **settings):
     """Run the enabled columns from one x_T, step-synchronised, and stream them.
 
-    settings: len(FIELDS) values per column A, B, C (see `Column`). Yields 3 x (image, markdown), the scrubber
+    settings: every column's settings by name (SETTINGS, see `Column`). Yields 3 x (image, markdown), the scrubber
     and a status line; the last update has the final images with the judge's verdicts under them."""
     sid, reg = session_id(request), registry()
     ddpm = reg.model(model, sid)
@@ -242,8 +259,9 @@ def compare_run(request: gr.Request, model, n, seed, *settings):
         step = last_step[k]
         x = step.x_prev.clamp(-1, 1)
         pred, conf = verdicts(judge, x) if judge is not None else (None, None)
+        calls = calls_per_image(dict(steps=n_steps[k], guidance=cols[k].guidance if y is not None else 1.0))
         out += [judged_tiles(x, y, pred, conf, names, n_known),
-                _summary(cols[k], y, pred, conf, n_known, calls_per_image(dict(steps=n_steps[k], guidance=cols[k].guidance if y is not None else 1.0)), spent[k])
+                _summary(cols[k], y, pred, conf, n_known, calls, spent[k])
                 + (f"  \n**stopped at step {done[k]} / {n_steps[k]}** ({stop.reason})" if done[k] < n_steps[k] else "")]
     status = (f"**Done**: {len(runs)} columns from one x_T (seed {seed}), {n} images each" if not stop.is_set()
               else f"**Stopped** ({stop.reason}); what was made is shown")
@@ -270,7 +288,7 @@ def compare_scrub(frame, request: gr.Request = None):
 # ---------------------------------------------------------------------------------------------- scenes
 # A scene is the whole tab as a query string: tab=explore, model, n, seed and, per column, its fields
 # (prefix a_, b_, c_). Every value is checked when a scene is opened.
-SCENE_KEYS = {"model", "n", "seed"} | {f"{p}_{f}" for p in "abc" for f in FIELDS}
+SCENE_KEYS = {"model", "n", "seed", *SETTINGS}
 
 
 def default_columns():
@@ -278,13 +296,12 @@ def default_columns():
     return [Column(), Column(sampler="ddim"), Column(sampler="ddim", eta=1.0)]
 
 
-def scene_query(model, n, seed, *settings):
+def scene_query(model, n, seed, **settings):
     """The query string that restores this view ("?tab=explore&model=..."); model None leaves it out (a preset
-    keeps the model the visitor picked)."""
+    keeps the model the visitor picked). settings: every column's, by name (SETTINGS)."""
     cols = columns_from(settings)
     pairs = [("tab", "explore")] + ([("model", model)] if model is not None else []) + [("n", int(n)), ("seed", int(seed))]
-    for p, col in zip("abc", cols):
-        pairs += [(f"{p}_{f}", (int(v) if isinstance(v, bool) else v)) for f, v in asdict(col).items()]
+    pairs += [(k, (int(v) if isinstance(v, bool) else v)) for k, v in settings_of(cols).items()]
     return "?" + urllib.parse.urlencode(pairs)
 
 
@@ -327,7 +344,7 @@ def parse_scene(query):
                            f"settings, not both")
         return (one.get("model") or None, *parse_scene(SCENES[one["scene"]][1])[1:])
     cols = default_columns()
-    for p, col in zip("abc", cols):
+    for p, col in zip(PREFIXES, cols, strict=True):
         for f in FIELDS:
             if f"{p}_{f}" in one:
                 setattr(col, f, _parse_value(f"{p}_{f}", one[f"{p}_{f}"], getattr(col, f)))
@@ -343,9 +360,8 @@ def _scene(n=8, **columns):
     """A preset's query: n images per column, column settings a=dict(...), b=..., c=... (the others: defaults)."""
     cols = default_columns()
     for p, changes in columns.items():
-        cols["abc".index(p)] = Column(**{**asdict(Column()), **changes})
-    values = [v for col in cols for v in asdict(col).values()]
-    return scene_query(None, n, 0, *values)
+        cols[PREFIXES.index(p)] = Column(**{**asdict(Column()), **changes})
+    return scene_query(None, n, 0, **settings_of(cols))
 
 
 # name -> (what to look for, the scene): lecture-ready comparisons
@@ -383,22 +399,22 @@ SCENES = {
 DEFAULT_SCENE = next(iter(SCENES))
 
 
-def scene_values(query, request: gr.Request = None):
-    """The tab's controls set from a scene query: (model, n, seed, 3 x len(FIELDS) settings, note). The model
-    stays as it is when the query names none; a model that is not available is refused by name."""
-    model, n, seed, cols = parse_scene(query or "")
+def scene_values(link, request: gr.Request = None):
+    """The tab's controls set from a scene link or its query string: (model, n, seed, every column's settings in
+    SETTINGS order). The model stays as it is when the link names none; a model that is not available is refused
+    by name."""
+    model, n, seed, cols = parse_scene(link or "")
     if model is not None and model not in registry().model_names(session_id(request)):
         raise gr.Error(f"the link's model {model!r} is not available here; choose one of "
                        f"{registry().model_names(session_id(request))}")
-    values = [v for col in cols for v in asdict(col).values()]
-    return (model if model else gr.update(), n, seed, *values)
+    return (model if model else gr.update(), n, seed, *settings_of(cols).values())
 
 
-def scene_preset(name, request: gr.Request = None):
+def scene_preset(scene, request: gr.Request = None):
     """A preset picked from the dropdown: its settings, and one sentence of what to look for."""
-    if name not in SCENES:
-        raise gr.Error(f"scene {name!r} is unknown; choose one of {list(SCENES)}")
-    return (*scene_values(SCENES[name][1], request), f"*{SCENES[name][0]}*")
+    if scene not in SCENES:
+        raise gr.Error(f"scene {scene!r} is unknown; choose one of {list(SCENES)}")
+    return (*scene_values(SCENES[scene][1], request), f"*{SCENES[scene][0]}*")
 
 
 # the "link to this view" button: the server makes the query string, the page prepends its own address (behind a
@@ -419,11 +435,76 @@ def scene_from_url(request: gr.Request = None):
     """On page load: when the address holds a scene (tab=explore&...), open this tab with its settings; a link to
     a preset's settings also names the preset in the picker and shows its sentence."""
     params = {k: v for k, v in dict(getattr(request, "query_params", {}) or {}).items() if not k.startswith("__")}
-    n_controls = 3 + len(FIELDS) * len(NAMES)
     if params.get("tab") != "explore":
-        return (gr.update(), gr.update(), *[gr.update()] * n_controls, gr.update())
+        return (gr.update(), gr.update(), *[gr.update()] * (3 + len(SETTINGS)), gr.update())
     query = urllib.parse.urlencode(params)
     preset = preset_of(query)
     note = SCENES[preset][0] if preset else "Opened from a link: it runs by itself; Compare runs it again."
     return (gr.update(selected="explore"), gr.update(value=preset),          # None: the settings are no preset's
             *scene_values(query, request), f"*{note}*")
+
+
+def _column_controls(ui, name, col):
+    """Column `name`'s settings, set to `col`, as ui.a_on, ui.a_sampler, ... (its prefix, then the field)."""
+    variances = {"beta": "σ² = β", "beta_tilde": "σ² = β̃ (posterior)"}
+    controls = dict(
+        on=gr.Checkbox(value=col.on, label=f"run column {name}", interactive=name != NAMES[0]),
+        sampler=gr.Radio(SAMPLER_CHOICES, value=col.sampler, label="sampler"),
+        steps=gr.Slider(*LIMITS["steps"], value=col.steps, step=1, label=f"steps ({FEW_STEPS})"),
+        eta=gr.Slider(*LIMITS["eta"], value=col.eta, step=0.05, label="DDIM η (1 = DDPM's noise)"),
+        guidance=gr.Slider(*LIMITS["guidance"], value=col.guidance, step=0.1, label="guidance scale s"),
+        variance=gr.Radio([(variances[v], v) for v in VARIANCES], value=col.variance, label="DDPM variance σ_t²"),
+        clip=gr.Checkbox(value=col.clip, label="clip x̂₀ to [-1, 1]"),
+        no_z=gr.Checkbox(value=col.no_z, label="ablation: no noise z (Alg. 2, line 4)"),
+        wrong_t=gr.Checkbox(value=col.wrong_t, label="ablation: the network is told t = T/2"))
+    for f in FIELDS:
+        setattr(ui, f"{name.lower()}_{f}", controls[f])
+
+
+def build():
+    """The tab in the current Blocks: the comparison, then the curves (curves.py) and the neighbour search
+    (neighbours.py), their events wired. Returns its Parts (`model`, the picker; `scene`, the scene picker, `view`,
+    the model, n, seed and every column's settings, and `note`: what a link sets on page load)."""
+    ui = Parts()
+    with gr.Tab("7. Explore", id="explore"):
+        gr.Markdown(EXPLORE, latex_delimiters=LATEX)
+        with gr.Row():
+            ui.scene = gr.Dropdown(list(SCENES), value=DEFAULT_SCENE, label="lecture-ready scene", scale=3,
+                                   elem_id="ex_scene")
+            ui.model = model_input()
+            ui.n = gr.Slider(*LIMITS["batch"], value=8, step=1, label="images per column")
+            ui.seed = seed_input("seed (one x_T for every column)")
+        ui.note = gr.Markdown(f"*{SCENES[DEFAULT_SCENE][0]}*")
+        with gr.Row():
+            ui.go = gr.Button("Compare", variant="primary", elem_id="ex_go")
+            ui.stop = gr.Button("Stop", variant="stop")
+            ui.link_go = gr.Button("Link to this view", elem_id="ex_link_go")
+        ui.status = gr.Markdown(elem_id="ex_status")
+        ui.images, ui.texts = [], []
+        with gr.Row(equal_height=False):
+            for name, col in zip(NAMES, default_columns(), strict=True):
+                with gr.Column(min_width=300):
+                    ui.images.append(image(f"column {name}", elem_id=f"ex_img_{name.lower()}"))
+                    ui.texts.append(gr.Markdown(elem_id=f"ex_text_{name.lower()}"))
+                    with gr.Accordion(f"column {name}: settings", open=True):
+                        _column_controls(ui, name, col)
+        ui.frame = gr.Slider(0, 1, value=0, step=1, label="scrub all columns together (after a run)", interactive=False)
+        ui.link = gr.Textbox(label="link to this view (copy it; or paste a link here and press Enter to open it)",
+                             elem_id="ex_link", buttons=["copy"])
+        curves.build(ui)
+        neighbours.build(ui)
+        code(column_run, no_noise, told_wrong_t, *SOURCES["explore"])
+
+    ui.view = [ui.model, ui.n, ui.seed, *[getattr(ui, k) for k in SETTINGS]]
+    columns = [v for pair in zip(ui.images, ui.texts, strict=True) for v in pair]
+    ui.go.click(compare_run, inputs_kwargs=by_name(compare_run, *ui.view), outputs=[*columns, ui.frame, ui.status],
+                api_name="compare", show_progress="minimal", **sampling_job())
+    ui.stop.click(compare_stop, api_name="compare_stop", queue=False)
+    ui.frame.release(compare_scrub, inputs_kwargs=by_name(compare_scrub, ui.frame), outputs=[*ui.images, ui.status],
+                     api_name="compare_scrub", concurrency_limit=4, concurrency_id="scrub")
+    ui.scene.input(scene_preset, inputs_kwargs=by_name(scene_preset, ui.scene), outputs=[*ui.view, ui.note],
+                   api_name="scene_preset")
+    ui.link_go.click(scene_query, inputs_kwargs=by_name(scene_query, *ui.view), outputs=[ui.link], api_name="scene_link").then(
+        None, inputs=[ui.link], outputs=[ui.link], js=FULL_LINK_JS)
+    ui.link.submit(scene_values, inputs_kwargs=by_name(scene_values, ui.link), outputs=ui.view, api_name="scene")
+    return ui

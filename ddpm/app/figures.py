@@ -109,7 +109,7 @@ def histogram_figure(x_t, x_T, t, T):
     with plt_lock:
         blit, bars, x_T_line, title = _hist_fig()
         density, _ = np.histogram(np.clip(x_t, -4, 4), bins=BINS, density=True)
-        for bar, h in zip(bars, density):
+        for bar, h in zip(bars, density, strict=True):
             bar.set_height(h)
         density_T, _ = np.histogram(np.clip(x_T, -4, 4), bins=BINS, density=True)
         x_T_line.set_ydata(np.append(density_T, density_T[-1]))

@@ -3,7 +3,7 @@
 The visitor's own images become a new class: the class-embedding table of the copied network grows
 by one row (initialised at the mean of the existing class rows; the null class of guidance moves one
 index up), then the whole network trains on the new images mixed with bundled examples of the old
-classes, so it learns the new class without forgetting the others.
+classes, so it learns the new class without forgetting the others. `build()` lays the tab out and wires it.
 """
 import copy
 import os
@@ -21,16 +21,19 @@ from ..plots import image_grid
 from ..sampling import sample
 from ..training import train_classconditional
 from .cores import shares_cores
+from .explain import FINETUNE, LATEX, SOURCES
 from .figures import loss_figure
-from .images import image_to_x0, show_uint8
+from .images import CheckedSketchpad, image_to_x0, show_uint8
 from .inputs import LIMITS, check_int, class_indices, class_names
 from .jobs import holds_session, stopper
 from .registry import registry, session_id
+from .widgets import Parts, by_name, code, image, training_job
 
 SCRATCH = "scratch:"        # base-model value prefix for "a tiny model from scratch", e.g. "scratch:mnist"
 TINY_NET = dict(base_channels=16, channel_mults=(1, 2), attn_levels=(1,), emb_channels=64, groups=8)
 BATCH, LR, PREVIEW_PER_CLASS, PREVIEW_STEPS = 32, 2e-4, 4, 20
 ALLOWED_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+BUDGET_KINDS = ("seconds", "steps")
 
 
 def base_choices(request=None):
@@ -189,11 +192,11 @@ def finetune_run(base, source, classes, new_name, files, budget_kind, budget, re
     """Fine-tune a copy of `base` (Algorithm 1), streaming progress; the result joins this session's models.
 
     Yields (progress html, loss plot, "before" grid, "now" grid, status markdown, checkpoint zip,
-    reverse-tab model dropdown, grid-tab model dropdown).
+    reverse-tab model picker, grid-tab model picker, this tab's "start from" picker).
     """
     sid, reg = session_id(request), registry()
-    if budget_kind not in ("seconds", "steps"):
-        raise gr.Error(f"budget kind {budget_kind!r} is unknown; choose 'seconds' or 'steps'")
+    if budget_kind not in BUDGET_KINDS:
+        raise gr.Error(f"budget kind {budget_kind!r} is unknown; choose one of {list(BUDGET_KINDS)}")
     budget = check_int(f"budget ({budget_kind})", budget, "train_" + budget_kind)
     refresh_every = check_int("refresh every (steps)", refresh_every, "refresh_every")
     seed = check_int("seed", seed)
@@ -256,3 +259,59 @@ def save_zip(model, folder):
     """save_pretrained's folder (model.safetensors + config.json), zipped for download."""
     model.save_pretrained(folder)
     return shutil.make_archive(folder, "zip", folder)
+
+
+def build(reverse_model, grid_model):
+    """The tab in the current Blocks, its events wired; a fine-tuned model is picked at once in `reverse_model` and
+    `grid_model`, the model pickers of tabs 2 and 3. Returns its Parts (`base`, the picker of the model to start
+    from, and `trained`, the training event, after which the other tabs' pickers learn of the new model)."""
+    ui = Parts()
+    with gr.Tab("4. Fine-tune in the browser", id="finetune"):
+        gr.Markdown(FINETUNE, latex_delimiters=LATEX)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                ui.base = gr.Dropdown(label="start from", choices=[], allow_custom_value=True)
+                ui.source = gr.Radio([("classes of the dataset (bundled examples)", "classes"),
+                                      ("my own images, as a new class", "own")], value="classes", label="data")
+                ui.classes = gr.Dropdown(label="classes to train on", multiselect=True, choices=[], allow_custom_value=True)
+                ui.new_name = gr.Textbox(label="name of your new class", value="my class", max_length=24)
+                ui.files = gr.File(label=f"upload images (png/jpg, up to {LIMITS['uploads'][1]}, "
+                                         f"{LIMITS['upload_mb'][1]} MB each)",
+                                   file_count="multiple", file_types=list(ALLOWED_EXT))
+                with gr.Accordion("... or draw them", open=False):
+                    ui.sketch = CheckedSketchpad(label="draw one image", type="pil", height=260, canvas_size=(280, 280))
+                    with gr.Row():
+                        ui.add = gr.Button("Add drawing")
+                        ui.clear = gr.Button("Clear drawings")
+                    ui.drawings = gr.Gallery(label="your drawings", columns=8, height=120, elem_classes="pixel")
+                with gr.Row():
+                    ui.budget_kind = gr.Radio(list(BUDGET_KINDS), value="seconds", label="budget in", elem_id="ft_kind")
+                    ui.budget = gr.Number(value=60, precision=0, label=f"budget (max {LIMITS['train_seconds'][1]} s "
+                                                                       f"or {LIMITS['train_steps'][1]} steps)",
+                                          elem_id="ft_budget")
+                ui.refresh_every = gr.Slider(*LIMITS["refresh_every"], value=50, step=5,
+                                             label="refresh the samples every N steps")
+                with gr.Row():
+                    ui.start = gr.Button("Start training", variant="primary", elem_id="ft_start")
+                    ui.stop = gr.Button("Stop (keeps the weights)", variant="stop")
+            with gr.Column(scale=3):
+                ui.bar = gr.HTML()
+                with gr.Row():
+                    ui.before = image("before (fixed seed)")
+                    ui.now = image("now (same seed)")
+                ui.loss = image("loss", show_label=False)
+                ui.status = gr.Markdown()
+                ui.ckpt = gr.File(label="download the fine-tuned checkpoint (safetensors + config.json, zipped)")
+        code(*SOURCES["finetune"], with_new_class)
+
+    ui.base.change(finetune_class_choices, inputs_kwargs=by_name(finetune_class_choices, ui.base), outputs=[ui.classes],
+                   api_name="finetune_classes")
+    ui.add.click(add_drawing, inputs_kwargs=by_name(add_drawing, ui.sketch), outputs=[ui.drawings], api_name="add_drawing")
+    ui.clear.click(clear_drawings, outputs=[ui.drawings], api_name="clear_drawings")
+    ui.trained = ui.start.click(
+        finetune_run, inputs_kwargs=by_name(finetune_run, ui.base, ui.source, ui.classes, ui.new_name, ui.files,
+                                            ui.budget_kind, ui.budget, ui.refresh_every),
+        outputs=[ui.bar, ui.loss, ui.before, ui.now, ui.status, ui.ckpt, reverse_model, grid_model, ui.base],
+        api_name="finetune", show_progress="minimal", **training_job())
+    ui.stop.click(finetune_stop, api_name="finetune_stop", queue=False)
+    return ui

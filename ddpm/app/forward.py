@@ -1,7 +1,7 @@
 """Tab 1: the forward process q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), Eq. (4).
 
 Every picture comes from `ddpm.sample_xt` on the chosen x_0 with one fixed eps, so moving t shows only
-what the schedule does.
+what the schedule does. `build()` lays the tab out and wires it.
 """
 import functools
 
@@ -14,10 +14,12 @@ from ..data import to_uint8
 from ..diffusion import sample_xt
 from ..plots import upscale
 from ..schedule import SCHEDULES, NoiseSchedule
+from .explain import FORWARD, LATEX, SOURCES
 from .figures import histogram_figure, schedule_figure
-from .images import default_x0, image_to_x0, labelled_strip, to_unit
-from .inputs import check_int
+from .images import CheckedImage, CheckedSketchpad, default_x0, image_to_x0, labelled_strip, to_unit
+from .inputs import LIMITS, check_int
 from .registry import registry
+from .widgets import DEFAULT_T, Parts, by_name, code, image, seed_input
 
 STRIP_POINTS = 10          # images in the forward-process strip (Figure 2 style)
 
@@ -102,3 +104,63 @@ def forward_T_changed(T, t):
     """Keep the t slider inside [0, T-1] when T changes."""
     T = check_int("T", T)
     return gr.update(maximum=T - 1, value=min(int(t), T - 1))
+
+
+def build():
+    """The tab in the current Blocks, its events wired; returns its Parts (`dataset` and `view`, the event that
+    redraws everything, for the page's load event)."""
+    ui = Parts()
+    with gr.Tab("1. Forward process", id="forward"):
+        gr.Markdown(FORWARD, latex_delimiters=LATEX)
+        ui.x0 = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=2):
+                ui.dataset = gr.Dropdown(label="dataset (bundled examples)", choices=[], allow_custom_value=True)
+                ui.gallery = gr.Gallery(label="click an example", columns=4, height=380, object_fit="contain",
+                                        elem_classes="pixel", allow_preview=False)
+                ui.index = gr.Number(value=0, precision=0, label="example index", minimum=0)
+                with gr.Accordion("... or upload / draw your own image", open=False):
+                    with gr.Row():
+                        ui.image = CheckedImage(label="upload (png/jpg)", type="pil", sources=["upload"], height=220)
+                        ui.sketch = CheckedSketchpad(label="draw", type="pil", height=260, canvas_size=(280, 280))
+                    ui.use_sketch = gr.Button("use the drawing as x_0")
+                ui.x0_view = image("x_0 (the image we noise)", height=300)
+            with gr.Column(scale=3):
+                with gr.Row():
+                    ui.schedule = gr.Radio(list(SCHEDULES), value=SCHEDULES[0], label="schedule")
+                    ui.T = gr.Slider(*LIMITS["T"], value=DEFAULT_T, step=1, label="T (number of steps)")
+                    ui.seed = seed_input("noise seed")
+                ui.t = gr.Slider(0, DEFAULT_T - 1, value=250, step=1, label="t (move me)", elem_id="fwd_t")
+                with gr.Row():
+                    ui.xt_view = image("x_t", height=320, elem_id="fwd_xt")
+                    ui.eps_view = image("noise ε (the same ε for every t)", height=320)
+                ui.formula = gr.Markdown(latex_delimiters=LATEX, elem_classes="formula")
+                ui.warning = gr.Markdown()
+        gr.Markdown("#### x_t at evenly spaced t, all with the same ε (as in Figure 2)")
+        ui.strip = image("x_t at evenly spaced t", show_label=False)
+        gr.Markdown("#### How fast each schedule destroys the signal (current t marked) &nbsp;·&nbsp; "
+                    "pixels of x_t against N(0, 1)")
+        with gr.Row():
+            ui.sched_plot = image("schedules", scale=3, show_label=False)
+            ui.hist = image("histogram of x_t's pixels vs N(0, 1)", scale=2, show_label=False)
+        code(*SOURCES["forward"])
+
+    ui.view = dict(fn=forward_view, inputs_kwargs=by_name(forward_view, ui.x0, ui.schedule, ui.T, ui.t, ui.seed),
+                   outputs=[ui.xt_view, ui.eps_view, ui.formula, ui.strip, ui.sched_plot, ui.hist, ui.warning],
+                   concurrency_limit=4, concurrency_id="forward", show_progress="hidden")
+    pick = dict(fn=forward_example, inputs_kwargs=by_name(forward_example, ui.dataset, ui.index),
+                outputs=[ui.x0, ui.x0_view])
+    ui.dataset.change(forward_gallery, inputs_kwargs=by_name(forward_gallery, ui.dataset), outputs=[ui.gallery],
+                      api_name="forward_gallery").then(**pick, api_name="forward_example").then(**ui.view, api_name=False)
+    ui.gallery.select(gallery_index, inputs_kwargs=by_name(gallery_index, ui.dataset), outputs=[ui.index],
+                      api_name=False)
+    ui.index.change(**pick, api_name=False).then(**ui.view, api_name=False)
+    ui.image.upload(forward_upload, inputs_kwargs=by_name(forward_upload, ui.image), outputs=[ui.x0, ui.x0_view],
+                    api_name="forward_upload").then(**ui.view, api_name=False)
+    ui.use_sketch.click(forward_upload, inputs_kwargs=by_name(forward_upload, image=ui.sketch),
+                        outputs=[ui.x0, ui.x0_view], api_name=False).then(**ui.view, api_name=False)
+    ui.T.change(forward_T_changed, inputs_kwargs=by_name(forward_T_changed, ui.T, ui.t), outputs=[ui.t], api_name=False)
+    ui.t.change(**ui.view, api_name="forward")
+    for control in (ui.schedule, ui.T, ui.seed):
+        control.change(**ui.view, api_name=False)
+    return ui

@@ -9,14 +9,6 @@ import torch
 from ..sampling import SAMPLERS
 from .settings import settings
 
-# the sampler choice of every tab: (label, value) and one line on what each does
-SAMPLER_CHOICES = [("DDPM (Algorithm 2, all T steps)", "ddpm"), ("DDIM (fewer steps)", "ddim"),
-                   ("DPM-Solver++ (fewest steps)", "dpmpp_2m")]
-SAMPLER_HELP = ("**DDPM** walks all T steps of Algorithm 2, adding fresh noise at each; **DDIM** jumps over steps "
-                "along the same marginals (deterministic at η = 0); **DPM-Solver++(2M)** solves the same ODE as DDIM "
-                "with a second-order step that reuses the previous prediction, so 10-25 steps are enough "
-                "(measured per model).")
-
 # (low, high) of every numeric input; the UI sliders use the same bounds
 LIMITS = {
     "T": (10, 2000), "batch": (1, 16), "steps": (1, 1000), "eta": (0.0, 1.0), "guidance": (0.0, 10.0),
@@ -64,11 +56,17 @@ def class_indices(ddpm, chosen):
     return [names.index(c) for c in chosen]
 
 
-def check_steps(sampler, steps):
-    """A sampler name and its step count: None for "ddpm" (always all T steps), else an int in LIMITS["steps"]."""
-    if sampler not in SAMPLERS:
+def sampler_row(sampler):
+    """The row of the sampler table (ddpm.sampling.SAMPLERS) named `sampler`, or gr.Error naming the choices."""
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise gr.Error(f"sampler {sampler!r} is unknown; choose one of {list(SAMPLERS)}")
-    return None if sampler == "ddpm" else check_int("steps", steps, "steps")
+    return SAMPLERS[sampler]
+
+
+def check_steps(sampler, steps):
+    """A sampler name and its step count: None for a sampler that always walks all T steps, else an int in
+    LIMITS["steps"]."""
+    return None if sampler_row(sampler).all_steps else check_int("steps", steps, "steps")
 
 
 def class_labels(ddpm, class_name, n):

@@ -3,7 +3,8 @@
 Each sample is shown beside its 3 nearest training images by judge features and by pixels
 (ddpm/eval/neighbours.py), read against how close held-out real images (the bundled test examples, never trained
 on) lie to the same set. The set searched: the model's whole training set when DDPM_DATA holds it (indexed once
-per process), else the bundled index beside the model (a stratified subset).
+per process), else the bundled index beside the model (a stratified subset). `build(ex)` lays the section out in
+the Explore tab and wires it.
 """
 import os
 import threading
@@ -19,9 +20,10 @@ from ..eval.neighbours import (INDEX, SPACES, held_out_distances, index_from_dat
 from ..plots import upscale
 from ..sampling import sample
 from .cores import shares_cores, take_share
-from .inputs import check_int, check_sampling, class_names
+from .inputs import LIMITS, check_int, check_sampling, class_names
 from .jobs import Stopped, holds_session, step_check, stopper
 from .registry import registry, session_id
+from .widgets import TQDM_PROGRESS, Parts, by_name, image, sampling_job
 
 NEIGHBOURS_HELP = (
     "**Is the model copying?** A sample that is a copy of a training image lies much closer to that image than "
@@ -130,7 +132,7 @@ def search_set(reg, model, base, ddpm):
 @shares_cores
 @holds_session("neighbours")
 def neighbours_run(model, sampler, steps, guidance, seed, per_class, request: gr.Request = None,
-                   progress=gr.Progress(track_tqdm=True)):
+                   progress=TQDM_PROGRESS):
     """per_class samples of every class, each beside its K nearest training images by judge features and by pixels.
 
     Returns (the sheet, one row per sample, as a PIL image; markdown: the set searched, the held-out reference
@@ -236,3 +238,26 @@ def neighbours_report(searched, reference, found, threshold, labels):
     return (f"**Searched:** {searched}.\n\n**Reference:** the {n_held:,} real test images bundled with the model "
             "(never trained on), against the same set. Distances: L2 over all pixels in [-1, 1] units, and L2 "
             f"between the judge's 128 features.\n\n{table}\n\n**Verdict:** {verdict}")
+
+
+def build(ex):
+    """The section in the current tab, under the comparison of `ex` (explore's Parts): it samples with ex's model
+    and seed and with column A's sampler, steps and guidance. Its events wired; returns its Parts."""
+    ui = Parts()
+    gr.Markdown("#### Is the model copying? Nearest training images")
+    gr.Markdown(NEIGHBOURS_HELP)
+    with gr.Row():
+        ui.per_class = gr.Slider(*LIMITS["nn_per_class"], value=1, step=1, label="samples per class", scale=2)
+        ui.go = gr.Button("Sample with column A's sampler, steps and guidance, then search", variant="primary",
+                          elem_id="nb_go", scale=2)
+        ui.stop = gr.Button("Stop", variant="stop", scale=1)
+    with gr.Row():
+        ui.sheet = image("each sample, its nearest training images by judge features and by pixels", elem_id="nb_img",
+                         scale=3, show_label=False)
+        ui.report = gr.Markdown(elem_id="nb_text")
+
+    ui.go.click(neighbours_run, inputs_kwargs=by_name(neighbours_run, ex.model, ex.seed, ui.per_class, sampler=ex.a_sampler,
+                                                      steps=ex.a_steps, guidance=ex.a_guidance),
+                outputs=[ui.sheet, ui.report], api_name="neighbours", **sampling_job())
+    ui.stop.click(neighbours_stop, api_name="neighbours_stop", queue=False)
+    return ui

@@ -3,6 +3,7 @@
 
 Each visitor's run lives in their session (registry.Session.playground): private, stoppable, and a stopped
 run keeps its model. The sliced Wasserstein distance to the data makes two settings comparable by number.
+`build()` lays the tab out and wires it.
 """
 import time
 
@@ -17,15 +18,21 @@ from ..sampling import sample, sample_steps
 from ..schedule import SCHEDULES
 from ..training import train
 from .cores import shares_cores
+from .explain import LATEX, PLAYGROUND, SOURCES
 from .figures import loss_figure, paths_figure, playground_figure
-from .images import image_to_x0
-from .inputs import check_int, check_range, check_steps
+from .images import CheckedSketchpad, image_to_x0
+from .inputs import LIMITS, check_int, check_range, check_steps, sampler_row
 from .jobs import holds_session, stopper
 from .registry import registry, session_id
+from .widgets import FEW_STEPS, SAMPLER_CHOICES, Parts, by_name, code, image, sampling_job, training_job
 
 N_DATA, N_PREVIEW, N_FINAL = 4000, 600, 2000     # points: the data, the samples shown while training, at the end
 PREVIEW_EVERY_S = 1.0
 DEFAULTS = points.RECIPE            # the tab's initial values
+PATHS_OWN = ("ddim", 20)            # the trajectories' (sampler, steps) to start with
+T_VIEW = (0, LIMITS["pg_T"][1] - 1)       # the forward process is shown at t in T_VIEW, and below the run's T
+SHAPE_LABELS = {"two_moons": "two moons", "swiss_roll": "swiss roll", "gaussian_ring": "ring of Gaussians",
+                "drawing": "my drawing"}
 
 
 def _settings(shape, word, drawing, schedule, T, beta_start, beta_end, width, depth, lr, batch, seconds, seed):
@@ -66,7 +73,7 @@ def playground_train(shape, word, drawing, schedule, T, beta_start, beta_end, wi
     The samples are drawn with Algorithm 2 from the same start noise at every preview, so only the model changes.
     """
     data, s = _settings(shape, word, drawing, schedule, T, beta_start, beta_end, width, depth, lr, batch, seconds, seed)
-    t_view = min(check_int("t (forward process)", t_view, bounds=(0, 999)), s["T"] - 1)
+    t_view = min(check_int("t (forward process)", t_view, bounds=T_VIEW), s["T"] - 1)
     try:
         model = points.recipe_model(s, seed=s["seed"])
     except ValueError as err:                                # e.g. betas outside (0, 1) for this schedule
@@ -135,7 +142,63 @@ def playground_paths(sampler, steps, n_paths, seed=0, request: gr.Request = None
     for step in sample_steps(model, x, sampler=sampler, steps=steps, clip_x0=False, generator=g):
         trajectory.append(step.x_prev)
     paths = torch.stack(trajectory).numpy()                                              # [steps + 1, n, 2]
-    name = {"ddpm": f"DDPM, {model.T} steps", "ddim": f"DDIM, {steps} steps", "dpmpp_2m": f"DPM-Solver++, {steps} steps"}
-    return (paths_figure(run["data"].numpy(), paths, f"{name[sampler]}: from x_T (circle) to x_0 (dot)"),
+    name = f"{sampler_row(sampler).short}, {len(trajectory) - 1} steps"
+    return (paths_figure(run["data"].numpy(), paths, f"{name}: from x_T (circle) to x_0 (dot)"),
             f"{n_paths} trajectories, {len(trajectory) - 1} steps each. DDPM's paths jitter (fresh noise z at every "
             "step); DDIM's and DPM-Solver++'s are smooth (deterministic).")
+
+
+def build():
+    """The tab in the current Blocks, its events wired; returns its Parts."""
+    ui, d = Parts(), DEFAULTS
+    with gr.Tab("6. Playground (2-D)", id="playground"):
+        gr.Markdown(PLAYGROUND, latex_delimiters=LATEX)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                ui.shape = gr.Radio([(SHAPE_LABELS.get(shape, shape), shape) for shape in points.SHAPES], value=d["shape"],
+                                    label="data")
+                ui.word = gr.Textbox(value="DDPM", label="text (for 'text': up to 12 ASCII characters)", max_length=12)
+                with gr.Accordion("my drawing (for 'my drawing')", open=False):
+                    ui.drawing = CheckedSketchpad(label="draw a shape", type="pil", height=260, canvas_size=(280, 280))
+                with gr.Row():
+                    ui.schedule = gr.Radio(list(SCHEDULES), value=d["schedule"], label="schedule")
+                    ui.T = gr.Slider(*LIMITS["pg_T"], value=d["T"], step=1, label="T", elem_id="pg_T")
+                with gr.Row():
+                    ui.beta_start = gr.Number(value=d["beta_start"], label="beta_start (linear, sigmoid)")
+                    ui.beta_end = gr.Number(value=d["beta_end"], label="beta_end (linear, sigmoid)")
+                with gr.Row():
+                    ui.width = gr.Slider(*LIMITS["width"], value=d["width"], step=8, label="network width")
+                    ui.depth = gr.Slider(*LIMITS["depth"], value=d["depth"], step=1, label="depth")
+                with gr.Row():
+                    ui.lr = gr.Number(value=d["lr"], label="learning rate")
+                    ui.batch = gr.Slider(*LIMITS["pg_batch"], value=d["batch"], step=8, label="batch size")
+                ui.seconds = gr.Slider(*LIMITS["pg_seconds"], value=d["seconds"], step=1, label="training seconds",
+                                       elem_id="pg_seconds")
+                ui.t_view = gr.Slider(*T_VIEW, value=50, step=1, label="show the forward process at t")
+                with gr.Row():
+                    ui.go = gr.Button("Start training", variant="primary", elem_id="pg_go")
+                    ui.stop = gr.Button("Stop (keeps the model)", variant="stop")
+            with gr.Column(scale=3):
+                ui.status = gr.Markdown("*Press Start: about 10 s on 2 cores.*", elem_id="pg_status")
+                ui.points = image("samples over the data · the forward process", elem_id="pg_points", show_label=False)
+                ui.loss = image("loss", show_label=False)
+                gr.Markdown("#### Reverse trajectories of a few points (after training)")
+                with gr.Row():
+                    ui.sampler = gr.Radio(SAMPLER_CHOICES, value=PATHS_OWN[0], label="sampler")
+                    ui.steps = gr.Slider(*LIMITS["steps"], value=PATHS_OWN[1], step=1, label=f"steps ({FEW_STEPS})")
+                    ui.n_paths = gr.Slider(*LIMITS["paths"], value=12, step=1, label="paths")
+                ui.draw = gr.Button("Draw trajectories", elem_id="pg_draw")
+                with gr.Row():
+                    ui.paths = image("trajectories", elem_id="pg_paths", show_label=False)
+                    ui.paths_text = gr.Markdown()
+        code(*SOURCES["playground"])
+
+    ui.go.click(playground_train, inputs_kwargs=by_name(playground_train, ui.shape, ui.word, ui.drawing, ui.schedule, ui.T,
+                                                        ui.beta_start, ui.beta_end, ui.width, ui.depth, ui.lr, ui.batch,
+                                                        ui.seconds, ui.t_view),
+                outputs=[ui.loss, ui.points, ui.status], api_name="playground_train", show_progress="minimal",
+                **training_job())
+    ui.stop.click(playground_stop, api_name="playground_stop", queue=False)
+    ui.draw.click(playground_paths, inputs_kwargs=by_name(playground_paths, ui.sampler, ui.steps, ui.n_paths),
+                  outputs=[ui.paths, ui.paths_text], api_name="playground_paths", **sampling_job())
+    return ui
