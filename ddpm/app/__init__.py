@@ -1,6 +1,7 @@
 """The teaching app, one module per job. A tab's module holds its handlers and its `build()`, which lays the tab
 out and wires its events by name (widgets.by_name); app.py at the repository root assembles the tabs (build_demo)
-and serves them (main).
+and serves them (main). Handlers take their parameters in one order: model, what to make (classes, image, t_start,
+...), sampler, steps, eta, guidance, seed, how many; then what Gradio fills (request, progress).
 
     settings.py  the app's settings, one field per DDPM_APP_* environment variable (docs/deploying.md)
     registry.py  the bundled models, their examples and judges, and each visitor's session
