@@ -404,6 +404,8 @@ def main(argv=None):
 # The main table's end-to-end sampling runs: (images per class, classes (None: unconditional), sampler, steps,
 # guidance scale s)
 RUNS = ((1, tuple(range(10)), "ddim", 50, 3.0), (10, tuple(range(10)), "ddim", 50, 3.0), (4, None, "ddpm", None, 1.0))
+# --quick times a run on its first steps, at most this many images x steps (at least 2 steps), and scales the time
+QUICK_IMAGE_STEPS = 200
 
 
 def _run_name(ddpm, n, classes, sampler, steps, guidance):
@@ -467,7 +469,7 @@ def _print_main(args):
         _, n, classes, sampler, steps, s = loop
         total = ddpm.T if get_sampler(sampler).all_steps else steps
         per_step_images = n * (1 if classes is None else len(classes)) * (2 if s != 1.0 else 1)
-        limit = max(2, 1000 // per_step_images) if quick and total * per_step_images > 1000 else None
+        limit = max(2, QUICK_IMAGE_STEPS // per_step_images) if quick and total * per_step_images > QUICK_IMAGE_STEPS else None
         # one step of each first: oneDNN builds its kernels for a new batch size on first use, a cost
         # that would otherwise be charged to whichever loop runs first
         ours(*loop, 1)
