@@ -211,6 +211,7 @@ def _fitted(ps, rows, t_base):
         gap = np.abs(p.out[i] - _reference(p)[i]).max()
         return f" (at t = {bad[1] + t_base}, T = {bad[0]}: largest difference {gap:.3g})"
     a = p.ab[bad[1]]
+    s, n = (round(float(v), 4) + 0.0 for v in (s, n))         # no 1e-16 where the student wrote 0
     return (f": at t = {bad[1] + t_base} (T = {bad[0]}) your x_t = {s:.3g} x0 + {n:.3g} epsilon, Eq. (4) gives "
             f"{np.sqrt(a):.3g} x0 + {np.sqrt(1 - a):.3g} epsilon")
 

@@ -122,8 +122,9 @@ class Steps:
 
 
 def _floor(s):
-    """The residual float32 arithmetic leaves where a step adds no noise."""
-    return 2e-5 * (1 + np.abs(s.x).reshape(len(s.x), -1).max(1))
+    """The residual float32 arithmetic leaves where a step adds no noise: a few roundings of the largest |x|, and
+    1e-4 for a schedule kept in float32 (1 - alpha_bar_0 = 1e-4 is good to 6e-4 there) against one in float64."""
+    return 1e-4 + 2e-6 * np.abs(s.x).reshape(len(s.x), -1).max(1)
 
 
 def _residual(combo, s):
@@ -158,7 +159,7 @@ def misfits(combo, s):
     where noise is added, and 'more than float rounding' where none is."""
     sigma = _sigma(combo, s.c) if s.z is None else np.zeros(len(s.x))
     floor = _floor(s)
-    noisy = sigma > 10 * floor
+    noisy = sigma > 3 * floor
     q = _ss(combo, s) / np.where(noisy, sigma, 1.0) ** 2 / s.n
     wh = (np.cbrt(q) - (1 - 2 / (9 * s.n))) / np.sqrt(2 / (9 * s.n))
     quiet = np.sqrt(_ss(combo, s) / s.n) > np.maximum(floor, sigma)
@@ -169,7 +170,7 @@ def reused_noise(combo, s):
     """Mean cosine between one step's standardised noise and the next one's (or x_T): about 0 for fresh noise
     (standard deviation 1 / sqrt(B D S)), 1 for noise drawn once."""
     sigma = _sigma(combo, s.c)
-    noisy = np.flatnonzero(sigma > 10 * _floor(s))
+    noisy = np.flatnonzero(sigma > 3 * _floor(s))
     if len(noisy) < 3:
         return 0.0
     u = (_residual(combo, s)[noisy]).reshape(len(noisy), -1)
@@ -294,9 +295,11 @@ def _run(fn, T, n, classes, t_base):
 
 
 def _index_of(err):
+    """The step an error says is out of range: ours, torch's and NumPy's IndexError, ddpm's check_t."""
     if isinstance(err, StepOutOfRange):
         return err.t
-    found = re.search(r"index (-?\d+) is out of bounds", str(err))
+    found = (re.search(r"index (-?\d+) is out of bounds", str(err))
+             or re.search(r"t must lie in \[0, \d+\) \(T = \d+\), got values from -?\d+ to (-?\d+)", str(err)))
     return int(found.group(1)) if found else None
 
 

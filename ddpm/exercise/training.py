@@ -270,7 +270,9 @@ def _labels(run):
     calls = [c for c in net.calls if c.batch is not None]
     null = NUM_CLASSES
     if all(c.y is None or bool((c.y == null).all()) for c in calls):
-        return "train_cond_labels_not_passed", "The network got no labels (or only the null class) in every call.", 0.0
+        n = sum(len(c.x) for c in calls)
+        return "train_cond_labels_not_passed", (f"In all {len(calls)} calls the network got no labels (or only the null "
+                                                f"class {null}) for its {n} images; the batches held classes 0..{null - 1}."), 0.0
     given = torch.cat([c.y if c.y is not None else torch.full((len(c.x),), null) for c in calls])
     true = torch.cat([loader.batches[c.batch][1] for c in calls])
     if len(given) != len(true):
