@@ -8,6 +8,7 @@ Images are float tensors [B, C, H, W] with values in [-1, 1] (ddpm.data.to_unit_
 import copy
 import inspect
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,9 @@ def sample_xt(x0, t, epsilon, alphaBars, *, generator=None):
     t = check_t(t, len(alphaBars)).to(x0.device)
     if t.dim() == 0:
         t = t.expand(x0.shape[0])
+    if x0.dim() == 3 and t.shape[0] > 1:      # one t per image: a batch [B, H, W] that lost its channel axis
+        raise ValueError(f"x0 has shape {tuple(x0.shape)} with {t.shape[0]} steps t: an image batch needs its channel "
+                         "dimension, [B, C, H, W]; for grey-scale images use x0.unsqueeze(1)")
     if t.shape[0] != x0.shape[0]:
         raise ValueError(f"t has {t.shape[0]} entries but x0 holds {x0.shape[0]} images")
     if epsilon is None:
@@ -75,6 +79,24 @@ def q_posterior(x0, x_t, t, schedule):
     """Mean and variance of q(x_{t-1} | x_t, x_0) = N(tilde(mu)_t, tilde(beta)_t I), Eqs. (6)-(7)."""
     mean = _gather(schedule.posterior_mean_coef1, t, x_t) * x0 + _gather(schedule.posterior_mean_coef2, t, x_t) * x_t
     return mean, _gather(schedule.posterior_variance, t, x_t)
+
+
+class ScheduleWarning(UserWarning):
+    """A schedule whose last step is not noise: samples started from pure noise come out as texture."""
+
+
+def _warn_if_not_noise(schedule, name, T, beta_start, beta_end, limit=0.01):
+    """Warn, with the fix, when bar(alpha)_{T-1} > limit: x_{T-1} then still holds the image, and Algorithm 2, which
+    starts from N(0, I), starts from something the network never saw (the linear betas 1e-4..0.02 need T ~ 1000)."""
+    alpha_bar = float(schedule.alpha_bar[-1])
+    if alpha_bar <= limit:
+        return
+    fix = (f"scale the betas by 1000 / T: beta_start={beta_start * 1000 / T:g}, beta_end={beta_end * 1000 / T:g}"
+           if name != "cosine" and T < 1000 else "raise beta_end")
+    warnings.warn(f"with schedule={name!r}, T={T} and betas {beta_start:g}..{beta_end:g}, alpha_bar at t = T-1 is "
+                  f"{alpha_bar:.3g}: x_(T-1) keeps sqrt(alpha_bar) = {alpha_bar ** 0.5:.2f} of the image and is not noise, "
+                  f"so samples drawn from pure noise come out as texture. Fix: {fix}, or use schedule='cosine'",
+                  ScheduleWarning, stacklevel=3)
 
 
 class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
@@ -114,6 +136,7 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         self.image_size, self.in_channels = image_size, in_channels
         self.num_classes, self.class_names, self.dataset, self.data_dim = num_classes, class_names, dataset, data_dim
         self.schedule = NoiseSchedule(schedule, T, beta_start, beta_end)
+        _warn_if_not_noise(self.schedule, schedule, T, beta_start, beta_end)
         if data_dim is not None:
             self.net = self._vector_net(net, data_dim, num_classes)
             self._hub_mixin_config["net"] = self.net.config
@@ -204,7 +227,9 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         if not torch.is_tensor(x) or tuple(x.shape[1:]) != self.sample_shape or x.dim() != len(self.sample_shape) + 1:
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             what = "images" if self.data_dim is None else "samples"
-            raise ValueError(f"{what} must have shape [B, {', '.join(map(str, self.sample_shape))}], got {shape}")
+            no_channel = torch.is_tensor(x) and self.data_dim is None and tuple(x.shape[1:]) == self.sample_shape[1:]
+            raise ValueError(f"{what} must have shape [B, {', '.join(map(str, self.sample_shape))}], got {shape}"
+                             + ("; the batch lacks its channel dimension: use x.unsqueeze(1)" if no_channel else ""))
 
     def check_classes(self, y):
         """Raise unless every label is a class of this model (or its null class, `num_classes`)."""
@@ -227,6 +252,8 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
 
     def eps(self, x_t, t, y=None):
         """eps_theta(x_t, t, y); y = None means the null class for a conditional model."""
+        if x_t.dim() != len(self.sample_shape) + 1:      # the network's own error for this would not say why
+            self.check_images(x_t)
         if y is None and self.num_classes is not None:
             y = torch.full((x_t.shape[0],), self.null_class, device=x_t.device, dtype=torch.long)
         return self.net(x_t, t, y)
