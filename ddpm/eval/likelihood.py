@@ -124,13 +124,15 @@ class Bound:
     terms [B, T]: L_t (L_0 the decoder NLL), NaN where not computed; prior [B]: L_T; weights [T]: how many terms each
     computed term stands for (1 in an exact run, a stratum's width in an estimate, 0 where not computed);
     eps_mse [B, T]: || eps - eps_theta(x_t, t) ||^2 / D, the per-t L_simple of Eq. (14); x0_mse [B, T]: the mean
-    squared error of x0_hat in [-1, 1] units (Figure 5's distortion)."""
+    squared error of x0_hat in [-1, 1] units (Figure 5's distortion); seeds [T]: the noise seed of each t, so that
+    `noisy_images` gives the x_t the terms were computed from."""
     variance: str
     terms: torch.Tensor
     prior: torch.Tensor
     weights: torch.Tensor
     eps_mse: torch.Tensor
     x0_mse: torch.Tensor
+    seeds: list
 
     @property
     def total(self):
@@ -166,6 +168,18 @@ def noise_seeds(T, generator=None):
     """One seed per step t: the noise of x_t depends only on t and the generator, not on which ts a run computes,
     so an estimate shares its exact terms (and their noise) with the full run of the same generator."""
     return torch.randint(0, 2 ** 62, (T,), generator=generator).tolist()
+
+
+def seeded_noise(x0, seed):
+    """The noise [B, ...] (float64, x0's device) of one step's x_t for the batch x0."""
+    return torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(x0.device)
+
+
+def noisy_images(ddpm, bound, x0, t):
+    """x_t ~ q(x_t | x_0), Eq. (4), in float64, exactly as `bounds` drew it for the batch x0 at our step t: what
+    the receiver of Sec. 4.3 holds once the bits of the steps above t have arrived."""
+    alpha_bar = Schedule64(ddpm).alpha_bar[t].item()
+    return math.sqrt(alpha_bar) * x0.double() + math.sqrt(1 - alpha_bar) * seeded_noise(x0.double(), bound.seeds[t])
 
 
 @torch.inference_mode()
@@ -204,8 +218,7 @@ def bounds(ddpm, x0, y=None, variances=VARIANCES, *, ts=None, weights=None, clip
                 break
             chunk = ts[start:start + per_call]
             t = torch.tensor(chunk, device=device).repeat_interleave(B)                                 # [k B]
-            noise = torch.cat([torch.randn(x0.shape, generator=torch.Generator().manual_seed(seeds[s]),
-                                           dtype=torch.float64).to(device) for s in chunk])
+            noise = torch.cat([seeded_noise(x0_64, seeds[s]) for s in chunk])
             x0_k = x0_64.repeat(len(chunk), *[1] * (x0.dim() - 1))
             x_t = _at(s64.alpha_bar, t, x0_k).sqrt() * x0_k + (1 - _at(s64.alpha_bar, t, x0_k)).sqrt() * noise  # Eq. (4)
             eps = ddpm.eps(x_t.float(), t, None if y is None else y.repeat(len(chunk))).double()
@@ -220,7 +233,7 @@ def bounds(ddpm, x0, y=None, variances=VARIANCES, *, ts=None, weights=None, clip
     finally:
         ddpm.train(was_training)
     prior = prior_bpd(x0_64, s64).cpu()
-    return {v: Bound(v, terms[v], prior, w.clone(), eps_mse, x0_mse) for v in variances}
+    return {v: Bound(v, terms[v], prior, w.clone(), eps_mse, x0_mse, seeds) for v in variances}
 
 
 def vlb_terms(ddpm, x0, y=None, variance="beta", *, ts=None, clip_x0=True, generator=None, progress=None, stop=None):
