@@ -289,6 +289,17 @@ def sample__thousand(ddpm, n_samples, classes=None):
     return _loop(ddpm, n_samples, classes, step, ts=lambda T: range(999, -1, -1))
 
 
+@student("sample_hardcoded_shape")
+def sample__mnist_shape(ddpm, n_samples):
+    s = ddpm.schedule
+    x = torch.randn(n_samples, 1, 28, 28)
+    for t in range(ddpm.T - 1, -1, -1):
+        eps = ddpm.eps(x, torch.full((n_samples,), t))
+        z = torch.randn_like(x) if t > 0 else torch.zeros_like(x)
+        x = 1 / s.alphas[t].sqrt() * (x - s.betas[t] / (1 - s.alpha_bar[t]).sqrt() * eps) + s.betas[t].sqrt() * z
+    return x
+
+
 @student("sample_noise_reused")
 def sample__noise_once(ddpm, n_samples):
     s = ddpm.schedule

@@ -18,7 +18,7 @@ render_report(report) draws the student's images beside the reference.
     training.py   train against Algorithm 1           upload.py    reading uploads safely
     report.py     Report and its picture              check.py     check_function, check_outputs
 """
-from .challenge import UPLOAD_ITEMS, challenge_files
+from .challenge import UPLOAD_ITEMS, challenge_files, upload_instructions
 from .check import ITEMS, SIGNATURES, check_function, check_outputs, expected_arrays, solution_outputs
 from .mistakes import MISTAKES, Mistake
 from .models import sampling_model
@@ -26,4 +26,5 @@ from .report import Report, render_report
 from .upload import UploadError
 
 __all__ = ["ITEMS", "MISTAKES", "Mistake", "Report", "SIGNATURES", "UPLOAD_ITEMS", "UploadError", "challenge_files",
-           "check_function", "check_outputs", "expected_arrays", "render_report", "sampling_model", "solution_outputs"]
+           "check_function", "check_outputs", "expected_arrays", "render_report", "sampling_model", "solution_outputs",
+           "upload_instructions"]

@@ -84,6 +84,12 @@ def load(name):
     return load_file(os.path.join(FOLDER, f"{name}.safetensors"))
 
 
+def upload_instructions(item):
+    """What to compute from the challenge file of `item` and which arrays to upload (also in the file's metadata)."""
+    challenge_files(item)
+    return _NOTES[f"{item}.safetensors"]
+
+
 def challenge_files(item):
     """The path of the challenge file a student downloads for `item` ("sample_xt" or "sample"); its
     metadata says which arrays to upload. Training is checked by running it (check_function)."""

@@ -218,9 +218,9 @@ def _fitted(ps, rows, t_base):
 
 def _call(fn, x0, t, eps, ab):
     """fn(x0, t, epsilon, alphaBars) with tensors as the sheet passes them (float32; t a LongTensor, or an int)."""
-    t = torch.from_numpy(t) if isinstance(t, np.ndarray) else int(t)
-    eps = None if eps is None else torch.from_numpy(eps).float()
-    return as_array(fn(torch.from_numpy(x0).float(), t, eps, torch.from_numpy(ab).float()))
+    t = torch.tensor(t) if isinstance(t, np.ndarray) else int(t)             # copies: the student may edit in place
+    eps = None if eps is None else torch.tensor(eps, dtype=torch.float32)
+    return as_array(fn(torch.tensor(x0, dtype=torch.float32), t, eps, torch.tensor(ab, dtype=torch.float32)))
 
 
 def check(fn, *, t_base=0):

@@ -49,6 +49,10 @@ class StepOutOfRange(IndexError):
         self.t, self.T = t, T
 
 
+class ShapeMismatch(ValueError):
+    """The network was called with images of another shape than the model's (e.g. 28x28 written into the code)."""
+
+
 def steps_of(t, batch, T, t_base):
     """t as given to eps_theta (an int, a tensor of one or of `batch` steps, an array) -> 0-based steps [batch]."""
     t = torch.as_tensor(t).detach().cpu()
@@ -70,7 +74,8 @@ def points_eps(x_t, t, alpha_bar, pts=None, labels=None, y=None, null=NUM_CLASSE
         pts, labels = points()
     x, p = x_t.double().flatten(1), pts.double().flatten(1)                                  # [B, D], [K, D]
     a = alpha_bar.double()[t].view(-1, 1)
-    logits = -((x[:, None] - a.sqrt()[:, None] * p[None]) ** 2).sum(-1) / (2 * (1 - a))      # [B, K]
+    # -||x - sqrt(a) p_k||^2 / (2 (1 - a)) without its ||x||^2, which is the same for every k (softmax drops it)
+    logits = (a.sqrt() * (x @ p.T) - 0.5 * a * (p ** 2).sum(1)) / (1 - a)                   # [B, K]
     if y is not None:
         own = (labels[None] == y[:, None]) | (y[:, None] == null)
         logits = logits.masked_fill(~own, -torch.inf)
@@ -101,6 +106,9 @@ class PointsEps(nn.Module):
 
     def forward(self, x_t, t, y=None):
         x_t = torch.as_tensor(x_t)
+        if tuple(x_t.shape[1:]) != tuple(self.points.shape[1:]):
+            raise ShapeMismatch(f"eps_theta got images of shape {tuple(x_t.shape)}; this model's images are "
+                                f"{tuple(self.points.shape[1:])} (ddpm.sample_shape)")
         t0 = steps_of(t, x_t.shape[0], self.T, self.t_base)
         bad = t0[(t0 < 0) | (t0 >= self.T)]
         if len(bad):
@@ -111,8 +119,9 @@ class PointsEps(nn.Module):
             if int(labels.min()) < 0 or int(labels.max()) > self.num_classes:
                 raise ValueError(f"class labels must lie in 0..{self.num_classes} ({self.num_classes}: the null class), "
                                  f"got {sorted(set(labels.tolist()))}")
-        eps = points_eps(x_t.detach().cpu(), t0, self.alpha_bar, self.points, self.labels, labels, self.num_classes)
-        self.calls.append(Call(x_t.detach().cpu().double().clone(), t0, None if y is None else labels, eps))
+        x = x_t.detach().cpu().double()
+        eps = points_eps(x, t0, self.alpha_bar, self.points, self.labels, labels, self.num_classes)
+        self.calls.append(Call(x.clone() if x is x_t else x, t0, None if y is None else labels, eps))
         return eps.to(dtype=x_t.dtype if x_t.is_floating_point() else torch.float32, device=x_t.device)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ..sampling import sample as reference_sample
 from . import challenge
-from .models import NUM_CLASSES, StepOutOfRange, sampling_model
+from .models import NUM_CLASSES, ShapeMismatch, StepOutOfRange, sampling_model
 from .report import named, not_implemented, passed, where, wrong
 
 ITEM = "sample"
@@ -306,6 +306,8 @@ def _index_of(err):
 def _loop_mistake(run, t_base):
     """A report for what the calls show about the loop (errors, range of t, labels, shapes), or None."""
     T, err = run.T, run.error
+    if isinstance(err, ShapeMismatch):
+        return named(ITEM, "sample_hardcoded_shape", f"{err} (T = {T}, n_samples = {run.n}).")
     if err is not None:
         idx = _index_of(err)
         if idx is not None and T != 1000 and idx >= T and idx in (999 + t_base, 1000 + t_base, 999, 1000):
@@ -405,9 +407,18 @@ def judge_run(run, t_base):
     report = _unit_range(run, t_base)
     if report is not None:
         return report, None
-    verdict = analyse(_finite(steps_of_run(run)), t_base)
+    steps = steps_of_run(run)
+    finite = _finite(steps)
+    if len(finite.x) == 0:
+        return wrong(ITEM, f"Your x_(t-1) is NaN or inf (or beyond 1e4) after the first step, t = {steps.c.t[0] + t_base} "
+                           f"(T = {run.T}): nothing of Algorithm 2 is left to compare."), None
+    verdict = analyse(finite, t_base)
     if verdict.mistakes:
         return named(ITEM, verdict.mistakes, verdict.figure), verdict
+    if len(finite.x) < len(steps.x):
+        t = steps.c.t[len(finite.x)] + t_base
+        return wrong(ITEM, f"Your x_(t-1) becomes NaN or inf (or beyond 1e4) at t = {t} (T = {run.T}); the steps before "
+                           f"{'fit Algorithm 2' if verdict.ok else 'differ from it: ' + verdict.figure}."), None
     return None, verdict
 
 

@@ -162,6 +162,9 @@ def _crash(run, item, t_base):
 def _time_steps(run, item, t_base):
     t = torch.cat([c.t for c in run.net.calls])
     lo, hi, n = int(t.min()) + t_base, int(t.max()) + t_base, len(t)
+    if all(len(set(c.t.tolist())) == 1 for c in run.net.calls if len(c.t) > 1):
+        return [(None, f"Every batch of {BATCH} images got one t: Algorithm 1 draws t for each image "
+                       "(t = torch.randint(0, ddpm.T, (len(x0),))).")]
     if hi >= T + t_base:
         which = "train_t_from_one" if hi == T + t_base else "train_hardcoded_T"
         return [(which, f"Your t ranged over {lo}..{hi} in {n} draws; with T = {T} the steps are {t_base}..{T - 1 + t_base}.")]
@@ -309,6 +312,9 @@ def check(fn, item, *, t_base=0):
         return report
     if not run.net.calls:
         return wrong(item, "train never called the network: loss = F.mse_loss(ddpm.eps(x_t, t), eps).", details)
+    if all(c.batch is None for c in run.net.calls):
+        return wrong(item, "train never iterated the `loader` it was given (for x0, y in loader: ...); the check "
+                           "compares what the network got with the loader's batches.", details)
     found = _time_steps(run, item, t_base) + _gradients(run)
     drop_rate = None
     if run.net.grads:
