@@ -252,7 +252,7 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
 
     def eps(self, x_t, t, y=None):
         """eps_theta(x_t, t, y); y = None means the null class for a conditional model."""
-        if x_t.dim() != len(self.sample_shape) + 1:      # the network's own error for this would not say why
+        if not torch.is_tensor(x_t) or x_t.dim() != len(self.sample_shape) + 1:   # the network's error would not say why
             self.check_images(x_t)
         if y is None and self.num_classes is not None:
             y = torch.full((x_t.shape[0],), self.null_class, device=x_t.device, dtype=torch.long)
