@@ -3,12 +3,13 @@ models (pretrained/ of the repository, installed as ddpm/bundled) and the `ddpm`
 
 Each install goes into a fresh virtual environment that sees this interpreter's packages (torch and friends)
 through a .pth file, so that they are not installed again. It works whatever setuptools and wheel this
-interpreter has: the build runs on them when they can build a wheel by themselves (setuptools >= 70.1, or the
-wheel package), offline; otherwise pip builds in its usual isolated environment, with a setuptools from the
-configured package index."""
+interpreter has: the build runs on them, offline, when they meet pyproject.toml's build requirement and can build
+a wheel by themselves (bdist_wheel: setuptools >= 70.1, or the wheel package); otherwise pip builds in its usual
+isolated environment, with a setuptools from the configured package index."""
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,14 +21,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLONE = ("ddpm", "pretrained", "pyproject.toml", "README.md", "requirements.txt", "LICENSE")   # what `pip install .` reads
 
 
+def _version(text):
+    return tuple(int(v) for v in re.findall(r"\d+", text)[:2])
+
+
 def builds_wheels_here():
-    """Whether this interpreter's setuptools can build a wheel without downloading anything: bdist_wheel is part
-    of setuptools from 70.1; before that it comes from the wheel package."""
+    """Whether this interpreter's setuptools builds this project's wheel without downloading anything: it meets
+    pyproject.toml's `setuptools>=N`, and has bdist_wheel (part of setuptools from 70.1, before that of wheel)."""
     try:
-        version = tuple(int(v) for v in importlib.metadata.version("setuptools").split(".")[:2])
+        have = _version(importlib.metadata.version("setuptools"))
     except importlib.metadata.PackageNotFoundError:
         return False
-    return version >= (70, 1) or importlib.util.find_spec("wheel") is not None
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+        need = _version(re.search(r'"setuptools>=([\d.]+)"', f.read()).group(1))
+    return have >= need and (have >= (70, 1) or importlib.util.find_spec("wheel") is not None)
+
+
+def files_below(folder):
+    """The files below `folder`, as relative paths, without Python's caches and Gradio's type stubs."""
+    return sorted(os.path.relpath(os.path.join(d, name), folder) for d, dirs, names in os.walk(folder)
+                  for name in names if "__pycache__" not in d and not name.endswith((".pyc", ".pyi")))
 
 
 def fresh_venv(path):
@@ -71,9 +84,9 @@ def test_pip_install_gives_import_bundled_models_and_console_command(tmp_path, e
         assert package == str(source / "ddpm") and bundled == str(source / "pretrained")
     else:                        # the installed copy, its models under ddpm/bundled (pyproject's package-dir)
         assert package.startswith(str(tmp_path / "venv")) and bundled == os.path.join(package, "bundled")
-        assert sorted(os.listdir(bundled)) == sorted(os.listdir(os.path.join(ROOT, "pretrained")))
-        for model in os.listdir(bundled):
-            assert sorted(os.listdir(os.path.join(bundled, model))) == sorted(os.listdir(os.path.join(ROOT, "pretrained", model)))
+        # every module and data file of the clone is installed (a package missing from pyproject's list is not)
+        assert files_below(package) == sorted(files_below(source / "ddpm") + [os.path.join("bundled", name)
+                                                                             for name in files_below(source / "pretrained")])
     assert shape == "10 1000"
 
     helped = subprocess.run([str(python.parent / "ddpm"), "--help"], cwd=elsewhere, env=env, capture_output=True, text=True)
