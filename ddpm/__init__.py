@@ -23,9 +23,16 @@ from .data import DATASETS, load_dataset, make_loader, to_uint8, to_unit_range
 from .diffusion import DDPM, load_model, predict_x0_from_eps, q_posterior, sample_xt
 from .memory import keep_freed_memory
 from .pretrained import load_pretrained
-from .sampling import SAMPLERS, Sampler, Step, compiled, get_sampler, ddim_step, ddpm_step, dpmpp_2m_step, sample, sample_steps, timesteps
+from .sampling import (SAMPLERS, Sampler, Step, compiled, ddim_step, ddpm_step, dpmpp_2m_step, get_sampler, sample,
+                       sample_steps, timesteps)
 from .schedule import SCHEDULES, NoiseSchedule
 from .training import EMA, train, train_classconditional
 from .mlp import MLP
 from .unet import FULL_RES, PATCH2, UNet2D
 from . import exercise            # last: it checks students against the core above
+
+__all__ = ["points", "exercise", "load_training_state", "save_training_state", "DATASETS", "load_dataset", "make_loader",
+           "to_uint8", "to_unit_range", "DDPM", "load_model", "predict_x0_from_eps", "q_posterior", "sample_xt",
+           "keep_freed_memory", "load_pretrained", "SAMPLERS", "Sampler", "Step", "compiled", "ddim_step", "ddpm_step",
+           "dpmpp_2m_step", "get_sampler", "sample", "sample_steps", "timesteps", "SCHEDULES", "NoiseSchedule", "EMA",
+           "train", "train_classconditional", "MLP", "FULL_RES", "PATCH2", "UNet2D"]

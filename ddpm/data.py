@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torchvision
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torchvision.datasets.utils import calculate_md5
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,6 @@ def to_uint8(x):
 
 def _corrupted(info, root):
     """(file, md5 found, md5 expected) for each of a CIFAR folder's files whose checksum is not torchvision's."""
-    from torchvision.datasets.utils import calculate_md5
     cls = info.cls
     if not hasattr(cls, "train_list"):                  # MNIST-style raw files carry no checksums
         return []

@@ -78,7 +78,7 @@ class DiffusersUNet(nn.Module):
 def read_diffusers(folder):
     """(network, DDPM's other arguments, variance) from a diffusers UNet2DModel or DDPMPipeline folder:
     `DDPM(net=net, **arguments)` with `.variance = variance` is the model (ddpm.load_model does this)."""
-    try:
+    try:                           # here only: loading ddpm imports no diffusers unless such a folder is read
         from diffusers import UNet2DModel
     except ImportError as err:
         raise ImportError("loading a diffusers model needs the diffusers package: pip install diffusers") from err

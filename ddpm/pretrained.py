@@ -1,8 +1,8 @@
 """The bundled models: ddpm.load_pretrained("mnist" | "fashion_mnist" | folder | Hub id).
 
-Each bundled folder (pretrained/<name>/ in the repository; installed with the package as ddpm/bundled/) holds the model (model.safetensors +
-config.json), its judge classifier, about 100 real test images per class (examples.safetensors) and a model
-card (README.md) with the data, the recipe, the wall time and the measured scores.
+Each bundled folder (pretrained/<name>/ in the repository; installed with the package as ddpm/bundled/) holds
+the model (model.safetensors + config.json), its judge classifier, about 100 real test images per class
+(examples.safetensors) and a model card (README.md) with the data, the recipe, the wall time and the measured scores.
 """
 import os
 

@@ -111,7 +111,8 @@ class NoiseSchedule(nn.Module):
             # non-persistent: the schedule is rebuilt from the config, never read from a checkpoint
             self.register_buffer(key, value.float(), persistent=False)
         # the same quantities as Python floats (from float64), so a sampling step runs no scalar tensor ops
-        self._scalars = [Scalars(*row) for row in zip(*(v.tolist() for v in (betas, alphas, alpha_bar, alpha_bar_prev)))]
+        self._scalars = [Scalars(*row) for row in zip(*(v.tolist() for v in (betas, alphas, alpha_bar, alpha_bar_prev)),
+                                                      strict=True)]
 
     def at(self, t):
         """beta_t, alpha_t, bar(alpha)_t and bar(alpha)_{t-1} of one step t as Python floats; t = -1 is the clean

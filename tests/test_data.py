@@ -92,7 +92,8 @@ def test_make_loader_rejects_empty_selection(fake_data):
 def test_corrupted_cifar_files_are_told_apart_from_missing_ones(fake_data, monkeypatch, name, folder, victim):
     root, _ = fake_data
     monkeypatch.undo()                 # torchvision's real md5 check: the test's hand-written files cannot pass it
-    with pytest.raises(DatasetCorruptedError, match=f"(?s)is corrupted: every file is there.*{folder}/{victim}: md5 [0-9a-f]+, expected"):
+    corrupted = f"(?s)is corrupted: every file is there.*{folder}/{victim}: md5 [0-9a-f]+, expected"
+    with pytest.raises(DatasetCorruptedError, match=corrupted):
         load_dataset(name, root, train=True, download=False)
     os.remove(os.path.join(root, folder, victim))
     with pytest.raises(DatasetNotFoundError, match=f"(?s)Missing:\\n  .*{folder}/{victim}\\nGet it") as err:
@@ -105,8 +106,8 @@ def test_flip_mirrors_about_half_the_images_left_right(fake_data):
     ds = load_dataset("cifar10", root, train=True, download=False)
     plain = next(iter(make_loader(ds, 10, shuffle=False)))[0]
     flipped = next(iter(make_loader(ds, 10, shuffle=False, flip=True)))[0]
-    mirrored = [bool(torch.equal(f, p.flip(-1))) and not torch.equal(f, p) for f, p in zip(flipped, plain)]
-    kept = [bool(torch.equal(f, p)) for f, p in zip(flipped, plain)]
-    assert all(m or k for m, k in zip(mirrored, kept)) and 2 <= sum(mirrored) <= 8
+    mirrored = [bool(torch.equal(f, p.flip(-1))) and not torch.equal(f, p) for f, p in zip(flipped, plain, strict=True)]
+    kept = [bool(torch.equal(f, p)) for f, p in zip(flipped, plain, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and 2 <= sum(mirrored) <= 8
     again = next(iter(make_loader(ds, 10, shuffle=False, flip=True)))[0]
     assert torch.equal(again, flipped)                                   # seeded

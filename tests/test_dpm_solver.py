@@ -38,8 +38,8 @@ def test_dpmpp_2m_matches_diffusers_step_for_step(make_ddpm, steps, guidance, cl
     their_ts, theirs = diffusers_run(ddpm, x, y, steps, guidance, clip)
     assert [s.t for s in ours] == their_ts == [t for t, _ in timesteps("dpmpp_2m", 1000, steps)]
     assert len(ours) == len(theirs) == steps
-    for step, expected in zip(ours, theirs):
-        torch.testing.assert_close(step.x_prev, expected, **TOL, msg=lambda m: f"step {step.i} (t = {step.t}): {m}")
+    for step, expected in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(step.x_prev, expected, **TOL, msg=lambda m, s=step: f"step {s.i} (t = {s.t}): {m}")
     orders = [s.coefs["order"] for s in ours]
     assert orders == ([1] if steps == 1 else [1] + [2] * (steps - 2) + [1])   # lower order first and last
 

@@ -65,8 +65,8 @@ def test_the_default_playground_settings_learn_two_moons_with_the_package_code()
     sw = lambda m: sliced_wasserstein(ddpm.sample(m, 2000, clip_x0=False, generator=torch.Generator().manual_seed(1)),
                                       data[:2000], generator=torch.Generator().manual_seed(0))
     untrained = sw(model)
-    losses = ddpm.train(model, points.loader(data, d["batch"], seed=0), None, torch.optim.Adam(model.parameters(), lr=d["lr"]), "cpu", max_steps=2000,
-                        progress=False, generator=torch.Generator().manual_seed(0))
+    losses = ddpm.train(model, points.loader(data, d["batch"], seed=0), None, torch.optim.Adam(model.parameters(), lr=d["lr"]),
+                        "cpu", max_steps=2000, progress=False, generator=torch.Generator().manual_seed(0))
     trained = sw(model)
     print(f"sliced Wasserstein: untrained {untrained:.1f}, after 2000 steps {trained:.4f}")
     assert len(losses) == 2000 and untrained > 1.0 and trained < 0.1, (untrained, trained)

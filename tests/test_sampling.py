@@ -309,7 +309,7 @@ def test_sample_steps_yields_chained_steps(make_ddpm):
     assert [s.t for s in steps] == [49, 39, 29, 19, 9]
     assert [s.t_prev for s in steps] == [39, 29, 19, 9, -1]
     assert torch.equal(steps[0].x_t, x)
-    for prev, nxt in zip(steps, steps[1:]):
+    for prev, nxt in zip(steps, steps[1:], strict=False):
         assert torch.equal(prev.x_prev, nxt.x_t)
     for s in steps:
         assert s.x0_hat.shape == s.eps_hat.shape == x.shape

@@ -61,7 +61,7 @@ def test_net_may_be_a_module_or_a_dict_and_saves_either_way(tmp_path):
     from_module.save_pretrained(tmp_path / "m")
     again = load_model(tmp_path / "m")
     assert again.net.config == net.config
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), from_module.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), from_module.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="num_classes=10.*num_classes=None"):
         DDPM(num_classes=None, net=net)
     with pytest.raises(ValueError, match="net must be a UNet2D or a dict.*str"):
