@@ -290,6 +290,7 @@ def test_malformed_and_malicious_uploads_are_refused_by_name(tmp_path):
     np.save(buf, right["x_t_1000"])
     _refused("sample_xt", buf.getvalue(), "single .npy")
     _refused("sample_xt", b"hello, world", "neither .npz nor .safetensors")
+    _refused("sample_xt", str(tmp_path / "missing.npz"), "no file at")
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("x_t_1000.npy", b"\0" * (40 * 2 ** 20))

@@ -36,6 +36,8 @@ def read_bytes(uploaded):
     if isinstance(uploaded, (bytes, bytearray, memoryview)):
         raw = bytes(uploaded)
     elif isinstance(uploaded, (str, os.PathLike)):
+        if not os.path.isfile(uploaded):
+            raise UploadError(f"no file at {os.fspath(uploaded)!r}")
         size = os.path.getsize(uploaded)
         if size > MAX_BYTES:
             raise UploadError(f"the file is {_size_text(size)}; uploads are limited to 5 MB")
