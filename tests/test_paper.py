@@ -184,3 +184,54 @@ def test_straightness_of_a_line_and_a_corner():
     a, b, c = torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]])
     assert straightness([a, b * 0.5, b]).item() == pytest.approx(1.0)
     assert straightness([a, b, c]).item() == pytest.approx(math.sqrt(2) / 2)
+
+
+# --- Table 2 in 2-D -------------------------------------------------------------------------------------------------
+def test_every_target_gives_back_x0_and_eps():
+    from ddpm.eval.likelihood import Schedule64
+    from ddpm.eval.table2 import TARGETS, Predictor, target, to_x0
+    from ddpm.points import recipe_model, two_moons
+    model = recipe_model()
+    s64 = Schedule64(model)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = two_moons(64, generator=g), torch.randn(64, 2, generator=g)
+    t = torch.randint(0, model.T, (64,), generator=g)
+    t[:2] = torch.tensor([0, model.T - 1])
+    a = s64.alpha_bar[t].float().view(-1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    for kind in TARGETS:
+        out = target(kind, x0, eps, x_t, t, s64)
+        assert torch.allclose(to_x0(kind, out, x_t, t, s64), x0, atol=1e-4), kind
+
+        class Perfect(torch.nn.Module):                               # an MLP that outputs the exact target
+            dim, num_classes, config = 2, None, None
+
+            def forward(self, x, tt, y=None, exact=out):
+                return exact
+        assert torch.allclose(Predictor(Perfect(), kind, s64)(x_t, t), eps, atol=2e-3), kind
+
+
+def test_vlb_weights_for_eps_are_eq_12s():
+    from ddpm.eval.likelihood import Schedule64
+    from ddpm.eval.table2 import TARGETS, vlb_weights
+    from ddpm.points import recipe_model
+    s64 = Schedule64(recipe_model())
+    w = vlb_weights("eps", s64).double()
+    beta, ab = s64.betas, s64.alpha_bar
+    eq12 = beta ** 2 / (2 * beta * (1 - beta) * (1 - ab))                         # sigma_t^2 = beta_t, t >= 1
+    ratio = w[1:] / eq12[1:]
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-4)
+    for kind in TARGETS:
+        assert vlb_weights(kind, s64).mean().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_table2_runs_and_summarises():
+    from ddpm.eval.table2 import summary, table2
+    from ddpm.points import two_moons
+    data, held = two_moons(500, generator=torch.Generator().manual_seed(0)), two_moons(200)
+    seen = []
+    rows = table2(data, held, targets=("eps", "mu"), seeds=(0,), steps=5, n_samples=50, progress=seen.append)
+    assert len(rows) == 4 == len(seen) and all(r["swd"] > 0 for r in rows)
+    cells = summary(rows)
+    assert set(cells) == {("eps", "simple"), ("eps", "vlb"), ("mu", "simple"), ("mu", "vlb")}
+    assert table2(data, held, stop=lambda: True) == []
