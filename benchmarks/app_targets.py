@@ -126,10 +126,10 @@ def _timed(fn, *args, **kwargs):
     return time.perf_counter() - start
 
 
-def first_output_seconds(client, args, api_name, stop_api):
+def first_output_seconds(client, api_name, stop_api, *args, **kwargs):
     """Seconds from submitting a streaming call to its first output; the run is then stopped."""
     start = time.perf_counter()
-    job = client.submit(*args, api_name=api_name)
+    job = client.submit(*args, **kwargs, api_name=api_name)
     while not job.outputs():
         if job.done():
             raise RuntimeError(f"{api_name} ended without an output: {job.exception()}")
@@ -155,8 +155,8 @@ def _server_rows(url, settings, repeats):
             seconds = statistics.median(_timed(client.predict, **grid, api_name="/grid") for _ in range(repeats))
             out[(model, key)] = (seconds, get_sampler(sampler).title(steps, T), f"median of {repeats} after one warm-up")
         sampler, steps = settings(model, "reverse")
-        frame = [first_output_seconds(client, (model, names[0], sampler, steps, 0.0, 2.0, k, 4), "/reverse",
-                                      "/reverse_stop") for k in range(repeats + 2)]
+        frame = [first_output_seconds(client, "/reverse", "/reverse_stop", model=model, class_name=names[0], sampler=sampler,
+                                      steps=steps, eta=0.0, guidance=2.0, seed=k, batch=4) for k in range(repeats + 2)]
         out[(model, "first frame")] = (statistics.median(frame[1:]), get_sampler(sampler).title(steps, T),
                                        f"median of {len(frame) - 1} after one warm-up; all: "
                                        f"{', '.join(f'{v:.2f}' for v in frame)} s")
@@ -169,7 +169,7 @@ def _explore_rows(client, repeats):
     _, n, seed, *settings = client.predict("?tab=explore", api_name="/scene")      # the default scene's values
     args = (BUNDLED[0], n, seed, *settings)
     client.predict(*args, api_name="/compare")                                        # warm-up
-    first = [first_output_seconds(client, args, "/compare", "/compare_stop") for _ in range(repeats + 1)]
+    first = [first_output_seconds(client, "/compare", "/compare_stop", *args) for _ in range(repeats + 1)]
     whole = [_timed(client.predict, *args, api_name="/compare") for _ in range(repeats)]
     return [(f"{BUNDLED[0]}: explore tab, first streamed frame of a 3-column comparison (the default scene)",
              statistics.median(first), None, TARGETS["compare first frame"], f"median of {len(first)} after one warm-up"),
