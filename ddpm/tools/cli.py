@@ -361,10 +361,10 @@ def cmd_nll(args):
     if not 1 <= n <= len(images):
         raise ValueError(f"--n-nll {n}: give a number of images in [1, {len(images)}] ({where})")
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:n].sort().values
-    print(f"Model `{args.model}`: the bound on {n} of {where}; {torch.get_num_threads()} threads, {_load_note()}",
-          flush=True)
+    machine = f"{torch.get_num_threads()} threads, {_load_note()} at the start"      # the wall times depend on it
+    print(f"Model `{args.model}`: the bound on {n} of {where}; {machine}", flush=True)
     text = (nll_table(ddpm, images[pick], seed=args.seed) + f" Images: {n} of {where}, picked with seed {args.seed}; "
-            f"{torch.get_num_threads()} threads; command: `python -m ddpm evaluate {' '.join(args.argv)}`.")
+            f"{machine}; command: `python -m ddpm evaluate {' '.join(args.argv)}`.")
     print(text)
     if os.path.isdir(folder) and not args.quick:
         print(f"updated the model card {update_card_section(folder, 'likelihood', text)}")
