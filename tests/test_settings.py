@@ -17,6 +17,7 @@ def test_defaults():
     assert s == Settings()
     assert (s.sampling_concurrency, s.train_concurrency) == (2, 2)
     assert (s.session_jobs, s.max_waiting, s.address_jobs, s.proxy_hops, s.session_calls) == (2, 32, 16, 0, 8)
+    assert (s.address_calls, s.address_upload_mb, s.address_sessions, s.session_idle_s) == (128, 256, 128, 600)
     assert (s.max_tmp_mb, s.sweep_s, s.min_file_age_s, s.malloc_trim) == (1024, 60, 120, True)
     assert (s.models, s.judge, s.hub_models) == (BUNDLED_DIR, True, ("google/ddpm-cifar10-32",))
     assert (s.max_job_seconds, s.max_sessions, s.max_held_models) == (360, 256, 48)
@@ -26,7 +27,9 @@ def test_defaults():
 def test_every_variable_is_read_into_its_field(tmp_path):
     env = {"DDPM_APP_SAMPLING_CONCURRENCY": "3", "DDPM_APP_TRAIN_CONCURRENCY": "1", "DDPM_APP_SESSION_JOBS": "4",
            "DDPM_APP_MAX_WAITING": "10", "DDPM_APP_ADDRESS_JOBS": "7", "DDPM_APP_PROXY_HOPS": "2",
-           "DDPM_APP_SESSION_CALLS": "5", "DDPM_APP_MAX_TMP_MB": "12.5", "DDPM_APP_SWEEP_S": "3",
+           "DDPM_APP_SESSION_CALLS": "5", "DDPM_APP_ADDRESS_CALLS": "6", "DDPM_APP_ADDRESS_UPLOAD_MB": "0.5",
+           "DDPM_APP_ADDRESS_SESSIONS": "3", "DDPM_APP_SESSION_IDLE_S": "30", "DDPM_APP_MAX_TMP_MB": "12.5",
+           "DDPM_APP_SWEEP_S": "3",
            "DDPM_APP_MIN_FILE_AGE_S": "0", "DDPM_APP_MALLOC_TRIM": "0", "DDPM_APP_MODELS": str(tmp_path),
            "DDPM_APP_JUDGE": "0", "DDPM_APP_HUB_MODELS": " a/b, c-d/e.f ,", "DDPM_APP_MAX_JOB_SECONDS": "90",
            "DDPM_APP_MAX_SESSIONS": "9", "DDPM_APP_MAX_HELD_MODELS": "0", "DDPM_APP_TORCH_THREADS": " 6 ",
@@ -34,7 +37,8 @@ def test_every_variable_is_read_into_its_field(tmp_path):
     assert set(env) == {S.variable(f.name) for f in dataclasses.fields(Settings)}      # one variable per field
     assert load_settings(env) == Settings(
         sampling_concurrency=3, train_concurrency=1, session_jobs=4, max_waiting=10, address_jobs=7, proxy_hops=2,
-        session_calls=5, max_tmp_mb=12.5, sweep_s=3, min_file_age_s=0, malloc_trim=False, models=str(tmp_path),
+        session_calls=5, address_calls=6, address_upload_mb=0.5, address_sessions=3, session_idle_s=30, max_tmp_mb=12.5,
+        sweep_s=3, min_file_age_s=0, malloc_trim=False, models=str(tmp_path),
         judge=False, hub_models=("a/b", "c-d/e.f"), max_job_seconds=90, max_sessions=9, max_held_models=0,
         torch_threads=6, max_train_seconds=30, max_playground_seconds=15)
 
@@ -47,6 +51,8 @@ def test_blank_is_the_default_but_an_empty_hub_list_lists_none():
 def test_defaults_that_follow_other_settings():
     assert load_settings({"DDPM_APP_MAX_WAITING": "100"}).address_jobs == 50           # half the waiting places
     assert load_settings({"DDPM_APP_SESSION_JOBS": "9", "DDPM_APP_MAX_WAITING": "4"}).address_jobs == 9
+    assert load_settings({"DDPM_APP_MAX_SESSIONS": "9"}).address_sessions == 4         # half the sessions
+    assert load_settings({"DDPM_APP_MAX_SESSIONS": "1"}).address_sessions == 1
     assert load_settings({"SPACE_ID": "someone/ddpm"}).proxy_hops == 1                 # a Space: behind its proxy
     assert load_settings({"SPACE_ID": "someone/ddpm", "DDPM_APP_PROXY_HOPS": "0"}).proxy_hops == 0
 
@@ -59,6 +65,10 @@ def test_defaults_that_follow_other_settings():
     ("ADDRESS_JOBS", "-1", "give a whole number >= 1"),
     ("PROXY_HOPS", "one", "give a whole number >= 0"),
     ("SESSION_CALLS", "0", "give a whole number >= 1"),
+    ("ADDRESS_CALLS", "0", "give a whole number >= 1"),
+    ("ADDRESS_UPLOAD_MB", "-1", "give a number >= 0"),
+    ("ADDRESS_SESSIONS", "0", "give a whole number >= 1"),
+    ("SESSION_IDLE_S", "soon", "give a number >= 0"),
     ("MAX_TMP_MB", "-5", "give a number >= 0"),
     ("MAX_TMP_MB", "1GB", "give a number >= 0"),
     ("SWEEP_S", "0", "give a number > 0"),

@@ -34,6 +34,8 @@ class Settings:
     proxy_hops: int = 0                # trusted proxies in front: the address is the proxy_hops-th of X-Forwarded-For
                                        # from the right (0: the peer's); 1 when SPACE_ID is set (a Space), else 0
     session_calls: int = 8             # light calls (forward process, pickers, scrubbing) of one session waiting; 8
+    address_calls: int = 128           # light calls of one network address waiting, all its sessions; 128 (half the queue)
+    address_upload_mb: float = 256     # MB of uploads one network address may send in 10 minutes; 256
     max_tmp_mb: float = 1024           # MB of Gradio's cache plus the sessions' files; the sweep removes the oldest past it; 1024
     sweep_s: float = 60                # seconds between two sweeps of the temp folders (one also runs at start); 60
     min_file_age_s: float = 120        # files younger than this are never swept: a page may still be fetching them; 120
@@ -45,7 +47,10 @@ class Settings:
     hub_models: tuple[str, ...] = ("google/ddpm-cifar10-32",)   # Hub ids the pickers list, downloaded on first pick
                                                                  # (comma-separated, "" for none); google/ddpm-cifar10-32
     max_job_seconds: float = 360       # wall-time cap of every job, after which it stops and keeps what it made; 360
-    max_sessions: int = 256            # sessions held at once; past it, sessions without fine-tuned models go first; 256
+    max_sessions: int = 256            # sessions held at once; past it, idle ones go (those without fine-tuned models
+                                       # first), else the newcomer's address's own; 256
+    address_sessions: int = 128        # sessions of one network address held at once; past it its own go; max_sessions // 2
+    session_idle_s: float = 600        # a session idle this long may be evicted for another address's; 600
     max_held_models: int = 48          # fine-tuned models held, all sessions together (3 per session at most); 48
     # --- inputs and cores (inputs.py, cores.py)
     torch_threads: int | None = None   # CPU cores the jobs share; unset: the container's CPU quota, else the CPUs
@@ -99,10 +104,11 @@ def _hub_ids(name, raw):
 READERS = {
     "sampling_concurrency": _whole(1), "train_concurrency": _whole(1),
     "session_jobs": _whole(1), "max_waiting": _whole(1), "address_jobs": _whole(1), "proxy_hops": _whole(0),
-    "session_calls": _whole(1), "max_tmp_mb": _number(0), "sweep_s": _number(0, above=True),
+    "session_calls": _whole(1), "address_calls": _whole(1), "address_upload_mb": _number(0),
+    "max_tmp_mb": _number(0), "sweep_s": _number(0, above=True),
     "min_file_age_s": _number(0), "malloc_trim": _switch,
     "models": _folder, "judge": _switch, "hub_models": _hub_ids, "max_job_seconds": _number(0, above=True),
-    "max_sessions": _whole(1), "max_held_models": _whole(0),
+    "max_sessions": _whole(1), "address_sessions": _whole(1), "session_idle_s": _number(0), "max_held_models": _whole(0),
     "torch_threads": _whole(1), "max_train_seconds": _whole(5), "max_playground_seconds": _whole(1),
 }
 
@@ -127,6 +133,7 @@ def load_settings(environ=os.environ):
             values[field] = READERS[field](name, raw)
     values.setdefault("address_jobs", max(values.get("session_jobs", Settings.session_jobs),
                                           values.get("max_waiting", Settings.max_waiting) // 2))
+    values.setdefault("address_sessions", max(1, values.get("max_sessions", Settings.max_sessions) // 2))
     values.setdefault("proxy_hops", 1 if environ.get("SPACE_ID") else 0)    # a Space's visitors come through its proxy
     return Settings(**values)
 
