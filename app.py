@@ -58,7 +58,7 @@ def main():
     # the queue's own bound is for light calls too; heavy jobs have tighter bounds per session and in all (guard.py)
     demo.queue(default_concurrency_limit=2, max_size=256)
     guard.install(demo)
-    demo.launch(css=CSS, max_file_size=f"{LIMITS['upload_mb'][1]}mb", show_error=True)
+    demo.launch(css=CSS, max_file_size=f"{LIMITS['upload_mb'][1]}mb", show_error=True, app_kwargs=guard.app_kwargs())
 
 
 if __name__ == "__main__":

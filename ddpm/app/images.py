@@ -10,6 +10,8 @@ from ..data import to_unit_range
 from ..plots import image_grid
 
 MAX_SIDE = 4096              # uploads larger than MAX_SIDE x MAX_SIDE pixels are refused before they are decoded
+MAX_LAYERS = 4               # a drawing's layers (the app's sketchpads send one): Gradio decodes every one
+DRAWING_PIXELS = 3 * MAX_SIDE * MAX_SIDE    # a drawing's parts together: a photo as background, its layer, the composite
 # PIL refuses, from the header and before decoding, images over twice this many pixels: here MAX_SIDE^2. It also
 # guards the uploads that Gradio decodes itself with PIL.
 Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE // 2
@@ -44,13 +46,19 @@ class _CheckedUploads:
     message, with the server's temp path. These components check every file of the value first (open_checked)."""
 
     def preprocess(self, payload):
-        name = "the image"
+        name, pixels = "the image", 0
         if payload is not None:
-            for part in [payload, getattr(payload, "background", None), getattr(payload, "composite", None),
-                         *(getattr(payload, "layers", None) or [])]:
+            layers = getattr(payload, "layers", None) or []
+            if len(layers) > MAX_LAYERS:
+                raise gr.Error(f"the drawing has {len(layers)} layers; at most {MAX_LAYERS} are allowed")
+            for part in [payload, getattr(payload, "background", None), getattr(payload, "composite", None), *layers]:
                 if getattr(part, "path", None) and not str(part.path).startswith("data:"):
                     name = getattr(part, "orig_name", None) or name
-                    open_checked(part.path, name, decode=False).close()      # the header: Gradio decodes it once
+                    with open_checked(part.path, name, decode=False) as image:     # the header: Gradio decodes it once
+                        pixels += image.width * image.height
+            if pixels > DRAWING_PIXELS:
+                raise gr.Error(f"the drawing's parts have {pixels:,} pixels together; at most {DRAWING_PIXELS:,} are "
+                               "allowed (it becomes 28 x 28 anyway)")
         try:
             return super().preprocess(payload)
         except gr.Error:

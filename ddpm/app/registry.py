@@ -4,12 +4,20 @@ Bundled models are sub-folders of one models folder (settings().models, default 
 model.safetensors + config.json and optionally examples.safetensors ("images" uint8 [N, 28, 28], "labels"
 int64 [N]) and a judge; fine-tuned models live in a per-session registry keyed by Gradio's session hash, so
 one visitor never sees or changes another visitor's models. The jobs that run in a session: jobs.py.
+
+Session ids cost nothing to make, so what sessions hold is bounded, and paid for by whoever makes more: a session
+remembers the network address that made it (CLIENT, set by guard.py for each call), and past a bound a session of
+another address goes only once it has been idle for settings().session_idle_s; else the newcomer's own address
+pays with its least recently used session or model, and when neither exists the newcomer is refused.
 """
+import contextlib
+import contextvars
 import json
 import os
 import shutil
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -26,6 +34,7 @@ from .settings import settings
 
 HUB_FILES = ["*.json", "*.safetensors", "*.md"]          # what a Hub model may bring: never a pickle
 TMP_ROOT = os.path.join(tempfile.gettempdir(), "ddpm_app")       # one folder per server process, by its pid
+CLIENT = contextvars.ContextVar("client_address", default=None)   # the network address of the call being served
 
 
 def server_tmp():
@@ -51,6 +60,9 @@ class Session:
     explore: list = field(default_factory=list)     # the last comparison: per tick, each column's x_t (uint8) + caption
     n_finetuned: int = 0
     jobs: int = 0                                   # jobs of this session running now: never evicted meanwhile
+    address: str | None = None                      # the network address that made it
+    used: float = field(default_factory=time.monotonic)   # when it last did or looked at something
+    downloads: dict = field(default_factory=dict)   # output component id -> the cached file handed for download
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(dir=server_tmp()))
 
     def file(self, name):
@@ -58,13 +70,25 @@ class Session:
         os.makedirs(self.workdir, exist_ok=True)
         return os.path.join(self.workdir, name)
 
+    def drop_model(self, name):
+        """Forget fine-tuned model `name` and its files (the folder save_pretrained wrote and its zip)."""
+        self.models.pop(name, None)
+        self.bases.pop(name, None)
+        path = os.path.join(self.workdir, name)
+        shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.remove(path + ".zip")
+
+    def idle(self, now):
+        return not self.jobs and now - self.used >= settings().session_idle_s
+
 
 class Registry:
     """Bundled models, their examples and judges (loaded lazily, cached), and per-session models."""
 
     # Session ids come from the client, so they are untrusted: only work that needs a session creates one
     # (`session`); cheap calls (Stop, scrub, pickers) only look (`peek`). What is bounded is what sessions
-    # hold: fine-tuned models, which cost their maker real training time, go last.
+    # hold (the module's docstring): fine-tuned models, which cost their maker real training time, go last.
     MAX_SESSION_MODELS = 3                                                   # fine-tuned models per session
 
     def __init__(self, models_dir, use_judges=True, hub_models=()):
@@ -91,13 +115,18 @@ class Registry:
                       key=lambda d: (d != "mnist", d))
 
     def session(self, sid):
-        """This visitor's session, created for work that needs one; evicts others only past the bounds."""
+        """This visitor's session, created for work that needs one; past the bounds another goes (`_make_room`), or
+        gr.Error says that the server holds all it can."""
         with self.lock:
-            if sid not in self._sessions:
-                self._sessions[sid] = Session()
+            session = self._sessions.get(sid)
+            if session is None:
+                where = CLIENT.get()
+                self._make_room(where)
+                session = self._sessions[sid] = Session(address=where)
+            session.used = time.monotonic()
             self._sessions.move_to_end(sid)
-            self._evict(keep=sid)
-            return self._sessions[sid]
+            self._evict_models(keep=sid)
+            return session
 
     def forget(self, sid):
         """Drop session `sid` (its visitor left): its fine-tuned models, recorded frames and files."""
@@ -111,25 +140,63 @@ class Registry:
         with self.lock:
             return {s.workdir for s in self._sessions.values()}
 
+    def downloads(self):
+        """The cached files handed to the sessions held now for download (guard.py notes them)."""
+        with self.lock:
+            return {path for s in self._sessions.values() for path in list(s.downloads.values())}
+
     def peek(self, sid):
-        """This visitor's session if it exists, else None: for cheap calls, which never create or reorder one."""
-        return self._sessions.get(sid)
+        """This visitor's session if it exists, else None: for cheap calls, which never create or reorder one (a
+        visitor who only looks, e.g. scrubs its frames, is not idle)."""
+        session = self._sessions.get(sid)
+        if session is not None:
+            session.used = time.monotonic()
+        return session
 
-    def _evict(self, keep):
-        """Drop least recently used sessions past the bounds (called with the lock held), and their files.
+    def _victim(self, where, pick, now):
+        """The least recently used session, not running a job, that `pick` accepts and that may go for a newcomer of
+        address `where`: one idle for session_idle_s (without fine-tuned models first), else one of `where`'s own."""
+        sessions = sorted(((k, v) for k, v in self._sessions.items() if not v.jobs and pick(k, v)),
+                          key=lambda kv: kv[1].used)
+        for accept in (lambda v: v.idle(now) and not v.models, lambda v: v.idle(now),
+                       lambda v: v.address == where and not v.models, lambda v: v.address == where):
+            victim = next((k for k, v in sessions if accept(v)), None)
+            if victim is not None:
+                return victim
+        return None
 
-        Past max_sessions, sessions without fine-tuned models go first; past max_held_models, the least
-        recently used session that holds models goes. The session at work (`keep`) stays."""
-        def drop(pick):
-            victim = next((k for k, v in self._sessions.items() if k != keep and not v.jobs and pick(v)), None)
+    def _make_room(self, where):
+        """Before a session of address `where` is made (the lock held): evict one past address_sessions or
+        max_sessions, counting only sessions without a job running (those are bounded by the job limits)."""
+        limits, now = settings(), time.monotonic()
+        waiting = [v for v in self._sessions.values() if not v.jobs]
+        ours = [k for k, v in self._sessions.items() if v.address == where and not v.jobs]
+        if len(ours) >= limits.address_sessions:     # the address's own least recently used session goes
+            self._drop(min(ours, key=lambda k: self._sessions[k].used))
+            waiting = [v for v in self._sessions.values() if not v.jobs]
+        if len(waiting) >= self.max_sessions:
+            victim = self._victim(where, lambda k, v: True, now)
             if victim is None:
-                return False
-            shutil.rmtree(self._sessions.pop(victim).workdir, ignore_errors=True)
-            return True
-        while len(self._sessions) > self.max_sessions and (drop(lambda v: not v.models) or drop(lambda v: True)):
-            pass
-        while sum(len(v.models) for v in self._sessions.values()) > self.max_held_models and drop(lambda v: v.models):
-            pass
+                raise gr.Error(f"the server holds the work of {len(self._sessions)} visitors (at most "
+                               f"{self.max_sessions}), all active in the last {limits.session_idle_s:g} s: try again "
+                               "in a few minutes")
+            self._drop(victim)
+
+    def _drop(self, sid):
+        shutil.rmtree(self._sessions.pop(sid).workdir, ignore_errors=True)
+
+    def _evict_models(self, keep):
+        """Past max_held_models (the lock held), fine-tuned models go, oldest first, from the least recently used
+        session that may pay for `keep`'s address (`_victim`), `keep`'s own older ones last. When none may, the
+        models stay over the bound: another address's active visitor never loses one."""
+        where, now = self._sessions[keep].address, time.monotonic()
+        while sum(len(v.models) for v in self._sessions.values()) > self.max_held_models:
+            victim = self._victim(where, lambda k, v: v.models and k != keep, now)
+            if victim is None and len(self._sessions[keep].models) > 1:
+                victim = keep
+            if victim is None:
+                return
+            self._sessions[victim].drop_model(next(iter(self._sessions[victim].models)))
 
     def model_names(self, sid=None):
         names = self.bundled() + self.hub_models
@@ -137,13 +204,13 @@ class Registry:
         return names + (list(own.models) if own is not None else [])
 
     def add_session_model(self, sid, name, ddpm, base):
+        """Hold fine-tuned model `name` in session `sid`; its oldest past MAX_SESSION_MODELS goes, with its files."""
         s = self.session(sid)
-        s.models[name], s.bases[name] = ddpm, base
-        while len(s.models) > self.MAX_SESSION_MODELS:
-            old, _ = s.models.popitem(last=False)
-            s.bases.pop(old, None)
         with self.lock:
-            self._evict(keep=sid)
+            s.models[name], s.bases[name] = ddpm, base
+            while len(s.models) > self.MAX_SESSION_MODELS:
+                s.drop_model(next(iter(s.models)))
+            self._evict_models(keep=sid)
 
     def model(self, name, sid=None):
         """A DDPM by name: this session's fine-tuned models first, then the bundled ones (loaded once)."""
