@@ -1,6 +1,6 @@
-"""The fast subset of the load-and-abuse script (issue 17): a real server with tiny models, every probe of items
-1-9 must pass. The full run (bundled models, more rounds) is `python benchmarks/abuse.py`
-(docs/reliability.md describes its probes)."""
+"""The fast subset of the load-and-abuse script: a real server with tiny models, every probe of items 1-16 must
+pass. The full run (bundled models, more rounds) is `python benchmarks/abuse.py` (docs/reliability.md describes
+its probes)."""
 import json
 import os
 import subprocess
@@ -12,8 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_abuse_quick_every_probe_passes(tmp_path):
     out = tmp_path / "table.json"
     run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "abuse.py"), "--quick", "--json", str(out)],
-                         capture_output=True, text=True, timeout=420)
+                         capture_output=True, text=True, timeout=540)
     table = json.load(open(out)) if out.exists() else []
     failed = [r for r in table if r["result"] != "pass"]
-    assert run.returncode == 0 and not failed and len(table) >= 14, run.stdout[-4000:] + run.stderr[-2000:]
-    assert {r["item"] for r in table} >= {1, 2, 3, 4, 5, 6, 7, 8, 9}
+    assert run.returncode == 0 and not failed and len(table) >= 29, run.stdout[-4000:] + run.stderr[-2000:]
+    assert {r["item"] for r in table} == set(range(1, 17))
