@@ -184,6 +184,16 @@ def test_uploads_of_one_address_stop_at_its_budget_as_the_bytes_arrive():
         assert run_gate(the_gate, "/gradio_api/queue/join", b"x" * 20000)[0] == 200             # not an upload
 
 
+def test_the_upload_window_forgets_old_bytes_and_then_quiet_addresses(monkeypatch):
+    window = gate.Window(10)
+    window.add("a", 5, now=0)
+    window.add("b", 5, now=0)
+    assert window.used("a", now=5) == 5 and window.used("a", now=11) == 0 and set(window.sent) == {"b"}
+    monkeypatch.setattr(gate, "KEYS", 1)                         # past KEYS addresses the quiet ones are forgotten
+    window.add("c", 1, now=20)
+    assert set(window.sent) == {"c"} and window.used("c", now=20) == 1
+
+
 def test_a_drawings_part_is_one_uploads_size_at_most():
     status, detail, _ = run_gate(make_gate(), "/gradio_api/component_server", b"x" * (6 * 2**20))
     assert status == 413 and "at most 5.1 MB" in detail
@@ -241,7 +251,7 @@ def test_a_session_keeps_its_latest_drawings_and_an_address_its_share(editor, mo
     for k in range(10):
         part(editor, f"d{k}")
     assert sorted(editor.blob_storage) == ["d7", "d8", "d9"]
-    monkeypatch.setattr(blobs, "ADDRESS_MB", 3 * len(png(300, "RGBA")) / 2**20)
+    monkeypatch.setattr(blobs, "ADDRESS_MB", 3 * blobs.ENTRY_BYTES / 2**20)     # 3 small drawings
     for k in range(5):
         part(editor, f"n{k}", sid=f"made-up-{k}", blob=png(300, "RGBA"), where="6.6.6.6")
     assert sum(d.startswith("n") for d in editor.blob_storage) == 3                  # its own oldest went

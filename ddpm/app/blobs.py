@@ -34,6 +34,7 @@ KEEP = 3                  # drawings per session and editor: the latest, and tho
 MAX_AGE_S = 600
 ADDRESS_MB = 64
 TOTAL_MB = 512
+ENTRY_BYTES = 4096        # what a drawing costs at least (its entry here), so tiny parts under many ids count too
 PARTS = ("background", "composite", "layer")
 log = logging.getLogger("ddpm.app")
 
@@ -47,7 +48,11 @@ class Drawing:
     parts: dict = field(default_factory=dict)       # (kind, index) -> (bytes, pixels)
 
     def bytes(self):
-        return sum(size for size, _ in self.parts.values())
+        return cost(self.parts)
+
+
+def cost(parts):
+    return max(ENTRY_BYTES, sum(size for size, _ in parts.values()))
 
 
 _lock = threading.Lock()
@@ -109,10 +114,9 @@ def accept(editor, data, address):
             for old in own[:max(0, len(own) - KEEP + 1)]:
                 _drop(old)
             drawing = _held[key] = Drawing(editor, sid, address, now)
-        size, _ = drawing.parts.get((kind, index), (0, 0))
         if sum(p for part, (_, p) in drawing.parts.items() if part != (kind, index)) + pixels > DRAWING_PIXELS:
             refuse(413, f"a drawing's parts hold at most {DRAWING_PIXELS:,} pixels together")
-        grow = len(blob) - size
+        grow = cost({**drawing.parts, (kind, index): (len(blob), pixels)}) - drawing.bytes()
         while _bytes(lambda d: d.address == address) + grow > ADDRESS_MB * 2**20:
             old = next((k for k, d in _held.items() if d.address == address and k != key), None)
             if old is None:

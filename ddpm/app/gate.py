@@ -25,6 +25,7 @@ from .settings import settings
 WINDOW_S = 600
 FORM_BYTES = 64 * 1024          # a form's fields around its file
 CANCEL_BYTES = 4096             # a cancel names a session, an event and a function: a few hundred bytes
+KEYS = 4096                     # addresses counted at once before the window forgets those with nothing in it
 UPLOADS = ("upload", "process_recording")
 log = logging.getLogger("ddpm.app")
 
@@ -44,6 +45,9 @@ class Window:
         return self.total.get(key, 0)
 
     def add(self, key, size, now):
+        if key not in self.sent and len(self.sent) >= KEYS:
+            for old in list(self.sent):
+                self.used(old, now)
         self.sent.setdefault(key, deque()).append((now, size))
         self.total[key] = self.total.get(key, 0) + size
 
