@@ -11,7 +11,7 @@ import gradio as gr
 import torch
 
 from ddpm import keep_freed_memory
-from ddpm.app import cores, edit, explore, finetune, forward, grid, guard, pickers, playground, reverse
+from ddpm.app import check, cores, edit, explore, finetune, forward, grid, guard, pickers, playground, reverse
 from ddpm.app.inputs import LIMITS
 
 TITLE = "DDPM, step by step"
@@ -34,6 +34,7 @@ def build_demo():
             ed = edit.build()
             playground.build()
             ex = explore.build()
+            check.build()
 
         models = [rev.model, grd.model, ed.sd.model, ed.ip.model, ex.model]      # pickers.app_init fills them in order
         demo.load(pickers.app_init, outputs=[fwd.dataset, *models], api_name=False).then(
