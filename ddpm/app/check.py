@@ -5,10 +5,13 @@ reference. No uploaded code runs: only numbers are read (.npz without pickles, o
 refused upload is a plain-text error naming why. The tab opens on the verdict of an example upload with a known
 mistake. `build()` lays the tab out and wires it.
 """
+import atexit
 import functools
 import io
+import os
 import re
 import shutil
+import tempfile
 
 import gradio as gr
 import numpy as np
@@ -16,7 +19,6 @@ from safetensors.numpy import load_file
 
 from ..exercise import (ITEMS, MISTAKES, SIGNATURES, UPLOAD_ITEMS, challenge_files, check_outputs, expected_arrays,
                         render_report, upload_instructions)
-from . import openers
 from .widgets import Parts, by_name, go_button, go_row, image, intro, pictured
 
 ITEM_CHOICES = [("sample_xt (Eq. 4)", "sample_xt"), ("sample (Algorithm 2)", "sample"), ("train (Algorithm 1)", "train"),
@@ -89,10 +91,17 @@ def instructions(item):
 
 
 @functools.lru_cache(maxsize=None)
+def _folder():
+    folder = tempfile.mkdtemp(prefix="ddpm_app_check_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+@functools.lru_cache(maxsize=None)
 def challenge_path(item):
-    """The challenge file of `item`, copied into this process's own folder: a file the app may hand out wherever the
-    package is installed."""
-    path = openers.path(f"{item}.safetensors")
+    """The challenge file of `item`, copied into a temporary folder of this process: Gradio hands out files from
+    there wherever the package is installed (not only from the working directory)."""
+    path = os.path.join(_folder(), f"{item}.safetensors")
     shutil.copyfile(challenge_files(item), path)
     return path
 
