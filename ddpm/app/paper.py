@@ -3,6 +3,8 @@ in bits/dim (Table 1), rate-distortion and progressive decoding (Figure 5), when
 spectral lens, the ideal denoiser, and DDPM as a flow. The package (ddpm/eval) computes; this module only draws.
 Each panel opens on its default settings, computed once per model and kept (openers.py). `build()` lays it out."""
 import math
+import os
+import sys
 import time
 
 import gradio as gr
@@ -10,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from ..eval.flow import flow_vs_ddim
 from ..eval.ideal import ideal_model, x0_hat_gap
@@ -142,12 +145,12 @@ def decide_panel(ddpm, judge, *, K, guidance, seed):
                        "model has none (the bundled mnist and fashion_mnist do)")
     ts = [_scaled(ddpm, t) for t in DECIDE_TS]
     runs = {"no guidance": commitment(ddpm, judge, ts=ts, K=K, generator=torch.Generator().manual_seed(seed),
-                                      trunk_steps=50, branch_steps=10)}
+                                      trunk_steps=25, branch_steps=5)}
     if ddpm.num_classes:
         y = seed % ddpm.num_classes
         runs[f"guidance s = {guidance:g}, class {y}"] = commitment(
             ddpm, judge, ts=ts, K=K, y=y, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
-            trunk_steps=50, branch_steps=10)
+            trunk_steps=25, branch_steps=5)
     fig, axes = _figure(cols=1, w=9.6)
     for (name, c), color in zip(runs.items(), PALETTE, strict=False):
         axes.plot(c.ts, c.agreement, "o-", color=color, lw=2, label=f"{name} (committed at t = {c.committed_t})")
@@ -177,7 +180,7 @@ def spectral_panel(ddpm, reference, *, seed):
     generator = torch.Generator().manual_seed(seed)
     mid = ddpm.T // 2
     power = spectra(reference, float(ddpm.schedule.alpha_bar[mid]), generator=generator)
-    run = settling(ddpm, reference, n=4, steps=min(50, ddpm.T), generator=generator)
+    run = settling(ddpm, reference, n=4, steps=min(20, ddpm.T), generator=generator)
     fig = Figure(figsize=(12, 3.8), dpi=100)
     FigureCanvasAgg(fig)
     ax1, ax2, ax3 = fig.subplots(1, 3)
@@ -233,7 +236,7 @@ def ideal_panel(ddpm, train, held_out, *, seed):
     near_ideal, d_ideal = nearest(copies)
     near_net, d_net = nearest(net)
     _, d_real = nearest(held_out)
-    gap_ts = [_scaled(ddpm, t) for t in (20, 50, 100, 200, 300, 500, 700, 900)]
+    gap_ts = [_scaled(ddpm, t) for t in (20, 100, 300, 600, 900)]
     gap = x0_hat_gap(ddpm, ideal, held_out[:8].to(ddpm.device), gap_ts, generator=torch.Generator().manual_seed(seed))
     fig, axes = _figure(cols=1)
     for (key, label), color in zip((("net_vs_ideal", "network vs ideal"), ("net", "network vs true x0"),
@@ -256,7 +259,7 @@ def ideal_panel(ddpm, train, held_out, *, seed):
 # --- 6. DDPM is a flow --------------------------------------------------------------------------------------------------
 def flow_panel(ddpm, *, seed):
     rows, straight = [], None
-    for steps in (2, 5, 10, 20, 50):
+    for steps in (2, 5, 10, 20):
         r = flow_vs_ddim(ddpm, n=4, steps=min(steps, ddpm.T), generator=torch.Generator().manual_seed(seed))
         rows.append((steps, r["max_difference"]))
         straight = r if steps == 20 else straight
@@ -346,11 +349,44 @@ def paper_run(model, panel, n_images, exact, K, guidance, seed, request: gr.Requ
 paper_stop = stopper("paper")
 
 
+def shipped(folder, panel):
+    """The panel's default result kept beside a bundled model (written by `python -m ddpm.app.paper`), or None."""
+    files = [os.path.join(folder, f"paper_{panel}{end}") for end in (".png", "_strip.png", ".md")]
+    if not (os.path.isfile(files[0]) and os.path.isfile(files[2])):
+        return None
+    with open(files[2], encoding="utf-8") as f:
+        report = f.read()
+    strip = Image.open(files[1]) if os.path.isfile(files[1]) else None
+    return Image.open(files[0]), strip, report
+
+
+def write_shipped(models_dir, model):
+    """Compute every panel of bundled `model` at its default settings and keep it in its folder (paper_*)."""
+    folder = os.path.join(models_dir, model)
+    for panel in PANELS:
+        picture, strip, report = compute(model, None, panel, DEFAULTS["n_images"], DEFAULTS["exact"], DEFAULTS["K"],
+                                         DEFAULTS["guidance"], DEFAULTS["seed"])
+        picture.save(os.path.join(folder, f"paper_{panel}.png"))
+        if strip is not None:
+            strip.save(os.path.join(folder, f"paper_{panel}_strip.png"))
+        with open(os.path.join(folder, f"paper_{panel}.md"), "w", encoding="utf-8") as f:
+            f.write(report.replace("computed in", f"computed (load {os.getloadavg()[0]:.1f}) in") + "\n")
+        print(report, flush=True)
+
+
 def paper_opening(model, panel, request: gr.Request = None):
-    """The panel at its default settings for `model`, made once per model and panel (openers.py)."""
+    """The panel at its default settings for `model`: kept beside a bundled model (`shipped`), or made once per model
+    and panel (openers.py)."""
     sid = session_id(request)
     if not model or panel not in PANELS:
         return gr.update(), gr.update(), gr.update()
+    reg = registry()
+    if model in reg.bundled() and openers.shared_key(model, sid) is not None:        # not a visitor's own model
+        kept = shipped(os.path.join(reg.models_dir, model), panel)
+        if kept is not None:
+            picture, strip, report = kept
+            return picture, strip if strip is not None else gr.update(value=None), report + (
+                "\n\n*Kept beside the model (`python -m ddpm.app.paper`); press Compute to redo it here.*")
 
     def make():
         try:
@@ -398,3 +434,10 @@ def build():
     ui.panel.change(paper_opening, **opening)
     ui.stop.click(paper_stop, api_name="paper_stop", queue=False)
     return ui
+
+
+if __name__ == "__main__":                 # python -m ddpm.app.paper <models dir> <model> ...: the shipped openings
+    from .registry import set_registry
+    set_registry(sys.argv[1], use_judges=True)
+    for name in sys.argv[2:]:
+        write_shipped(sys.argv[1], name)

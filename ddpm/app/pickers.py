@@ -5,7 +5,7 @@ import gradio as gr
 from .jobs import cancel
 from .registry import registry, session_id
 
-MODEL_PICKERS = 5          # the model dropdowns of tabs 2, 3, 5 (SDEdit, interpolation) and 7
+MODEL_PICKERS = 6          # the model dropdowns of tabs 2, 3, 5 (SDEdit, interpolation), 7 and 9
 DEFAULT_GUIDANCE = 2.0     # the guidance slider's start value in every tab
 
 

@@ -1,0 +1,68 @@
+"""The Paper tab (ddpm/app/paper.py) with the tiny test models: every panel gives a figure, the panels with images a
+strip, errors are plain text, and a bundled model opens on the results kept beside it."""
+import os
+
+import gradio as gr
+import pytest
+import torch
+from PIL import Image
+
+from app_fixtures import make_models_dir
+from ddpm.app import openers, paper, registry
+from ddpm.pretrained import BUNDLED_DIR
+
+
+@pytest.fixture(scope="module", autouse=True)
+def models(tmp_path_factory):
+    root = make_models_dir(tmp_path_factory.mktemp("models"), judges=("mnist",))
+    registry.set_registry(root, use_judges=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    openers.clear()
+    yield root
+    torch.set_num_threads(threads)
+    openers.clear()
+    registry.set_registry(BUNDLED_DIR)
+
+
+@pytest.mark.parametrize("panel", list(paper.PANELS))
+def test_every_panel_draws_a_figure(panel):
+    picture, strip, report = paper.paper_run("mnist", panel, 2, False, 2, 2.0, 0)
+    assert isinstance(picture, Image.Image) and picture.width > 400
+    assert ("strip" in str(strip)) or strip is None or isinstance(strip, (Image.Image, dict))
+    assert "computed in" in report and paper.PANELS[panel] in report
+
+
+def test_exact_bound_stops_and_says_so():
+    sid = "paper-stop"
+    registry.registry().session(sid)
+    request = type("R", (), {"session_hash": sid})()
+    calls = []
+
+    def progress(fraction, desc=None):
+        calls.append(fraction)
+        registry.registry().session(sid).stops["paper"].stop("Stop was pressed")
+
+    picture, _, report = paper.paper_run("mnist", "bits", 16, True, 2, 1.0, 0, request=request, progress=progress)
+    assert calls and "Stopped early" in report and isinstance(picture, Image.Image)
+
+
+def test_errors_are_plain_text():
+    for args, said in ((("mnist", "nope", 2), "unknown panel 'nope'"), (("mnist", "bits", 99), "test images must be 1..16"),
+                       (("fashion_mnist", "decide", 2), "needs the model's judge")):    # that fixture has no judge
+        with pytest.raises(gr.Error) as err:
+            paper.paper_run(*args, False, 4, 1.0, 0)
+        assert said in err.value.message and "<" not in err.value.message
+
+
+def test_opening_is_made_once_and_a_kept_result_is_shown(models):
+    first = paper.paper_opening("mnist", "flow")
+    assert isinstance(first[0], Image.Image) and "opens on this panel" in first[2]
+    again = paper.paper_opening("mnist", "flow")
+    assert again[2] == first[2]
+    folder = os.path.join(models, "fashion_mnist")
+    Image.new("RGB", (20, 10)).save(os.path.join(folder, "paper_bits.png"))
+    with open(os.path.join(folder, "paper_bits.md"), "w") as f:
+        f.write("kept bound")
+    picture, _, report = paper.paper_opening("fashion_mnist", "bits")
+    assert picture.size == (20, 10) and report.startswith("kept bound")
