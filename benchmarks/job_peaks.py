@@ -33,7 +33,8 @@ def one(job):
     base = peak_mb()
     if job.startswith("grid_"):
         model = job[len("grid_"):]
-        grid.grid_run(model, reg.model(model).class_names, 10, 3.0, "ddim", 2, 0, request=request)   # memory per step
+        grid.grid_run(model=model, classes=reg.model(model).class_names, sampler="ddim", steps=2, guidance=3.0, seed=0,
+                      per_class=10, request=request)                                       # memory per step
     else:                                                                                          # does not grow with steps
         names = list(reg.model("fashion_mnist").class_names)
         for _ in finetune.finetune_run("fashion_mnist", "classes", names, "", None, "steps", 3, 5, request=request):
