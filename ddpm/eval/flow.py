@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ..sampling import guided_eps, sample_steps, timesteps
+from ..sampling import ddim_step, guided_eps, timesteps
 
 
 def flow_euler_step(x_t, t, t_prev, eps, schedule, *, clip_x0=True):
@@ -34,28 +34,28 @@ def flow_euler_step(x_t, t, t_prev, eps, schedule, *, clip_x0=True):
 
 
 @torch.inference_mode()
-def flow_vs_ddim(ddpm, *, n=4, steps=20, y=None, guidance_scale=1.0, clip_x0=True, generator=None):
-    """From the same x_T, DDIM (eta = 0) and Euler on the flow-matching ODE, `steps` steps each: the two final
-    images, the largest difference between them at any step, and the straightness of each run's path
-    (|z_end - z_start| / the length of the polyline through every z: 1 for a straight line; in z for the flow,
-    in x for DDIM's x_t). Returns a dict."""
-    x_T = torch.randn((n, *ddpm.sample_shape), generator=generator, device=ddpm.device)
+def flow_vs_ddim(ddpm, *, n=4, steps=20, y=None, guidance_scale=1.0, clip_x0=True, dtype=torch.float64, generator=None):
+    """From the same x_T, DDIM (eta = 0, the package's ddim_step) and Euler on the flow-matching ODE, `steps` steps
+    each: the two final images, the largest difference between them at any step, and the straightness of each
+    run's path (|end - start| / the length of the polyline through every point: 1 for a straight line; in z for
+    the flow, in x for DDIM). Both runs compute their steps in `dtype` (the network sees float32): in float64 they
+    agree to rounding; in float32 a last-digit difference grows by alpha_{t_prev} / alpha_t per step (x0_hat
+    divides by alpha_t = 0.006 at t = T - 1), to about 1e-5. Returns a dict."""
+    x_T = torch.randn((n, *ddpm.sample_shape), generator=generator, device=ddpm.device).to(dtype)
     yb = None if y is None else torch.as_tensor(y, device=ddpm.device).expand(n)
-    ddim_path = [x_T]
-    for step in sample_steps(ddpm, x_T, y=yb, sampler="ddim", steps=steps, eta=0.0, guidance_scale=guidance_scale,
-                             clip_x0=clip_x0):
-        ddim_path.append(step.x_prev)
-    x, flow_path, z_path = x_T, [x_T], []
+
+    def eps_of(x, t):
+        return guided_eps(ddpm, x.float(), t, yb, guidance_scale).to(dtype)
+    ddim, flow, z_path = [x_T], [x_T], []
     for t, t_prev in timesteps("ddim", ddpm.T, steps):
-        alpha, sigma = math.sqrt(ddpm.schedule.at(t).alpha_bar), math.sqrt(1 - ddpm.schedule.at(t).alpha_bar)
-        z_path.append(x / (alpha + sigma))
-        x, _, _ = flow_euler_step(x, t, t_prev, guided_eps(ddpm, x, t, yb, guidance_scale), ddpm.schedule,
-                                  clip_x0=clip_x0)
-        flow_path.append(x)
-    z_path.append(x)                                                                       # tau = 0: z = x_0
-    gap = max(float((a - b).abs().max()) for a, b in zip(ddim_path, flow_path, strict=True))
-    return {"ddim": ddim_path[-1], "flow": flow_path[-1], "max_difference": gap,
-            "straightness_z": straightness(z_path), "straightness_x": straightness(ddim_path)}
+        ddim.append(ddim_step(ddim[-1], t, t_prev, eps_of(ddim[-1], t), ddpm.schedule, clip_x0=clip_x0)[0])
+        alpha_bar = ddpm.schedule.at(t).alpha_bar
+        z_path.append(flow[-1] / (math.sqrt(alpha_bar) + math.sqrt(1 - alpha_bar)))
+        flow.append(flow_euler_step(flow[-1], t, t_prev, eps_of(flow[-1], t), ddpm.schedule, clip_x0=clip_x0)[0])
+    z_path.append(flow[-1])                                                                # tau = 0: z = x_0
+    gap = max(float((a - b).abs().max()) for a, b in zip(ddim, flow, strict=True))
+    return {"ddim": ddim[-1], "flow": flow[-1], "max_difference": gap,
+            "straightness_z": straightness(z_path), "straightness_x": straightness(ddim)}
 
 
 def straightness(path):
