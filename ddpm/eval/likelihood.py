@@ -54,8 +54,8 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
     inv_stdv = torch.exp(-log_scales)
     cdf_plus = approx_standard_normal_cdf(inv_stdv * (centered + 1.0 / 255.0))
     cdf_min = approx_standard_normal_cdf(inv_stdv * (centered - 1.0 / 255.0))
-    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))                          # delta_+ = +inf for x = 1
-    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))          # delta_- = -inf for x = -1
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))                          # x = -1: delta_- = -inf
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))          # x = 1: delta_+ = +inf
     log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
