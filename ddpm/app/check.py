@@ -83,11 +83,12 @@ def instructions(item):
     """The steps for `item`: what to compute from the challenge and how to save it (markdown of our own text)."""
     if item not in UPLOAD_ITEMS:
         return _run_it(item)
-    arrays = ", ".join(f"`{name}` {list(shape)}" for name, shape in expected_arrays(item).items())
+    expected = expected_arrays(item)
+    arrays = ", ".join(f"`{name}` {list(shape)}" for name, shape in expected.items())
+    optional = " (`?`: optional)" if any(name.endswith("?") for name in expected) else ""
     return (f"**1.** Download the challenge. **2.** Run your `{SIGNATURES[item]}` on it and save the outputs as "
-            f".npz (`np.savez`, numbers only: no pickles) or .safetensors, at most 5 MB: {arrays} "
-            f"(`?`: optional). **3.** Upload the file and press Check.\n\n{upload_instructions(item)}\n\n"
-            f"{SNIPPETS[item]}")
+            f".npz (`np.savez`, numbers only: no pickles) or .safetensors, at most 5 MB: {arrays}{optional}. "
+            f"**3.** Upload the file and press Check.\n\n{upload_instructions(item)}\n\n{SNIPPETS[item]}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -142,10 +143,9 @@ def plain_markdown(text):
 
 def verdict_markdown(report):
     """The verdict in words: a headline of our own, then the report's message and details as plain text."""
-    mark = "✅" if report.passed else "❌"
-    head = (f"### {mark} {report.item}: passed" if report.passed else
-            f"### {mark} {report.item}: mistake `{report.mistake}`" if report.mistake else
-            f"### {mark} {report.item}: wrong (not a mistake of the catalogue)")
+    head = (f"### {report.item}: passed" if report.passed else
+            f"### {report.item}: mistake `{report.mistake}`" if report.mistake else
+            f"### {report.item}: wrong, by a mistake that is not in the catalogue")
     lines = [head, ""] + [plain_markdown(line) + "  " for line in report.message.splitlines()]
     return "\n".join(lines + [""] + [f"- {plain_markdown(d)}" for d in report.details])
 
@@ -203,8 +203,8 @@ def build():
                 with go_row():
                     ui.go = go_button("check", "▶ Check my outputs")
                 ui.item = gr.Radio(ITEM_CHOICES, value=DEFAULT_ITEM, label="the sheet's function to check")
-                ui.challenge = gr.DownloadButton("⬇ 1. Download the challenge (.safetensors)", elem_id="check_download")
-                ui.upload = gr.File(label="3. upload your outputs (.npz or .safetensors, at most 5 MB)",
+                ui.challenge = gr.DownloadButton("⬇ Download the challenge (.safetensors)", elem_id="check_download")
+                ui.upload = gr.File(label="your outputs (.npz or .safetensors, at most 5 MB)",
                                     file_types=UPLOAD_TYPES, type="filepath", height=120, elem_id="check_upload")
             with gr.Column(scale=3):
                 ui.picture = image("yours (top) and the reference (bottom)", main=True, height=260, elem_id="check-main")
@@ -215,8 +215,6 @@ def build():
     gr.on(None, check_item, inputs_kwargs=by_name(check_item, ui.item),
           outputs=[ui.challenge, ui.how, ui.picture, ui.verdict, ui.upload, ui.go], api_name="check_item",
           concurrency_limit=4, concurrency_id="check", show_progress="hidden")
-    checked = dict(fn=check_upload, inputs_kwargs=by_name(check_upload, ui.item, ui.upload),
-                   outputs=[ui.picture, ui.verdict], concurrency_limit=4, concurrency_id="check")
-    ui.go.click(**checked, api_name="check")
-    ui.upload.upload(**checked, api_name=False)
+    ui.go.click(check_upload, inputs_kwargs=by_name(check_upload, ui.item, ui.upload), outputs=[ui.picture, ui.verdict],
+                api_name="check", concurrency_limit=4, concurrency_id="check")
     return ui

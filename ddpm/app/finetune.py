@@ -21,13 +21,13 @@ from ..plots import image_grid
 from ..sampling import sample
 from ..training import train_classconditional
 from .cores import shares_cores
-from .explain import FINETUNE, LATEX, SOURCES
+from .explain import FINETUNE, LEADS, SOURCES
 from .figures import loss_figure
 from .images import CheckedSketchpad, image_to_x0, show_uint8
 from .inputs import LIMITS, check_int, class_indices, class_names
 from .jobs import holds_session, stopper
 from .registry import registry, session_id
-from .widgets import Parts, by_name, code, image, training_job
+from .widgets import Parts, by_name, code, go_button, go_row, image, intro, training_job
 
 SCRATCH = "scratch:"        # base-model value prefix for "a tiny model from scratch", e.g. "scratch:mnist"
 TINY_NET = dict(base_channels=16, channel_mults=(1, 2), attn_levels=(1,), emb_channels=64, groups=8)
@@ -267,9 +267,12 @@ def build(reverse_model, grid_model):
     from, and `trained`, the training event, after which the other tabs' pickers learn of the new model)."""
     ui = Parts()
     with gr.Tab("4. Fine-tune in the browser", id="finetune"):
-        gr.Markdown(FINETUNE, latex_delimiters=LATEX)
+        intro(LEADS["finetune"], FINETUNE)
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
+                with go_row():
+                    ui.start = go_button("finetune", "▶ Start training")
+                    ui.stop = gr.Button("Stop (keeps the weights)", variant="stop", min_width=80)
                 ui.base = gr.Dropdown(label="start from", choices=[], allow_custom_value=True)
                 ui.source = gr.Radio([("classes of the dataset (bundled examples)", "classes"),
                                       ("my own images, as a new class", "own")], value="classes", label="data")
@@ -291,14 +294,11 @@ def build(reverse_model, grid_model):
                                           elem_id="ft_budget")
                 ui.refresh_every = gr.Slider(*LIMITS["refresh_every"], value=50, step=5,
                                              label="refresh the samples every N steps")
-                with gr.Row():
-                    ui.start = gr.Button("Start training", variant="primary", elem_id="ft_start")
-                    ui.stop = gr.Button("Stop (keeps the weights)", variant="stop")
             with gr.Column(scale=3):
                 ui.bar = gr.HTML()
                 with gr.Row():
-                    ui.before = image("before (fixed seed)")
-                    ui.now = image("now (same seed)")
+                    ui.before = image("before (fixed seed)", height=380)
+                    ui.now = image("now (same seed)", main=True, height=380, elem_id="finetune-main")
                 ui.loss = image("loss", show_label=False)
                 ui.status = gr.Markdown()
                 ui.ckpt = gr.File(label="download the fine-tuned checkpoint (safetensors + config.json, zipped)")
