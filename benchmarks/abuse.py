@@ -69,8 +69,10 @@ class Server:
         """The name of `api`'s first parameter."""
         return self.params[api][0][0]
 
-    def client(self, sid, address=None):
-        c = Client(self.url + "/", verbose=False, headers={"x-forwarded-for": address} if address else None)
+    def client(self, sid, address=None, download=False):
+        """A gradio_client of session `sid`; `download`: it fetches every file of an output, as a page would."""
+        c = Client(self.url + "/", verbose=False, headers={"x-forwarded-for": address} if address else None,
+                   download_files=tempfile.mkdtemp(prefix="abuse_files_") if download else False)
         c.session_hash = sid                                   # a session id of our choosing, as any client may
         return c
 
@@ -206,13 +208,27 @@ PLAYGROUND = dict(shape="two_moons", word="DDPM", drawing=None, schedule="linear
                   width=32, depth=2, lr=3e-3, batch=128, seconds=2, t_view=25)
 
 
+def said(out, *words):
+    """The first text among a call's outputs holding all `words`, else the first text (a tab's outputs move as it
+    changes; what they say stays)."""
+    texts = [o for o in (out if isinstance(out, (list, tuple)) else [out]) if isinstance(o, str)]
+    return next((t for t in texts if all(w in t for w in words)), texts[0] if texts else str(out))
+
+
+def tuned_name(out):
+    """The fine-tuned model's name among a fine-tune's outputs (the pickers it updates)."""
+    values = [o.get("value") if isinstance(o, dict) else o for o in out]
+    return next(v for v in values if isinstance(v, str) and "-finetuned-" in v and " " not in v and "." not in v)
+
+
 def forward_latency(server, sid, n):
-    c = server.client(sid)
+    """Seconds of `n` forward-slider moves, each with its image fetched; a failed one counts as an error."""
+    c = server.client(sid, download=True)
     times = []
     for k in range(n):
         start = time.perf_counter()
-        c.predict(**forward(100 + k), api_name="/forward")
-        times.append(time.perf_counter() - start)
+        if _safe(lambda k=k: c.predict(**forward(100 + k), api_name="/forward")) is not None:
+            times.append(time.perf_counter() - start)
     return times
 
 
@@ -292,7 +308,7 @@ def probe_eviction(server):
     """Item 2: 70 cheap calls with made-up session ids evicted a live visitor's fine-tuned model."""
     victim = server.client("victim")
     out = victim.predict(**finetune(), api_name="/finetune")
-    name = out[6]["value"] if isinstance(out[6], dict) else out[6]
+    name = tuned_name(out)
     dirs = server.session_dirs()
     for k in range(70):
         c = server.client(f"made-up-{k}")
@@ -339,7 +355,7 @@ def probe_temp(server, bound_mb, moves):
     for k in range(moves):
         c.predict(**forward(k % 999, k), api_name="/forward")
     grown = server.cache_mb()
-    time.sleep(float(os.environ.get("ABUSE_SWEEP_S", 3)) + 2)
+    time.sleep(MIN_AGE_S + float(os.environ.get("ABUSE_SWEEP_S", 3)) + 1)
     swept, young = server.cache_mb(downloads=False), server.cache_mb(younger_than=MIN_AGE_S, downloads=False)
     row(5, f"{moves} slider moves with DDPM_APP_MAX_TMP_MB={bound_mb:g}", f"cache {grown:.1f} MB, after a sweep "
         f"{swept:.1f} MB (not counting downloads), of which {young:.1f} MB younger than {MIN_AGE_S} s",
@@ -350,17 +366,17 @@ def probe_caps(server, cap_s):
     """Item 6: a 5000-step fine-tune had no time cap; one session held both training slots."""
     c = server.client("trainer")
     start = time.perf_counter()
-    status = c.predict(**finetune(budget=5000, refresh=1000), api_name="/finetune")[4]
+    status = said(c.predict(**finetune(budget=5000, refresh=1000), api_name="/finetune"), "after")
     took = time.perf_counter() - start
     row(6, "a 5000-step fine-tune", f"ended after {took:.0f} s: '{status[:50]}...'", f"<= {cap_s} s + 20 s",
         took <= cap_s + 20 and "time cap" in status)
     first = c.submit(**finetune(["1 - one"], "seconds", cap_s), api_name="/finetune")
     time.sleep(2)
     second = c.predict(**PLAYGROUND, api_name="/playground_train")
-    first_status = first.result(timeout=cap_s + 60)[4]
+    first_status = said(first.result(timeout=cap_s + 60), "after")
     row(6, "one session starts a fine-tune, then a playground run", f"fine-tune: '{first_status[:60]}...'",
         "the first job stops, keeping its weights", "Stopped" in first_status and "started" in first_status
-        and "Done after" in second[2])
+        and "Done after" in said(second, "Done after"))
 
 
 def probe_errors(server, tmp):
@@ -386,14 +402,14 @@ def probe_mixing(server, names):
     """Item 9: two reverse runs of one session mixed their frames; duplicate classes; a blank training image."""
     c = server.client("twins")
     jobs = [c.submit(**reverse(names[k], 10, k, 1), api_name="/reverse") for k in range(2)]
-    texts = [j.result(timeout=120)[2] for j in jobs]
+    texts = [said(j.result(timeout=120), "step") for j in jobs]
     one_run = 10 + 1                                       # 10 step frames and the result, when a run is whole
     try:              # mixed frames would make 22 (and the run's last update would set the scrubber's maximum to 21)
         c.predict(frame=one_run, api_name="/reverse_scrub")
         past = "frame 11 exists: frames of two runs"
     except Exception as err:                               # noqa: BLE001
         past = str(err)
-    last = c.predict(frame=one_run - 1, api_name="/reverse_scrub")[2]
+    last = said(c.predict(frame=one_run - 1, api_name="/reverse_scrub"), "recorded frame")
     row(9, "two reverse runs (10 steps) at once in one session", f"{texts[0][:20]}... / {texts[1][:20]}...; "
         f"scrub 10: '{last[:40]}'; scrub 11: '{past[:40]}'", "at most one run's 11 frames",
         ("outside" in past or "greater than maximum value 10" in past) and "recorded frame" in last)
@@ -513,7 +529,7 @@ def probe_cheap_eviction(server, names, sessions):
     drawer.predict(**reverse(names[1], 5, 0, 1), api_name="/reverse")
     drawer.predict(**dict(PLAYGROUND, seconds=1), api_name="/playground_train")
     out = tuner.predict(**finetune(), api_name="/finetune")
-    model = out[6]["value"] if isinstance(out[6], dict) else out[6]
+    model = tuned_name(out)
 
     def kept():
         checks = (lambda: drawer.predict(frame=0, api_name="/reverse_scrub"),
@@ -627,8 +643,8 @@ def round_of_load(server, names, sessions, index):
     def visitor(k):
         c = server.client(f"load-{index}-{k}")
         c.predict(**forward(10 * k, k), api_name="/forward")
-        text = c.predict(**dict(reverse(names[k % len(names)], 10, k, 4), sampler="dpmpp_2m", guidance=2.0),
-                         api_name="/reverse")[2]
+        text = said(c.predict(**dict(reverse(names[k % len(names)], 10, k, 4), sampler="dpmpp_2m", guidance=2.0),
+                              api_name="/reverse"), "step")
         c.predict(**grid([names[k % len(names)]], 4, 2.0, "dpmpp_2m", 10, k), api_name="/grid")
         c.predict(**finetune([names[k % len(names)]]), api_name="/finetune")
         return "step 10 / 10" in text or "stopped" in text
@@ -662,7 +678,7 @@ def probe_load(server, names, rounds, sessions, slider_calls):
         errors += e
         latencies += box.get("t", [])
         rss.append(server.rss_mb())
-    p50, p95 = np.percentile(latencies, 50), np.percentile(latencies, 95)
+    p50, p95 = np.percentile(latencies or [np.nan], 50), np.percentile(latencies or [np.nan], 95)
     row(7, f"{rounds} rounds x {sessions} new sessions (forward, reverse, grid, fine-tune; at most "
         f"{HELD_MODELS} models held)", f"{errors} errors; RSS MB "
         + " -> ".join(f"{v:.0f}" for v in rss), "0 errors" + ("; rounds 3+ flat (< +60 MB a round)" if rounds >= 3 else ""),
@@ -689,7 +705,7 @@ def main(argv=None):
     cache, bound, cap = os.path.join(tmp, "gradio_cache"), (0.5 if quick else 10), (5 if quick else 60)
     models = make_models_dir(os.path.join(tmp, "models")) if quick else None
     global MIN_AGE_S
-    MIN_AGE_S = 2 if quick else 30       # under load a page fetches its images seconds after they are written
+    MIN_AGE_S = 5 if quick else 30       # under load a page fetches its images seconds after they are written
     global HELD_MODELS
     HELD_MODELS, sessions, upload_mb = (4, 24, 8) if quick else (16, 256, 100)
     env = {"GRADIO_TEMP_DIR": cache, "DDPM_APP_MIN_FILE_AGE_S": str(MIN_AGE_S), "DDPM_APP_MAX_TMP_MB": str(bound),

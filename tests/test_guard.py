@@ -283,9 +283,11 @@ def test_made_up_sessions_evict_their_own_address_not_an_active_visitor(reg):
         visitor = make(reg, "visitor", "1.1.1.1")
         visitor.frames.append("a frame")
         for k in range(50):
-            make(reg, f"made-up-{k}", "6.6.6.6")
+            make(reg, f"made-up-{k}", "6.6.6.6").drawings.append("a drawing")
         assert reg.peek("visitor") is visitor and sum(s.address == "6.6.6.6" for s in reg._sessions.values()) == 4
-        make(reg, "other", "2.2.2.2")
+        make(reg, "empty", "2.2.2.2")                         # a session whose job kept nothing
+        make(reg, "other", "2.2.2.3").drawings.append("a drawing")
+        assert reg.peek("empty") is None                      # it went first, at no one's cost
         with pytest.raises(gr.Error, match=r"the server holds the work of 6 visitors \(at most 6\), all active in the "
                                            "last 600 s"):
             make(reg, "newcomer", "3.3.3.3")

@@ -6,9 +6,10 @@ int64 [N]) and a judge; fine-tuned models live in a per-session registry keyed b
 one visitor never sees or changes another visitor's models. The jobs that run in a session: jobs.py.
 
 Session ids cost nothing to make, so what sessions hold is bounded, and paid for by whoever makes more: a session
-remembers the network address that made it (CLIENT, set by guard.py for each call), and past a bound a session of
-another address goes only once it has been idle for settings().session_idle_s; else the newcomer's own address
-pays with its least recently used session or model, and when neither exists the newcomer is refused.
+remembers the network address that made it (CLIENT, set by guard.py for each call). Past a bound a session that
+holds nothing in memory (its jobs kept no models, frames or drawings) may go at once; another address's session that
+holds something goes only once it has been idle for settings().session_idle_s; else the newcomer's own address
+pays with its least recently used session or model, and when none may go the newcomer is refused.
 """
 import contextlib
 import contextvars
@@ -81,6 +82,10 @@ class Session:
 
     def idle(self, now):
         return not self.jobs and now - self.used >= settings().session_idle_s
+
+    def holds(self):
+        """Whether it holds work in memory that its visitor would lose (a session without any is made again free)."""
+        return bool(self.models or self.frames or self.drawings or self.playground or self.explore)
 
 
 class Registry:
@@ -155,10 +160,11 @@ class Registry:
 
     def _victim(self, where, pick, now):
         """The least recently used session, not running a job, that `pick` accepts and that may go for a newcomer of
-        address `where`: one idle for session_idle_s (without fine-tuned models first), else one of `where`'s own."""
+        address `where`: one that holds nothing, else one idle for session_idle_s (without fine-tuned models first),
+        else one of `where`'s own."""
         sessions = sorted(((k, v) for k, v in self._sessions.items() if not v.jobs and pick(k, v)),
                           key=lambda kv: kv[1].used)
-        for accept in (lambda v: v.idle(now) and not v.models, lambda v: v.idle(now),
+        for accept in (lambda v: not v.holds(), lambda v: v.idle(now) and not v.models, lambda v: v.idle(now),
                        lambda v: v.address == where and not v.models, lambda v: v.address == where):
             victim = next((k for k, v in sessions if accept(v)), None)
             if victim is not None:
