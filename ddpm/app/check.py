@@ -216,5 +216,5 @@ def build():
           outputs=[ui.challenge, ui.how, ui.picture, ui.verdict, ui.upload, ui.go], api_name="check_item",
           concurrency_limit=4, concurrency_id="check", show_progress="hidden")
     ui.go.click(check_upload, inputs_kwargs=by_name(check_upload, ui.item, ui.upload), outputs=[ui.picture, ui.verdict],
-                api_name="check", concurrency_limit=4, concurrency_id="check")
+                api_name="check", concurrency_limit=4, concurrency_id="check", show_progress="hidden")
     return ui
