@@ -154,6 +154,9 @@ def test_in_the_browser_a_wrong_upload_is_named(browser_page):
     page.locator("#check_verdict").get_by_text("xt_swapped").first.wait_for()
     assert in_view(page, "#check-go") and in_view(page, "#check-main")
     page.screenshot(path=os.path.join(SHOTS, "8_check_1280.png"))
+    with page.expect_download() as challenge:
+        page.locator("#check_download").click()
+    assert set(load_file(challenge.value.path())) >= {"x0_1000", "t_1000", "epsilon_1000", "alphaBars_100"}
     before = page.locator("#check-main img").first.get_attribute("src")
     upload(page, no_sqrt_upload(root / "mine.npz"))
     page.locator("#check-go").click()
