@@ -11,7 +11,7 @@ import gradio as gr
 import torch
 
 from ddpm import keep_freed_memory
-from ddpm.app import check, cores, edit, explore, finetune, forward, grid, guard, pickers, playground, reverse
+from ddpm.app import check, cores, edit, explore, finetune, forward, grid, guard, paper, pickers, playground, reverse
 from ddpm.app.inputs import LIMITS
 
 TITLE = "DDPM, step by step"
@@ -35,15 +35,16 @@ def build_demo():
             playground.build()
             ex = explore.build()
             check.build()
+            pp = paper.build()
 
-        models = [rev.model, grd.model, ed.sd.model, ed.ip.model, ex.model]      # pickers.app_init fills them in order
+        models = [rev.model, grd.model, ed.sd.model, ed.ip.model, ex.model, pp.model]      # pickers.app_init fills them in order
         demo.load(pickers.app_init, outputs=[fwd.dataset, *models], api_name=False).then(
             finetune.base_choices_update, outputs=[ft.base], api_name=False).then(**fwd.view, api_name=False).then(
             explore.scene_from_url, outputs=[tabs, ex.scene, *ex.view, ex.note], api_name=False).success(
             None, js=explore.RUN_IF_SCENE_JS)
         # a fine-tuned model joins every picker (the reverse and grid tabs pick it at once: finetune.build)
         trained = ft.trained
-        for picker in (ed.sd.model, ed.ip.model, ex.model):
+        for picker in (ed.sd.model, ed.ip.model, ex.model, pp.model):
             trained = trained.then(pickers.model_picker, outputs=[picker], api_name=False)
         demo.unload(pickers.end_session)
     return demo
