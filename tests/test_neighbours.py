@@ -109,7 +109,7 @@ def test_a_stratified_subset_holds_per_class_of_each_class_and_follows_its_seed(
     assert not torch.equal(a["images"], other["images"])
     # every image of the subset is a training image of its label
     whole = torch.from_numpy(((train_set.images[:, 0] + 1) * 127.5).round().numpy().astype("uint8"))
-    for image, label in zip(a["images"], a["labels"]):
+    for image, label in zip(a["images"], a["labels"], strict=True):
         match = (whole == image).flatten(1).all(1).nonzero()[:, 0]
         assert len(match) == 1 and train_set.labels[match[0]] == label
     assert a["images"].dtype == torch.uint8 and a["images"].shape == (20, 28, 28)
