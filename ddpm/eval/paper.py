@@ -98,8 +98,9 @@ def _run(ddpm, x, y, guidance_scale, t_start, steps, generator, keep=()):
     """The reverse process from x at t_start down to x_0 (DDIM with eta = 1, DDPM's posterior noise, on `steps`
     steps; all steps when steps >= t_start + 1): the final images and the x_t entering each step in `keep`."""
     kept = {}
-    sampler = "ddpm" if steps >= t_start + 1 else "ddim"
-    for step in sample_steps(ddpm, x, y=y, sampler=sampler, steps=None if sampler == "ddpm" else steps, eta=1.0,
+    all_steps = steps >= t_start + 1
+    for step in sample_steps(ddpm, x, y=y, sampler="ddpm" if all_steps else "ddim", steps=None if all_steps else steps,
+                             eta=1.0,
                              guidance_scale=guidance_scale, t_start=t_start, generator=generator):
         if step.t in keep:
             kept[step.t] = step.x_t
