@@ -86,8 +86,9 @@ def spearman(a, b):
 class Settling:
     """When each band of x0_hat is decided in one reverse run. ts: the run's steps; error [len(ts), n_bands]: band
     power of x0_hat - final sample over the final sample's band power; settled_t / predicted_t [n_bands]: the
-    largest t from which the error stays below SETTLED, and the SNR = 1 crossing of the data spectrum; rho: the
-    Spearman correlation of settled_t with the band (negative: coarse bands are decided first)."""
+    largest t from which the error stays below the level (SETTLED by default), and the SNR = 1 crossing of the
+    data spectrum; rho: the Spearman correlation of settled_t with the band (negative: coarse bands are decided
+    first)."""
     ts: np.ndarray
     error: np.ndarray
     settled_t: np.ndarray
@@ -97,9 +98,11 @@ class Settling:
 
 
 @torch.inference_mode()
-def settling(ddpm, reference, *, n=8, y=None, sampler="ddim", steps=100, eta=1.0, guidance_scale=1.0, generator=None):
-    """Run the reverse process on n images and find, for every band, the step at which x0_hat settles, against
-    the step predicted from the spectrum of `reference` (real images [N, C, H, W] in [-1, 1]) alone."""
+def settling(ddpm, reference, *, n=8, y=None, sampler="ddim", steps=100, eta=1.0, guidance_scale=1.0, level=SETTLED,
+             generator=None):
+    """Run the reverse process on n images and find, for every band, the step at which x0_hat settles (its error
+    stays below `level` of the band's power), against the step predicted from the spectrum of `reference` (real
+    images [N, C, H, W] in [-1, 1]) alone."""
     x = torch.randn((n, *ddpm.sample_shape), generator=generator, device=ddpm.device)
     yb = None if y is None else torch.as_tensor(y, device=ddpm.device).expand(n)
     ts, hats = [], []
@@ -111,7 +114,7 @@ def settling(ddpm, reference, *, n=8, y=None, sampler="ddim", steps=100, eta=1.0
     final_power = radial_power(final)
     error = np.stack([radial_power(h - final) for h in hats]) / final_power                     # [steps, n_bands]
     ts = np.array(ts)
-    below = error <= SETTLED
+    below = error <= level
     # the earliest step after which every later step is below: from the last step backwards, while below
     settled = np.array([ts[len(ts) - np.argmin(np.append(below[::-1, b], False))] if below[-1, b] else -1
                         for b in range(error.shape[1])])
