@@ -102,22 +102,44 @@ def test_by_name_refuses_a_missing_an_unknown_and_a_doubled_parameter():
             by_name(lambda *values: values, ui.model)
 
 
+TABS = ("forward", "reverse", "grid", "finetune", "edit", "playground", "explore")
+
+
 def test_the_api_names_and_elem_ids_other_tests_drive(demo):
-    """tests/test_app_server.py, tests/test_browser.py and benchmarks/ call these endpoints and find these elements."""
+    """tests/test_app_server.py, tests/test_browser.py, tests/test_lecture.py, benchmarks/ and outside checks call
+    these endpoints and find these elements: every tab's primary button `<tab>-go` and main picture `<tab>-main`."""
     api = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
-    assert api >= {"forward", "forward_gallery", "forward_example", "forward_upload", "reverse", "reverse_classes",
-                   "reverse_stop", "reverse_scrub", "grid", "grid_classes", "grid_stop", "finetune", "finetune_classes",
-                   "finetune_stop", "add_drawing", "clear_drawings", "sdedit", "sdedit_stop", "interpolate",
-                   "playground_train", "playground_stop", "playground_paths", "compare", "compare_stop", "compare_scrub",
-                   "scene", "scene_link", "scene_preset", "neighbours", "neighbours_stop", "sweep_steps",
-                   "sweep_guidance", "sweep_stop"}
+    assert api >= {"forward", "forward_play", "forward_gallery", "forward_example", "forward_upload", "reverse",
+                   "reverse_classes", "reverse_stop", "reverse_scrub", "reverse_opening", "grid", "grid_classes",
+                   "grid_stop", "grid_opening", "finetune", "finetune_classes", "finetune_stop", "finetune_opening",
+                   "add_drawing", "clear_drawings", "sdedit", "sdedit_stop", "sdedit_opening", "interpolate",
+                   "interpolate_opening", "playground_train", "playground_stop", "playground_paths", "playground_opening",
+                   "compare", "compare_stop", "compare_scrub", "explore_opening", "scene", "scene_link", "scene_preset",
+                   "neighbours", "neighbours_stop", "sweep_steps", "sweep_guidance", "sweep_stop", "curves_opening"}
     ids = {block.elem_id for block in demo.blocks.values() if getattr(block, "elem_id", None)}
-    assert ids >= {"fwd_t", "fwd_xt", "rev_start", "rev_xt", "rev_sampler", "rev_steps", "grid_n", "grid_go", "grid_stop",
-                   "grid_img", "grid_sampler", "grid_steps", "ft_kind", "ft_budget", "ft_start", "sd_sketch", "sd_t",
-                   "sd_go", "sd_xt", "sd_strip", "sd_sampler", "sd_steps", "ip_go", "ip_strip", "ip_steps", "pg_T",
-                   "pg_seconds", "pg_go", "pg_status", "pg_points", "pg_draw", "pg_paths", "ex_scene", "ex_go",
-                   "ex_status", "ex_link_go", "ex_link", "ex_img_a", "ex_text_c", "cv_per_class", "cv_steps_go",
-                   "cv_guid_go", "cv_guid_img", "cv_guid_text", "cv_sampler", "cv_steps", "nb_go", "nb_img", "nb_text"}
+    assert ids >= {f"{tab}-{part}" for tab in TABS for part in ("go", "main")}
+    assert ids >= {"fwd_t", "rev_sampler", "rev_steps", "rev_seconds", "rev_replay", "rev_gif", "grid_n", "grid_stop",
+                   "grid_sampler", "grid_steps", "ft_kind", "ft_budget", "sd_sketch", "sd_t", "sd_xt", "sd_sampler",
+                   "sd_steps", "ip_go", "ip_strip", "ip_steps", "pg_T", "pg_seconds", "pg_status", "pg_draw", "pg_paths",
+                   "ex_scene", "ex_status", "ex_link_go", "ex_link", "ex_img_b", "ex_text_c", "cv_per_class",
+                   "cv_steps_go", "cv_guid_go", "cv_guid_img", "cv_guid_text", "cv_sampler", "cv_steps", "nb_go", "nb_img",
+                   "nb_text", "lecture"}
+    primary = {b.elem_id for b in demo.blocks.values() if isinstance(b, gr.Button) and b.variant == "primary"}
+    assert primary >= {f"{tab}-go" for tab in TABS}
+
+
+def test_each_tab_opens_on_a_picture_made_on_first_view_not_at_start(demo):
+    """Every model picker's change (the page load fills it) and the page load itself make the opening pictures;
+    building computes none (openers.py keeps them once made)."""
+    from ddpm.app import openers
+    assert not openers._kept
+    openings = {fn.api_name: fn for fn in demo.fns.values() if str(fn.api_name).endswith("_opening")}
+    assert set(openings) == {"reverse_opening", "grid_opening", "finetune_opening", "sdedit_opening",
+                             "interpolate_opening", "playground_opening", "explore_opening", "curves_opening"}
+    mains = {block._id: block.elem_id for block in demo.blocks.values() if str(getattr(block, "elem_id", "")).endswith("-main")}
+    shown = {mains[o._id] for fn in openings.values() for o in fn.outputs if o._id in mains}
+    assert shown == {f"{tab}-main" for tab in TABS if tab != "forward"}           # the forward tab draws on load
+    assert all(fn.concurrency_id == "opener" for fn in openings.values())
 
 
 def by_label(demo, label):

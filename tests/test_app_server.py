@@ -45,11 +45,12 @@ def is_png(path, min_width):
 
 
 def test_sampling_tabs_start_at_the_quality_per_cost_default(url):
-    """The reverse and grid tabs start where the bundled tables' rule lands (DPM-Solver++-12 here); SDEdit keeps
-    its own DDIM-20 (the tables measure sampling from pure noise)."""
+    """The reverse and grid tabs start where the bundled tables' rule lands (DPM-Solver++-12 here), the reverse tab
+    with at least 25 steps, a run a room can watch; SDEdit keeps its own DDIM-20 (the tables measure sampling from
+    pure noise)."""
     components = httpx.get(url + "config").json()["components"]
     value = {c["props"].get("elem_id"): c["props"].get("value") for c in components if c["props"].get("elem_id")}
-    assert value["rev_steps"] == 12 and value["grid_steps"] == 12 and value["sd_steps"] == 20 and value["cv_steps"] == 12
+    assert value["rev_steps"] == 25 and value["grid_steps"] == 12 and value["sd_steps"] == 20 and value["cv_steps"] == 12
     assert value["rev_sampler"] == value["grid_sampler"] == value["cv_sampler"] == "dpmpp_2m"
     assert value["sd_sampler"] == "ddim"
 
@@ -73,10 +74,11 @@ def test_reverse_streams_and_records(url):
     job = c.submit("mnist", "7 - seven", "ddim", 20, 0.0, 2.0, 1, 4, api_name="/reverse")
     outputs = job.result(timeout=120) and job.outputs()
     assert len(outputs) >= 2                                   # streamed frames, then the final one
-    xt, x0_hat, text, scrub, gif = outputs[-1]
-    assert is_png(xt, 2 * 28 * 8) and "step 20 / 20" in text and gif.endswith(".gif")
-    frame_xt, _, caption = c.predict(0, api_name="/reverse_scrub")
-    assert is_png(frame_xt, 2 * 28 * 8) and "frame 0" in caption
+    animation, text, scrub, gif = outputs[-1]
+    assert is_png(outputs[0][0], 2 * 2 * 28 * 8) and animation.endswith(".gif") and gif.endswith(".gif")
+    assert Image.open(animation).n_frames == 21 and "step 20 / 20" in text       # x_t beside x0_hat, each step
+    frame, caption = c.predict(0, api_name="/reverse_scrub")
+    assert is_png(frame, 2 * 2 * 28 * 8) and "frame 0" in caption
     with pytest.raises(Exception, match=r"40 is greater than maximum value 16"):
         c.predict("mnist", "7 - seven", "ddim", 20, 0.0, 2.0, 1, 40, api_name="/reverse")
     with pytest.raises(Exception, match=r"steps = 500 is outside the allowed range \[1, 100\]"):  # the handler's
@@ -165,12 +167,12 @@ def test_playground_endpoints_train_stop_and_draw(url):
     while len(job.outputs()) < 2 and not job.done():
         time.sleep(0.1)
     c.predict(api_name="/playground_stop")
-    loss, pts, status = job.result(timeout=120)
+    loss, pts, status, _, _ = job.result(timeout=120)
     assert "Stopped after" in status and is_png(pts, 900)
     fig, text = c.predict("ddim", 10, 4, api_name="/playground_paths")
-    assert is_png(fig, 400) and "4 trajectories" in text
-    with pytest.raises(Exception, match="no 2-D model yet"):                       # another visitor has none
-        client(url).predict("ddim", 10, 4, api_name="/playground_paths")
+    assert is_png(fig, 400) and "4 trajectories" in text and "example" not in text
+    fig, text = client(url).predict("ddim", 10, 4, api_name="/playground_paths")    # another visitor: the example's
+    assert is_png(fig, 400) and "(the example run: train your own above)" in text
 
 
 def test_explore_endpoints_compare_scene_curves_and_neighbours(url):

@@ -58,42 +58,49 @@ def tab(page, name):
 
 
 def test_forward_slider_updates_the_image(page):
-    before = src(page, "#fwd_xt")
+    before = src(page, "#forward-main")
     page.locator("#fwd_t input[type=range]").fill("800")
-    after = wait_src_change(page, "#fwd_xt", before)
+    after = wait_src_change(page, "#forward-main", before)
     assert after != before
+    page.locator("#forward-go").click()                                 # Play: t walks from 0 to T-1
+    page.wait_for_function("() => document.querySelector('#fwd_t input[type=number]').value === '999'")
     shoot(page, "1_forward.png")
 
 
 def test_reverse_sampling_streams_to_the_end(page):
-    tab(page, "2. Reverse process")
-    page.locator("#rev_start").click()
+    tab(page, "2. Reverse")
+    opening = src(page, "#reverse-main")                     # the tab opens on a run of its default settings
+    page.locator("#reverse-go").click()
+    first = wait_src_change(page, "#reverse-main", opening)
+    page.wait_for_function("() => document.querySelector('#reverse-main img').src.endsWith('.gif')")
     page.get_by_text("step 50 / 50").first.wait_for()
-    first = src(page, "#rev_xt")
-    page.locator("#rev_start").click()                      # same seed again: a new run, new files
-    wait_src_change(page, "#rev_xt", first)
+    first = src(page, "#reverse-main")
+    page.locator("#reverse-go").click()                      # same seed again: a new run, new files
+    wait_src_change(page, "#reverse-main", first)
     page.get_by_text("step 50 / 50").first.wait_for()
     shoot(page, "2_reverse.png")
 
 
 def test_class_grid_appears(page):
-    tab(page, "3. Class-conditional generation")
+    tab(page, "3. Classes")
+    opening = src(page, "#grid-main")
+    page.get_by_text("guidance, sampler, seed").click()
     for slider, value in (("#grid_n", "3"), ("#grid_steps", "10")):   # a small grid: the test machine is slow
         box = page.locator(f"{slider} input[type=number]")
         box.fill(value)
         box.press("Enter")
-    page.locator("#grid_go").click()
-    page.locator("#grid_img img").first.wait_for(state="visible")
+    page.locator("#grid-go").click()
+    wait_src_change(page, "#grid-main", opening)
     shoot(page, "3_grid.png")
 
 
 def test_finetune_tab_runs_a_short_training(page):
-    tab(page, "4. Fine-tune in the browser")
+    tab(page, "4. Fine-tune")
     page.locator("#ft_kind").get_by_label("steps").check()
     budget = page.locator("#ft_budget input")
     budget.fill("10")
     budget.press("Enter")
-    page.locator("#ft_start").click()
+    page.locator("#finetune-go").click()
     page.get_by_text("Done after 10 steps").wait_for()
     shoot(page, "4_finetune.png")
 
@@ -113,25 +120,25 @@ def _draw_stroke(page, container):
 
 
 def test_sketch_to_image_and_interpolation(page):
-    tab(page, "5. Sketch to image & interpolation")
+    tab(page, "5. Sketch & interpolate")
     _draw_stroke(page, "#sd_sketch")
     box = page.locator("#sd_t input[type=number]")
     box.fill("50")
     box.press("Enter")
-    page.locator("#sd_go").click()
+    page.locator("#edit-go").click()
     page.get_by_text("done: t_start = 50").first.wait_for()
-    page.locator("#sd_strip img").first.wait_for(state="visible")
+    page.locator("#edit-main img").first.wait_for(state="visible")
     page.locator("#ip_go").click()
     page.locator("#ip_strip img").first.wait_for(state="visible")
     shoot(page, "5_edit.png")
 
 
 def test_playground_trains_from_scratch(page):
-    tab(page, "6. Playground (2-D)")
+    tab(page, "6. 2-D playground")
     box = page.locator("#pg_seconds input[type=number]")
     box.fill("2")
     box.press("Enter")
-    page.locator("#pg_go").click()
+    page.locator("#playground-go").click()
     page.locator("#pg_status").get_by_text("Done after").wait_for()
     page.locator("#pg_draw").click()
     page.locator("#pg_paths img").first.wait_for(state="visible")
@@ -140,10 +147,12 @@ def test_playground_trains_from_scratch(page):
 
 def test_explore_compares_three_columns_and_a_link_reopens_the_scene(page):
     tab(page, "7. Explore")
-    page.locator("#ex_go").click()
-    page.locator("#ex_status").get_by_text("Done").wait_for()
-    for column in "abc":
-        page.locator(f"#ex_img_{column} img").first.wait_for(state="visible")
+    page.locator("#ex_status").get_by_text("the tab opens on the default scene").wait_for()
+    page.locator("#explore-go").click()
+    page.wait_for_function("() => { const s = document.querySelector('#ex_status').innerText; "
+                           "return s.startsWith('Done') && !s.includes('opens on'); }")
+    for column, image in zip("abc", ("#explore-main", "#ex_img_b", "#ex_img_c"), strict=True):
+        page.locator(f"{image} img").first.wait_for(state="visible")
         assert "network calls per image" in page.locator(f"#ex_text_{column}").inner_text()
     shoot(page, "7_explore.png")
     page.locator("#ex_link_go").click()

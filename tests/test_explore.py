@@ -116,7 +116,8 @@ def test_compare_streams_all_columns_in_step_and_judges_the_result():
     cols = [explore.Column(sampler="ddim", steps=4, guidance=1.0), explore.Column(sampler="ddim", steps=8, guidance=2.0),
             explore.Column(sampler="dpmpp_2m", steps=2, guidance=1.0)]
     outs, last = drain(explore.compare_run("mnist", 4, 0, request=V, **values(*cols)))
-    assert len(last) == 8 and all(isinstance(last[2 * k], Image.Image) for k in range(3))
+    assert len(last) == 8 and all(isinstance(last[2 * k]["value"], Image.Image) for k in range(3))
+    assert "under each the class the judge reads" in last[0]["alt_text"]
     first = outs[0]
     assert "step 1 / 4" in first[1] and "step 1 / 8" in first[3] and "step 1 / 2" in first[5]
     assert "16 network calls per image" in last[3] and "4 network calls per image" in last[1]
@@ -237,3 +238,13 @@ def test_an_unconditional_model_and_a_new_class_are_judged_honestly(make_ddpm, m
     reg.add_session_model("explorer", "eleven", eleven, "mnist")
     _, last = drain(explore.compare_run("eleven", 11, 0, request=V, **values(explore.Column(sampler="ddim", steps=2))))
     assert "/ 10 show the asked class" in last[1] and "1 of a class the judge never saw, not judged" in last[1]
+
+
+def test_the_tab_opens_on_the_default_scene_made_once():
+    """Issue 34, item 1: the default scene, run to the end and judged, kept for the next visitor; the scrubber stays
+    off (it scrubs a visitor's own runs)."""
+    first = explore.explore_opening("mnist", request=V)
+    assert len(first) == 8 and first[0]["value"] is not None and "Done" in first[-1] and "opens on" in first[-1]
+    assert first[-2]["interactive"] is False and "network calls per image" in first[1]
+    again = explore.explore_opening("mnist", request=SimpleNamespace(session_hash="another"))
+    assert again[0]["value"] is first[0]["value"] and again[0] is not first[0]      # kept; a fresh update each time

@@ -171,20 +171,22 @@ def test_cli_sweep_writes_the_file_that_the_tab_shows(tmp_path, capsys, monkeypa
     save_sweep(os.path.join(folder, SWEEP_JSON), data)
     monkeypatch.setattr(registry, "_REGISTRY", registry.Registry(root, use_judges=True))   # restored after the test
     monkeypatch.setattr(curves, "steps_points", lambda *a, **k: pytest.fail("a bundled curve is not sampled"))
-    (image, text), = drain(curves.sweep_steps("mnist", 2.0, 0, 2, request=A))
+    (image, text), = drain(curves.sweep_steps("mnist", 2.0, 0, 1, request=A))        # its own per class and seed
     assert "Bundled measurement" in text and "n = 200 per point" in text and "evaluate --sweep" in text
-    (image, text), = drain(curves.sweep_guidance("mnist", "dpmpp_2m", 10, 0, 2, request=A))
+    (image, text), = drain(curves.sweep_guidance("mnist", "dpmpp_2m", 10, 0, 1, request=A))
     assert "Bundled measurement" in text and text.count("| DPM-Solver++ | 10 |") == 5
     with pytest.raises(pytest.fail.Exception):                       # another guidance is measured live
-        drain(curves.sweep_steps("mnist", 3.0, 0, 2, request=A))
+        drain(curves.sweep_steps("mnist", 3.0, 0, 1, request=A))
     with pytest.raises(pytest.fail.Exception):                       # ... and so are other n or seeds
         drain(curves.sweep_steps("mnist", 2.0, 0, 3, request=A))
     with pytest.raises(pytest.fail.Exception):
-        drain(curves.sweep_steps("mnist", 2.0, 1, 2, request=A))
+        drain(curves.sweep_steps("mnist", 2.0, 1, 1, request=A))
+    _, steps, _, guidance = curves.curves_opening("mnist", request=A)   # what the section opens on: the bundled curves
+    assert "Bundled measurement" in steps and "Bundled measurement" in guidance
     with open(os.path.join(folder, SWEEP_JSON), "w") as f:
         f.write('{"steps": {"guidance": 2.0}}')
     with pytest.raises(gr.Error, match=r"sweep.json of model 'mnist' cannot be used: mnist/sweep.json: .*lacks"):
-        drain(curves.sweep_steps("mnist", 2.0, 0, 2, request=A))
+        drain(curves.sweep_steps("mnist", 2.0, 0, 1, request=A))
 
 
 def test_a_ddpm_point_whose_band_edge_is_a_rounding_error_past_its_value_still_plots():

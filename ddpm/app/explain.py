@@ -15,6 +15,23 @@ ALG_2_LINE_4 = (r"$$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}
 ALG_1_LINE_5 = (r"$$\big\|\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t,\ y\big)"
                 r"\big\|^2 \qquad\text{(Algorithm 1, line 5).}$$")
 
+# Each tab opens on its lead, at most three lines above its pictures; the full explanation below is folded.
+LEADS = {
+    "forward": r"**The forward process** (Eq. 4): $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$. "
+               r"Move $t$, or press Play: the image turns into noise.",
+    "reverse": r"**The reverse process** (Algorithm 2): start from noise $x_T$ and remove a little of it at every step. "
+               r"Left: $x_t$; right: the network's guess of the final image, $\hat x_0$.",
+    "grid": r"**Class-conditional generation**: one network, the class $y$ an extra input. Each row is "
+            r"`sample(ddpm, n, classes)` for one class, checked by a judge classifier.",
+    "finetune": r"**Fine-tuning** is Algorithm 1 run a little longer, on your data, on a private copy of the model.",
+    "edit": r"**Sketch to image** (SDEdit): noise a drawing to step $t_0$ and run the reverse process from there. "
+            r"Below: **interpolation** between two start noises.",
+    "playground": r"**A DDPM on points in the plane**, trained from scratch in seconds by the same `train` and `sample` "
+                  r"as the images.",
+    "explore": r"**Change one choice at a time**: up to three runs from the same $x_T$, side by side and judged. "
+               r"Pick a lecture-ready scene.",
+}
+
 FORWARD = r"""
 ### The forward process adds Gaussian noise, step by step
 Training images are destroyed on purpose: step $t$ mixes in a little noise with variance $\beta_t$.

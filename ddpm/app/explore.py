@@ -17,6 +17,7 @@ import inspect
 import math
 import time
 import urllib.parse
+from collections import deque
 from dataclasses import asdict, dataclass, fields, replace
 
 import gradio as gr
@@ -26,19 +27,21 @@ from PIL import Image, ImageDraw
 from ..data import to_uint8, to_unit_range
 from ..eval.evaluate import calls_per_image
 from ..sampling import SAMPLERS, VARIANCES, sample_steps, timesteps
-from . import curves, neighbours
+from . import curves, neighbours, openers
 from .cores import shares_cores
-from .explain import EXPLORE, LATEX, SOURCES
+from .explain import EXPLORE, LEADS, SOURCES
 from .images import show
 from .inputs import LIMITS, check_int, check_sampling, class_names, sampler_row
-from .jobs import holds_session, stopper
+from .jobs import JobStop, holds_session, stopper
 from .registry import registry, session_id
-from .widgets import FEW_STEPS, SAMPLER_CHOICES, Parts, by_name, code, image, model_input, sampling_job, seed_input
+from .widgets import (FEW_STEPS, SAMPLER_CHOICES, Parts, by_name, code, go_button, go_row, image, intro, model_input, openers_job,
+                      pictured, sampling_job, seed_input)
 
 NAMES = ("A", "B", "C")
 MAX_FRAMES = 60            # recorded ticks per comparison (the scrubber)
 STREAM_EVERY_S = 0.25      # at most ~4 updates a second
 SCALE = 4                  # nearest-neighbour upscaling of each 28 x 28 tile
+RIGHT, WRONG = (0, 114, 178), (213, 94, 0)     # the judge's verdicts, Okabe-Ito blue and vermillion (colour-blind safe)
 
 
 @dataclass
@@ -145,8 +148,9 @@ def verdicts(judge, x):
 
 def judged_tiles(x, y, pred, conf, names, n_known=None):
     """Images [B, C, H, W] in rows of up to 4, each with the judge's verdict under it: the class it sees and its
-    confidence, green when that is the asked class, red and marked "(no)" when it is not, grey when nothing was
-    asked (unconditional samples) or the asked class is one the judge never saw (a fine-tuned new class)."""
+    confidence, blue when that is the asked class, orange and marked "no" when it is not (colour-blind safe), grey
+    when nothing was asked (unconditional samples) or the asked class is one the judge never saw (a fine-tuned new
+    class)."""
     per_row = min(4, len(x))
     tiles = [show(x[i:i + 1], SCALE) for i in range(len(x))]
     w, h = tiles[0].width, tiles[0].height
@@ -164,7 +168,7 @@ def judged_tiles(x, y, pred, conf, names, n_known=None):
         right = asked and int(pred[i]) == int(y[i])
         seen = names[int(pred[i])] if names else str(int(pred[i]))
         text = f"{seen.split(' - ')[0][:7]} {100 * float(conf[i]):.0f}%" + ("" if right or not asked else " no")
-        colour = (0, 120, 0) if right else (190, 0, 0) if asked else (90, 90, 90)
+        colour = RIGHT if right else WRONG if asked else (90, 90, 90)
         draw.text((x0 + 2, y0 + h + 1), text, fill=colour, font_size=15)
     return canvas
 
@@ -206,9 +210,22 @@ def compare_run(model, n, seed, request: gr.Request = None, **settings):
     ddpm = reg.model(model, sid)
     n, seed = check_int("images per column", n, "batch"), check_int("seed", seed)
     cols = columns_from(settings)
-    active = [k for k, col in enumerate(cols) if col.on is True or k == 0]      # a column switched off is not checked
-    for k in active:
+    for k in active_columns(cols):
         cols[k] = check_column(ddpm, NAMES[k], cols[k])
+    session = reg.session(sid)
+    ticks = session.explore = []          # this run's own record: (per column uint8 x_t or None, captions)
+    yield from compare_walk(model, sid, ddpm, cols, n, seed, session.stops["explore"], ticks)
+
+
+def active_columns(cols):
+    """The columns that run: A always, B and C when switched on (a column switched off is not checked)."""
+    return [k for k, col in enumerate(cols) if col.on is True or k == 0]
+
+
+def compare_walk(model, sid, ddpm, cols, n, seed, stop, ticks):
+    """The comparison of checked columns, streamed as `compare_run` yields it; records its ticks in `ticks`."""
+    reg = registry()
+    active = active_columns(cols)
     names = class_names(ddpm)
     y = torch.arange(n) % ddpm.num_classes if ddpm.num_classes else None      # classes 0, 1, 2, ... in turn
     g = torch.Generator().manual_seed(seed)
@@ -216,9 +233,6 @@ def compare_run(model, n, seed, request: gr.Request = None, **settings):
     runs = {k: column_run(ddpm, x_T, y, cols[k], seed) for k in active}
     n_steps = {k: len(timesteps(cols[k].sampler, ddpm.T, cols[k].steps_or_none())) for k in active}
     K = max(n_steps.values())
-    session = reg.session(sid)
-    stop = session.stops["explore"]
-    ticks = session.explore = []          # this run's own record: (per column uint8 x_t or None, captions)
     last_step, done, spent = {k: None for k in active}, {k: 0 for k in active}, {k: 0.0 for k in active}
     stride, shown = math.ceil(K / MAX_FRAMES), 0.0
 
@@ -260,12 +274,33 @@ def compare_run(model, n, seed, request: gr.Request = None, **settings):
         x = step.x_prev.clamp(-1, 1)
         pred, conf = verdicts(judge, x) if judge is not None else (None, None)
         calls = calls_per_image(dict(steps=n_steps[k], guidance=cols[k].guidance if y is not None else 1.0))
-        out += [judged_tiles(x, y, pred, conf, names, n_known),
-                _summary(cols[k], y, pred, conf, n_known, calls, spent[k])
-                + (f"  \n**stopped at step {done[k]} / {n_steps[k]}** ({stop.reason})" if done[k] < n_steps[k] else "")]
-    status = (f"**Done**: {len(runs)} columns from one x_T (seed {seed}), {n} images each" if not stop.is_set()
+        summary = _summary(cols[k], y, pred, conf, n_known, calls, spent[k])
+        out += [pictured(judged_tiles(x, y, pred, conf, names, n_known),
+                         f"column {NAMES[k]}: {n} images by {model}, {summary.split(' — ')[0].strip('*')}" +
+                         ("" if pred is None else "; under each the class the judge reads and its confidence")),
+                summary + (f"  \n**stopped at step {done[k]} / {n_steps[k]}** ({stop.reason})" if done[k] < n_steps[k]
+                           else "")]
+    status = (f"**Done**: {len(runs)} columns from one x_T (seed {seed}), {n} images each, `{model}`" if not stop.is_set()
               else f"**Stopped** ({stop.reason}); what was made is shown")
     yield (*out, gr.update(minimum=0, maximum=len(ticks) - 1, value=len(ticks) - 1, step=1, interactive=True), status)
+
+
+def explore_opening(model, request: gr.Request = None):
+    """What the tab opens on for `model`: the default scene, run to the end, made once per model (openers.py); the
+    scrubber stays off (it scrubs the visitor's own runs)."""
+    sid = session_id(request)
+    if not model:
+        return (gr.update(),) * (2 * len(NAMES) + 2)
+    ddpm = registry().model(model, sid)
+    _, n, seed, cols = parse_scene(SCENES[DEFAULT_SCENE][1])
+    cols = [check_column(ddpm, NAMES[k], col) for k, col in enumerate(cols)]
+
+    def make():
+        *out, _, status = deque(compare_walk(model, sid, ddpm, cols, n, seed, JobStop(), []), maxlen=1)[0]
+        return (*out, gr.update(value=0, interactive=False),
+                status + f" — *the tab opens on the default scene of `{model}`; press Compare to run yours*")
+
+    return openers.cached(openers.shared_key(model, sid, "explore", n, seed, tuple(map(str, cols))), make)
 
 
 compare_stop = stopper("explore")
@@ -422,7 +457,7 @@ def scene_preset(scene, request: gr.Request = None):
 FULL_LINK_JS = "(q) => window.location.origin + window.location.pathname + q"
 # on page load, after scene_from_url: a link to a scene runs the comparison, so it shows the same images at once
 RUN_IF_SCENE_JS = ("() => { if (new URLSearchParams(window.location.search).get('tab') === 'explore') "
-                   "setTimeout(() => document.querySelector('#ex_go').click(), 300); }")
+                   "setTimeout(() => document.querySelector('#explore-go').click(), 300); }")
 
 
 def preset_of(query):
@@ -467,38 +502,49 @@ def build():
     the model, n, seed and every column's settings, and `note`: what a link sets on page load)."""
     ui = Parts()
     with gr.Tab("7. Explore", id="explore"):
-        gr.Markdown(EXPLORE, latex_delimiters=LATEX)
-        with gr.Row():
+        intro(LEADS["explore"], EXPLORE)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=0, min_width=250):
+                with go_row():
+                    ui.go = go_button("explore", "▶ Compare")
+                    ui.stop = gr.Button("Stop", variant="stop", min_width=80)
             ui.scene = gr.Dropdown(list(SCENES), value=DEFAULT_SCENE, label="lecture-ready scene", scale=3,
                                    elem_id="ex_scene")
             ui.model = model_input()
-            ui.n = gr.Slider(*LIMITS["batch"], value=8, step=1, label="images per column")
-            ui.seed = seed_input("seed (one x_T for every column)")
         ui.note = gr.Markdown(f"*{SCENES[DEFAULT_SCENE][0]}*")
-        with gr.Row():
-            ui.go = gr.Button("Compare", variant="primary", elem_id="ex_go")
-            ui.stop = gr.Button("Stop", variant="stop")
-            ui.link_go = gr.Button("Link to this view", elem_id="ex_link_go")
         ui.status = gr.Markdown(elem_id="ex_status")
         ui.images, ui.texts = [], []
         with gr.Row(equal_height=False):
             for name, col in zip(NAMES, default_columns(), strict=True):
                 with gr.Column(min_width=300):
-                    ui.images.append(image(f"column {name}", elem_id=f"ex_img_{name.lower()}"))
+                    main = name == NAMES[0]
+                    ui.images.append(image(f"column {name}", main=main, height=230,
+                                           elem_id="explore-main" if main else f"ex_img_{name.lower()}"))
                     ui.texts.append(gr.Markdown(elem_id=f"ex_text_{name.lower()}"))
-                    with gr.Accordion(f"column {name}: settings", open=True):
+                    with gr.Accordion(f"column {name}: its settings", open=False):
                         _column_controls(ui, name, col)
-        ui.frame = gr.Slider(0, 1, value=0, step=1, label="scrub all columns together (after a run)", interactive=False)
-        ui.link = gr.Textbox(label="link to this view (copy it; or paste a link here and press Enter to open it)",
-                             elem_id="ex_link", buttons=["copy"])
+        with gr.Row():
+            ui.n = gr.Slider(*LIMITS["batch"], value=8, step=1, label="images per column")
+            ui.seed = seed_input("seed (one x_T for every column)")
+            ui.frame = gr.Slider(0, 1, value=0, step=1, label="scrub all columns together (after a run)",
+                                 interactive=False, scale=2)
+        with gr.Row(equal_height=True):
+            ui.link_go = gr.Button("Link to this view", elem_id="ex_link_go", scale=0, min_width=160)
+            ui.link = gr.Textbox(label="link to this view (copy it; or paste a link here and press Enter to open it)",
+                                 elem_id="ex_link", buttons=["copy"], scale=4)
         curves.build(ui)
         neighbours.build(ui)
         code(column_run, no_noise, told_wrong_t, *SOURCES["explore"])
 
     ui.view = [ui.model, ui.n, ui.seed, *[getattr(ui, k) for k in SETTINGS]]
     columns = [v for pair in zip(ui.images, ui.texts, strict=True) for v in pair]
-    ui.go.click(compare_run, inputs_kwargs=by_name(compare_run, *ui.view), outputs=[*columns, ui.frame, ui.status],
-                api_name="compare", show_progress="minimal", **sampling_job())
+    shown = [*columns, ui.frame, ui.status]
+    ui.run = ui.go.click(compare_run, inputs_kwargs=by_name(compare_run, *ui.view), outputs=shown, api_name="compare",
+                         show_progress="minimal", **sampling_job())
+    # a new model stops the comparison of the old one and shows the new model's default scene in its place
+    ui.model.change(compare_stop, api_name=False, queue=False, cancels=[ui.run]).then(
+        explore_opening, inputs_kwargs=by_name(explore_opening, ui.model), outputs=shown, api_name="explore_opening",
+        show_progress="minimal", **openers_job())
     ui.stop.click(compare_stop, api_name="compare_stop", queue=False)
     ui.frame.release(compare_scrub, inputs_kwargs=by_name(compare_scrub, ui.frame), outputs=[*ui.images, ui.status],
                      api_name="compare_scrub", concurrency_limit=4, concurrency_id="scrub")

@@ -14,7 +14,10 @@ from PIL import Image
 from ..schedule import SCHEDULES, NoiseSchedule
 
 plt_lock = threading.Lock()          # matplotlib is not thread-safe; Gradio runs handlers in threads
-COLORS = {"linear": "tab:blue", "cosine": "tab:orange", "sigmoid": "tab:green"}
+# Okabe-Ito colours, told apart with colour-blind eyes too, and a line style each, told apart without colour
+COLORS = {"linear": "#0072B2", "cosine": "#E69F00", "sigmoid": "#009E73"}
+STYLES = {"linear": "-", "cosine": "--", "sigmoid": ":"}
+MARK = "#D55E00"                     # the current t, and the N(0, 1) density: Okabe-Ito vermillion
 FONT = 13
 
 
@@ -52,8 +55,8 @@ def _schedule_fig(T):
     t = np.arange(T)
     curves = {name: NoiseSchedule(name, T).alpha_bar.double().numpy() for name in SCHEDULES}
     for name, ab in curves.items():
-        ax1.plot(t, ab, color=COLORS[name], label=name, lw=2)
-        ax2.plot(t, np.log(ab / (1 - ab)), color=COLORS[name], label=name, lw=2)
+        ax1.plot(t, ab, color=COLORS[name], ls=STYLES[name], label=name, lw=2.5)
+        ax2.plot(t, np.log(ab / (1 - ab)), color=COLORS[name], ls=STYLES[name], label=name, lw=2.5)
     ax1.set_title(r"$\bar\alpha_t$ (fraction of signal variance kept)", fontsize=FONT)
     ax2.set_title(r"log-SNR $= \log(\bar\alpha_t / (1-\bar\alpha_t))$", fontsize=FONT)
     for ax in (ax1, ax2):
@@ -61,8 +64,8 @@ def _schedule_fig(T):
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=FONT - 2)
     ax1.legend(fontsize=FONT - 2)
-    markers = [ax.axvline(0, color="crimson", lw=2, ls="--") for ax in (ax1, ax2)]
-    dots = [ax.plot([], [], "o", color="crimson", ms=9)[0] for ax in (ax1, ax2)]
+    markers = [ax.axvline(0, color=MARK, lw=2, ls="-.") for ax in (ax1, ax2)]
+    dots = [ax.plot([], [], "o", color=MARK, ms=9)[0] for ax in (ax1, ax2)]
     return Blitted(fig, markers + dots), markers, dots, curves
 
 
@@ -77,7 +80,7 @@ def schedule_figure(T, t, current):
         dots[1].set_data([t], [np.log(ab / (1 - ab))])
         for d in dots:
             d.set_markerfacecolor(COLORS[current])
-            d.set_markeredgecolor("crimson")
+            d.set_markeredgecolor(MARK)
         return blit.render()
 
 
@@ -92,10 +95,10 @@ def _hist_fig():
     ax = fig.subplots()
     width = BINS[1] - BINS[0]
     bars = ax.bar(BINS[:-1], np.zeros(len(BINS) - 1), width=width, align="edge", alpha=0.6,
-                  color="tab:blue", label="pixels of $x_t$")
+                  color=COLORS["linear"], label="pixels of $x_t$")
     (x_T_line,) = ax.step(BINS, np.zeros(len(BINS)), where="post", lw=2, color="tab:gray", label="pixels of $x_{T-1}$")
     z = np.linspace(-4, 4, 200)
-    ax.plot(z, np.exp(-z ** 2 / 2) / np.sqrt(2 * np.pi), color="crimson", lw=2, label="N(0, 1)")
+    ax.plot(z, np.exp(-z ** 2 / 2) / np.sqrt(2 * np.pi), color=MARK, lw=2, ls="--", label="N(0, 1)")
     ax.set_xlim(-4, 4)
     ax.set_ylim(0, 1.6)
     ax.legend(fontsize=FONT - 3, loc="upper left")

@@ -266,7 +266,7 @@ def build(reverse_model, grid_model):
     `grid_model`, the model pickers of tabs 2 and 3. Returns its Parts (`base`, the picker of the model to start
     from, and `trained`, the training event, after which the other tabs' pickers learn of the new model)."""
     ui = Parts()
-    with gr.Tab("4. Fine-tune in the browser", id="finetune"):
+    with gr.Tab("4. Fine-tune", id="finetune"):
         intro(LEADS["finetune"], FINETUNE)
         with gr.Row():
             with gr.Column(scale=1, min_width=320):

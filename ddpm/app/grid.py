@@ -150,7 +150,7 @@ def judge_report(classes, per_class, hits):
 def build():
     """The tab in the current Blocks, its events wired; returns its Parts (`model`, the picker)."""
     ui = Parts()
-    with gr.Tab("3. Class-conditional generation", id="grid"):
+    with gr.Tab("3. Classes", id="grid"):
         intro(LEADS["grid"], GRID)
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
@@ -167,7 +167,7 @@ def build():
                     ui.sampler, ui.steps = sampler_inputs("grid", OWN)
                     ui.seed = seed_input()
             with gr.Column(scale=3):
-                ui.grid = image("samples: one row per class", main=True, height=470, elem_id="grid-main")
+                ui.grid = image("samples: one row per class", main=True, height=420, elem_id="grid-main")
                 with gr.Row():
                     ui.judge = gr.Markdown("*Opening a grid of this model ...*")
                     ui.png = gr.File(label="download the grid (PNG)", height=90)

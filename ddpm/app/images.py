@@ -163,22 +163,6 @@ def labelled_strip(x, labels, scale=4):
     return canvas
 
 
-def frames_to_gif(frames, path, scale=4):
-    """Side-by-side x_t | x0_hat frames (uint8 [B, H, W, C] each) with their caption, as an animated GIF
-    (last frame held longer)."""
-    images = []
-    for xt, x0, caption in frames:
-        a, b = show_uint8(xt, scale), show_uint8(x0, scale)
-        canvas = Image.new("RGB", (a.width + b.width + 20, a.height + 30), "white")
-        canvas.paste(a, (0, 30))
-        canvas.paste(b, (a.width + 20, 30))
-        ImageDraw.Draw(canvas).text((4, 4), f"x_t | x0_hat   {caption}", fill="black", font_size=18)
-        images.append(canvas.convert("P", palette=Image.ADAPTIVE))
-    durations = [80] * (len(images) - 1) + [2000]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
-    return path
-
-
 def strip_gif(images, path, scale=8, ms=250):
     """An animated GIF that walks forwards and back through uint8 images [n, H, W, C] (one frame each)."""
     frames = [show_uint8(images[k:k + 1], scale).convert("P", palette=Image.ADAPTIVE) for k in range(len(images))]

@@ -19,6 +19,13 @@ from .registry import registry, session_id
 from .settings import settings
 
 
+# what each kind of job is called where a job it stopped says why
+JOB_NAMES = {"reverse": "a reverse run (tab 2)", "grid": "a class grid (tab 3)", "finetune": "a fine-tune (tab 4)",
+             "sdedit": "a sketch-to-image run (tab 5)", "interpolate": "an interpolation (tab 5)",
+             "playground": "a 2-D training run (tab 6)", "explore": "a comparison (tab 7)",
+             "sweep": "a curve measurement (tab 7)", "neighbours": "a neighbour search (tab 7)"}
+
+
 class JobStop(threading.Event):
     """A job's stop signal, and why it was given (shown to the visitor)."""
     reason = None
@@ -66,8 +73,8 @@ def job(sid, kind):
     timer = threading.Timer(cap, stop.stop, args=(f"the time cap of {cap:g} s per job",))
     timer.daemon = True
     with reg.lock:
-        for other in session.stops.values():
-            other.stop("a newer job of this session started")
+        for other in session.stops.values():         # the stopped tab says which job took its place
+            other.stop(f"{JOB_NAMES.get(kind, 'a newer job')} of this visitor started (one job at a time)")
         session.stops[kind] = stop
         session.jobs += 1
     timer.start()

@@ -136,7 +136,7 @@ def neighbours_run(model, sampler, steps, guidance, seed, per_class, request: gr
     """per_class samples of every class, each beside its K nearest training images by judge features and by pixels.
 
     Returns (the sheet, one row per sample, as a PIL image; markdown: the set searched, the held-out reference
-    and the verdict)."""
+    and the verdict); a search stopped before it was done keeps the sheet shown and says why."""
     sid, reg = session_id(request), registry()
     ddpm = reg.model(model, sid)
     per_class = check_int("samples per class", per_class, "nn_per_class")
@@ -150,7 +150,7 @@ def neighbours_run(model, sampler, steps, guidance, seed, per_class, request: gr
                    guidance_scale=guidance, generator=torch.Generator().manual_seed(seed), progress=True,
                    callback=step_check(stop))       # per step: this job's share of the cores, and Stop
     except Stopped as why:
-        raise gr.Error(f"the search was stopped before it was done: {why}") from None
+        return gr.update(), f"**Stopped** before the search was done: {why}."
     try:
         found = {space: nearest(index, x, judge, k=K, space=space) for space in SPACES}
     except ValueError as err:                             # an index of fewer than K images, of another image shape

@@ -11,7 +11,7 @@ import gradio as gr
 
 from ..sampling import SAMPLERS
 from ..schedule import NoiseSchedule
-from .explain import source
+from .explain import LATEX, source
 from .inputs import LIMITS
 from .pickers import DEFAULT_GUIDANCE
 from .registry import registry
@@ -22,10 +22,7 @@ TQDM_PROGRESS = gr.Progress(track_tqdm=True)      # a handler parameter defaulti
 DEFAULT_T = inspect.signature(NoiseSchedule).parameters["T"].default
 SAMPLER_CHOICES = [(row.label, row.name) for row in SAMPLERS.values()]
 FEW_STEPS = " / ".join(row.short for row in SAMPLERS.values() if not row.all_steps)   # the samplers a steps slider drives
-SAMPLER_HELP = ("**DDPM** walks all T steps of Algorithm 2, adding fresh noise at each; **DDIM** jumps over steps "
-                "along the same marginals (deterministic at η = 0); **DPM-Solver++(2M)** solves the same ODE as DDIM "
-                "with a second-order step that reuses the previous prediction, so 10-25 steps are enough "
-                "(measured per model).")
+SAMPLER_HELP = "DDPM walks all T steps of Algorithm 2; DDIM and DPM-Solver++ jump over steps (10-25 are enough)."
 
 
 class Parts(SimpleNamespace):
@@ -101,10 +98,41 @@ def training_job():
     return dict(concurrency_limit=settings().train_concurrency, concurrency_id="train")
 
 
-def image(label, **kw):
-    """A display-only image that is never smoothed (PNG, nearest-neighbour upscaled by the handler)."""
-    return gr.Image(label=label, format="png", interactive=False, elem_classes="pixel",
+def openers_job():
+    """The concurrency group of the tabs' opening pictures (openers.py): the first page load of a server makes them
+    two at a time rather than all at once; kept ones return at once."""
+    return dict(concurrency_limit=2, concurrency_id="opener")
+
+
+def image(label, *, main=False, **kw):
+    """A display-only image that is never smoothed (PNG, nearest-neighbour upscaled by the handler, and by the
+    browser when it is drawn larger). `main`: the tab's main picture, which lecture mode enlarges."""
+    classes = ["pixel", "main-picture"] if main else ["pixel"]
+    kw.setdefault("alt_text", label)                 # until a handler says more (`pictured`)
+    return gr.Image(label=label, format="png", interactive=False, elem_classes=classes,
                     buttons=["download", "fullscreen"], **kw)
+
+
+def pictured(picture, alt):
+    """An image output with its alt text for screen readers, said from what the app knows (t, the judge's reading)."""
+    return gr.update(value=picture, alt_text=alt)
+
+
+def intro(lead, more):
+    """A tab's explanation: its lead (at most three lines) above the pictures, the rest folded."""
+    gr.Markdown(lead, latex_delimiters=LATEX, elem_classes="lead")
+    with gr.Accordion("More: the maths, and what to try", open=False):
+        gr.Markdown(more, latex_delimiters=LATEX)
+
+
+def go_row():
+    """The row of a tab's primary button and its Stop: on a phone it stays at the top of the screen (app.py's CSS)."""
+    return gr.Row(elem_classes="go-row")
+
+
+def go_button(tab, label):
+    """A tab's primary button, `<tab>-go` for tests and outside checks (the tab's main picture is `<tab>-main`)."""
+    return gr.Button(label, variant="primary", elem_id=f"{tab}-go", min_width=150)
 
 
 def code(*objects):
@@ -139,7 +167,7 @@ def sampler_inputs(tab, own, *, from_table=True):
     from_table=False, at `own`, the tab's own (sampler, steps). The tables measure sampling from pure noise: SDEdit
     starts from a noised image, so its tab keeps its own."""
     sampler, steps = (from_table and measured_default()) or own
-    sampler = gr.Radio(SAMPLER_CHOICES, value=sampler, label="sampler", info=SAMPLER_HELP.replace("**", ""),
+    sampler = gr.Radio(SAMPLER_CHOICES, value=sampler, label="sampler", info=SAMPLER_HELP,
                        elem_id=f"{tab}_sampler")
     steps = gr.Slider(*LIMITS["steps"], value=steps, step=1, label=f"steps of {FEW_STEPS} (1 to T)", elem_id=f"{tab}_steps")
     return sampler, steps

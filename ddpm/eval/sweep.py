@@ -154,11 +154,14 @@ def _values(rows, key, scale=1.0):
     return np.array([np.nan if r[key] is None else scale * r[key] for r in rows], dtype=float)
 
 
-def _line(ax, rows, x, key, lo, hi, *, scale=1.0, label, color, marker="o"):
-    """A line through the rows' `key` against `x` with its band (lo, hi) shaded."""
+def _line(ax, rows, x, key, lo, hi, *, scale=1.0, label, color, marker="o", faded=False):
+    """A line through the rows' `key` against `x` with its band (lo, hi) shaded; `faded`: a reference measurement
+    drawn under the live points (dashed, hollow markers, a lighter band)."""
     xs = np.array([r[x] for r in rows], dtype=float)
-    ax.fill_between(xs, _values(rows, lo, scale), _values(rows, hi, scale), color=color, alpha=0.15, lw=0)
-    ax.plot(xs, _values(rows, key, scale), marker=marker, color=color, lw=2, ms=7, label=label)
+    ax.fill_between(xs, _values(rows, lo, scale), _values(rows, hi, scale), color=color, alpha=0.07 if faded else 0.15,
+                    lw=0)
+    style = dict(ls="--", lw=1.5, mfc="none", alpha=0.6) if faded else dict(lw=2)
+    ax.plot(xs, _values(rows, key, scale), marker=marker, color=color, ms=7, label=label, **style)
 
 
 def _n_text(rows):
@@ -186,21 +189,29 @@ def _image(fig):
     return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
 
 
+def _reference_text(rows, scale=False):
+    """A reference line's legend: its n, and its guidance scale s where the x axis is not s."""
+    return f"reference, n = {rows[0]['n']}" + (f", s = {rows[0]['guidance']:g}" if scale else "")
+
+
 def _real_line(ax, rows):
     real = [r["fd_real"] for r in rows if r.get("fd_real") is not None]
     if real:
         ax.axhline(real[0], color="gray", ls=":", lw=2, label="real vs real images, same n")
 
 
-def plot_steps(rows, title=""):
-    """Accuracy and FD against sampling steps (log x), one line per sampler with its band, DDPM as one marker."""
+def plot_steps(rows, title="", reference=None):
+    """Accuracy and FD against sampling steps (log x), one line per sampler with its band, DDPM as one marker;
+    `reference` (rows of another measurement, e.g. the bundled one) drawn faded underneath."""
     fig, (acc, fd) = _figure(rows, title)
-    for sampler in FEW_STEP_SAMPLERS:
-        line = sorted((r for r in rows if r["sampler"] == sampler), key=lambda r: r["steps"])
-        if line:
-            style = dict(label=SAMPLERS[sampler].label, **plot_style(sampler))
-            _line(acc, line, "steps", "accuracy", "acc_lo", "acc_hi", scale=100, **style)
-            _line(fd, line, "steps", "fd", "fd_lo", "fd_hi", **style)
+    for faded, measured in ((True, reference or []), (False, rows)):
+        for sampler in FEW_STEP_SAMPLERS:
+            line = sorted((r for r in measured if r["sampler"] == sampler), key=lambda r: r["steps"])
+            if line:
+                label = SAMPLERS[sampler].label + (f" ({_reference_text(line, scale=True)})" if faded else "")
+                style = dict(label=label, faded=faded, **plot_style(sampler))
+                _line(acc, line, "steps", "accuracy", "acc_lo", "acc_hi", scale=100, **style)
+                _line(fd, line, "steps", "fd", "fd_lo", "fd_hi", **style)
     for r in (r for r in rows if r["sampler"] not in FEW_STEP_SAMPLERS):
         style = plot_style(r["sampler"])
         for ax, key, lo, hi, scale in ((acc, "accuracy", "acc_lo", "acc_hi", 100), (fd, "fd", "fd_lo", "fd_hi", 1)):
@@ -215,16 +226,20 @@ def plot_steps(rows, title=""):
     return _image(fig)
 
 
-def plot_guidance(rows, title=""):
-    """Accuracy and diversity against the guidance scale s, one line per (sampler, steps), with their bands."""
+def plot_guidance(rows, title="", reference=None):
+    """Accuracy and diversity against the guidance scale s, one line per (sampler, steps), with their bands;
+    `reference` (rows of another measurement, e.g. the bundled one) drawn faded underneath."""
     fig, (acc, div) = _figure(rows, title)
-    settings = sorted({(r["sampler"], r["steps"]) for r in rows})
-    for k, (sampler, steps) in enumerate(settings):
-        line = sorted((r for r in rows if (r["sampler"], r["steps"]) == (sampler, steps)), key=lambda r: r["guidance"])
-        style = dict(label=f"{SAMPLERS[sampler].label}, {steps} steps",
-                     color=plot_style(sampler)["color"] if k == 0 else f"C{k + len(SAMPLERS) - 1}")
-        _line(acc, line, "guidance", "accuracy", "acc_lo", "acc_hi", scale=100, **style)
-        _line(div, line, "guidance", "diversity", "div_lo", "div_hi", **style)
+    for faded, measured in ((True, reference or []), (False, rows)):
+        settings = sorted({(r["sampler"], r["steps"]) for r in measured})
+        for k, (sampler, steps) in enumerate(settings):
+            line = sorted((r for r in measured if (r["sampler"], r["steps"]) == (sampler, steps)),
+                          key=lambda r: r["guidance"])
+            style = dict(label=f"{SAMPLERS[sampler].label}, {steps} steps" + (f" ({_reference_text(line)})" if faded else ""),
+                         color=plot_style(sampler)["color"] if k == 0 else f"C{k + len(SAMPLERS) - 1}", faded=faded,
+                         marker="s" if faded else "o")
+            _line(acc, line, "guidance", "accuracy", "acc_lo", "acc_hi", scale=100, **style)
+            _line(div, line, "guidance", "diversity", "div_lo", "div_hi", **style)
     _finish((acc, div), rows, sorted({r["guidance"] for r in rows}), lambda s: f"{s:g}", "guidance scale s (1 = none)",
             ("class accuracy (%), judge", "mean distance within a class\n(judge features)"),
             ("higher is better; band: 95% Wilson interval", "diversity; band: ±1.96 standard errors over classes"))
