@@ -1,7 +1,13 @@
-"""Judge classifiers: a small CNN per dataset that tells which class a (generated) image shows.
+"""Judge classifiers: a small CNN per dataset that tells which class a (generated) image shows, or that it shows
+none of them.
 
 Its penultimate features (128 numbers per image) also feed the Fréchet distance in ddpm/eval/metrics.py.
 Saved beside the DDPM as judge.safetensors + judge_config.json.
+
+"None of these": a classifier always names one of its classes, so a drawn triangle would count as a zero. The judge
+remembers real test images (examples.safetensors beside it, ~100 per class); an image whose features lie farther from
+every one of them than real test images do gets the verdict NONE instead. The threshold is calibrated on those images,
+each against the others: NONE_RATE of them would get NONE.
 """
 import inspect
 import json
@@ -14,9 +20,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_weights, read_config
-from ..pretrained import bundled_folder
+from ..data import to_unit_range
+from ..pretrained import EXAMPLES, bundled_folder, load_examples
 
 WEIGHTS, CONFIG = "judge.safetensors", "judge_config.json"
+NONE = -1            # the verdict "none of these": an image unlike every real example of the judge's classes
+NONE_RATE = 0.05     # the share of real test images that get NONE at the calibrated threshold (a false alarm rate)
 
 
 class Judge(nn.Module):
@@ -26,6 +35,8 @@ class Judge(nn.Module):
         super().__init__()
         self.config = dict(in_channels=in_channels, num_classes=num_classes, image_size=image_size,
                            width=width, dataset=dataset)
+        self.reference = None                 # real images for NONE: data, not weights, so neither saved nor hashed
+        self._reference_features, self._none_beyond = None, None
 
         def conv(c_in, c_out):
             return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -42,10 +53,46 @@ class Judge(nn.Module):
     def forward(self, x):
         return self.head(self.body(x))
 
+    def remember(self, real):
+        """Keep real images [N, C, H, W] in [-1, 1] (or uint8 [N, H, W]) as the reference of the NONE verdict."""
+        self.reference = to_unit_range(real) if real.dtype == torch.uint8 else real
+        self._reference_features, self._none_beyond = None, None
+
     @torch.inference_mode()
-    def classify(self, x, batch_size=500):
-        """Predicted labels [B] for images in [-1, 1]."""
-        return torch.cat([self(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    def nearest_real(self, x, batch_size=500):
+        """Distance [B] in feature space from each image in [-1, 1] to its nearest remembered real image."""
+        return _distances(self._features(x, batch_size), self._reference()).min(1).values
+
+    @property
+    def none_beyond(self):
+        """The distance to the nearest real image beyond which the verdict is NONE: the (1 - NONE_RATE) quantile of
+        that distance over the remembered images, each measured against the others (leave one out)."""
+        if self._none_beyond is None:
+            reference = self._reference()
+            d = _distances(reference, reference).fill_diagonal_(float("inf"))        # [N, N], itself left out
+            self._none_beyond = float(d.min(1).values.quantile(1.0 - NONE_RATE))
+        return self._none_beyond
+
+    def _reference(self):
+        if self.reference is None:
+            raise ValueError("this judge remembers no real images, so it cannot say 'none of these': call "
+                             f"remember(images) (load_judge does, from the {EXAMPLES} beside the judge)")
+        if self._reference_features is None:           # once, on first use: about a second on a CPU
+            self._reference_features = self._features(self.reference.to(self.head[-1].weight.device), 500)
+        return self._reference_features
+
+    @torch.inference_mode()
+    def _features(self, x, batch_size):
+        return torch.cat([self.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    @torch.inference_mode()
+    def classify(self, x, batch_size=500, *, none_of_these=False):
+        """Predicted labels [B] for images in [-1, 1]; with none_of_these, NONE for each image farther from every
+        remembered real image than real images are (`none_beyond`), so that it counts as wrong for every class."""
+        labels = torch.cat([self(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        if not none_of_these:
+            return labels
+        return torch.where(self.nearest_real(x, batch_size) > self.none_beyond, NONE, labels)
 
     def save(self, folder):
         os.makedirs(folder, exist_ok=True)
@@ -54,13 +101,23 @@ class Judge(nn.Module):
             json.dump(self.config, f, indent=1)
 
 
+def _distances(a, b):
+    """Euclidean distances [N, M] between feature rows, computed directly: the matrix-product shortcut of cdist
+    leaves an image a small distance from itself, which can cross a tight threshold."""
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+
+
 def load_judge(name_or_folder):
-    """The judge beside a bundled model ("mnist", "fashion_mnist") or in a folder; eval mode."""
+    """The judge beside a bundled model ("mnist", "fashion_mnist") or in a folder; eval mode. It remembers the real
+    examples beside it (examples.safetensors), if any, for its "none of these" verdict."""
     folder = bundled_folder(name_or_folder)
     if not os.path.isfile(os.path.join(folder, CONFIG)):
         raise FileNotFoundError(f"no judge in {folder}: expected {CONFIG} and {WEIGHTS}")
     config = read_config(folder, set(inspect.signature(Judge.__init__).parameters) - {"self"}, what="judge", name=CONFIG)
-    return load_weights(Judge(**config), os.path.join(folder, WEIGHTS)).eval()
+    judge = load_weights(Judge(**config), os.path.join(folder, WEIGHTS)).eval()
+    if os.path.isfile(os.path.join(folder, EXAMPLES)):
+        judge.remember(load_examples(folder)[0])
+    return judge
 
 
 def _shift(x, max_shift, generator):
