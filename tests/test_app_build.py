@@ -142,6 +142,14 @@ def test_each_tab_opens_on_a_picture_made_on_first_view_not_at_start(demo):
     assert all(fn.concurrency_id == "opener" for fn in openings.values())
 
 
+def test_a_new_model_stops_the_job_of_its_tab(demo):
+    """Issue 34, item 6: picking another model mid-run cancels the run of the old one (its opening picture follows)."""
+    cancelled = {demo.fns[k].name: [demo.blocks[block].label for block, event in fn.targets if event == "change"]
+                 for fn in demo.fns.values() for k in (getattr(fn, "cancels", None) or [])}
+    runs = ("reverse_run", "grid_run", "sdedit_run", "interpolate_run", "compare_run")
+    assert all(cancelled.get(run) == ["model"] for run in runs), cancelled
+
+
 def by_label(demo, label):
     return [b for b in demo.blocks.values() if getattr(b, "label", None) == label]
 
