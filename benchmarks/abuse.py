@@ -1,8 +1,8 @@
 """Load and abuse of a real app server, as a hostile visitor of a public Space would try it (items 1-16, one for
 each hole that was found and closed; docs/reliability.md lists them).
 
-    python benchmarks/abuse.py            the full run with the bundled models (about 8 minutes on 2 cores)
-    python benchmarks/abuse.py --quick    a subset with tiny models in about a minute (tests/test_abuse.py runs it)
+    python benchmarks/abuse.py            the full run with the bundled models and more calls
+    python benchmarks/abuse.py --quick    tiny models, fewer calls, a few minutes on 2 cores (tests/test_abuse.py)
 
 It starts `python app.py` on a free loopback port with its own Gradio cache folder, drives it with raw HTTP
 and gradio_client (loopback only, bounded in count and time), prints one table row per probe and exits 1 if
@@ -692,7 +692,7 @@ def probe_load(server, names, rounds, sessions, slider_calls):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny models, fewer calls: about a minute")
+    p.add_argument("--quick", action="store_true", help="tiny models, fewer calls: a few minutes")
     p.add_argument("--rounds", type=int, default=None, help="load rounds (default 2 quick, 6 full)")
     p.add_argument("--sessions", type=int, default=None, help="concurrent sessions per load round (4 quick, 8 full)")
     p.add_argument("--json", default=None, help="also write the table as JSON here")
