@@ -87,8 +87,8 @@ class Settling:
     """When each band of x0_hat is decided in one reverse run. ts: the run's steps; error [len(ts), n_bands]: band
     power of x0_hat - final sample over the final sample's band power; settled_t / predicted_t [n_bands]: the
     largest t from which the error stays below the level (SETTLED by default), and the SNR = 1 crossing of the
-    data spectrum; rho: the Spearman correlation of settled_t with the band (negative: coarse bands are decided
-    first)."""
+    data spectrum; rho: the Spearman correlation of settled_t with the band, over the whole rings up to the Nyquist
+    edge (negative: coarse bands are decided first)."""
     ts: np.ndarray
     error: np.ndarray
     settled_t: np.ndarray
@@ -119,5 +119,6 @@ def settling(ddpm, reference, *, n=8, y=None, sampler="ddim", steps=100, eta=1.0
     settled = np.array([ts[len(ts) - np.argmin(np.append(below[::-1, b], False))] if below[-1, b] else -1
                         for b in range(error.shape[1])])
     predicted = crossings(radial_power(reference), ddpm.schedule.alpha_bar.double().numpy())
-    keep = final_power > 1e-12                                  # bands the samples hold (not an empty corner)
-    return Settling(ts, error, settled, predicted, spearman(np.arange(keep.sum()), settled[keep]), final)
+    bands = np.arange(len(settled))
+    whole = bands <= min(final.shape[-2:]) // 2                 # whole rings; beyond the Nyquist edge only corners
+    return Settling(ts, error, settled, predicted, spearman(bands[whole], settled[whole]), final)
