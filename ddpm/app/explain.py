@@ -75,10 +75,11 @@ Every training step picks images $x_0$, a random step $t$ and noise $\epsilon$, 
 """ + ALG_1_LINE_5 + r"""
 Your run trains a **private copy** of the model (nobody else's model changes). The "now" grid uses the same noise as the
 "before" grid, so you see only what training changed.
-**Your own images as a new class:** the network's class-embedding table (one learned vector per class) gets
-**one new row**, started at the
-average of the existing rows. The whole network then trains on your images (label = the new class) mixed with examples
-of the old classes, so it learns yours without forgetting the others.
+**Drawings as a new class** (yours, or the ready-made triangles): the network's class-embedding table (one learned
+vector per class) gets **one new row**, started at the average of the existing rows. Each step is Algorithm 1 on your
+images with the new label, plus **rehearsal**: as many images again under old labels (real examples of the old
+classes, and your images too) are pulled to what the model predicted for them before training. Plain Algorithm 1 on
+your images alone turned the row of "0" into triangles; rehearsed, every old class keeps its judge score.
 Images are turned into MNIST style: grey-scale, 28×28, white strokes on black (light backgrounds are inverted), cropped
 and centred.
 """

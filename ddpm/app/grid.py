@@ -129,8 +129,8 @@ def judged_hits(judge, x, idx, per_class, n_known=None):
     saw (a fine-tuned new class). None without a judge."""
     if judge is None:
         return None
-    with torch.no_grad():
-        pred = judge.classify(x).view(len(idx), per_class)
+    with torch.no_grad():             # "none of these" (a triangle asked to be a zero) counts as not recognised
+        pred = judge.classify(x, none_of_these=judge.reference is not None).view(len(idx), per_class)
     return [None if n_known is not None and c >= n_known else int((pred[k] == c).sum()) for k, c in enumerate(idx)]
 
 
