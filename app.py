@@ -11,8 +11,8 @@ import gradio as gr
 import torch
 
 from ddpm import keep_freed_memory
-from ddpm.app import (check, cores, edit, explore, finetune, forward, grid, guard, openers, paper, pickers, playground,
-                      reverse)
+from ddpm.app import (check, cores, edit, explore, finetune, forward, grid, guard, lesson, openers, paper, pickers,
+                      playground, reverse)
 from ddpm.app.inputs import LIMITS
 from ddpm.app.widgets import by_name, openers_job
 
@@ -39,6 +39,8 @@ html.lecture .main-picture { height: 72vh !important; }
   .row:not(.go-row):not(#header) { flex-direction: column !important; }
   .row:not(.go-row):not(#header) > * { width: 100% !important; min-width: 0 !important; flex: 1 1 auto !important; }
   .go-row { position: sticky; top: 0; z-index: 20; background: var(--background-fill-primary); padding: 4px 0; }
+  .main-picture { height: auto !important; }        /* as tall as the picture at full width, no empty band */
+  .main-picture .image-container, .main-picture button, .main-picture img { height: auto !important; }
 }
 """
 # Gradio's default theme with text and buttons dark enough to read (WCAG AA, 4.5:1 on white: axe-core checks it in
@@ -95,6 +97,7 @@ def build_demo():
             lecture = gr.Checkbox(False, label="lecture mode: larger pictures and text", elem_id="lecture", scale=0,
                                   min_width=200, container=False)
         lecture.change(None, inputs=[lecture], js=LECTURE_JS)
+        lsn = lesson.build()                  # the guided path through Sheet 3, above the tabs it opens
         with gr.Tabs() as tabs:
             fwd = forward.build()
             rev = reverse.build()
@@ -105,8 +108,9 @@ def build_demo():
             ex = explore.build()
             check.build()
             pp = paper.build()
+        lesson.wire(lsn, tabs)
 
-        models = [rev.model, grd.model, ed.sd.model, ed.ip.model, ex.model, pp.model]      # pickers.app_init fills them in order
+        models = [rev.model, grd.model, ed.sd.model, ed.ip.model, ex.model, pp.model, lsn.model]   # app_init fills them in order
         demo.load(pickers.app_init, outputs=[fwd.dataset, *models], api_name=False).then(
             finetune.base_choices_update, outputs=[ft.base], api_name=False).then(**fwd.view, api_name=False).then(
             explore.scene_from_url, outputs=[tabs, ex.scene, *ex.view, ex.note], api_name=False).success(
@@ -119,7 +123,7 @@ def build_demo():
                        **openers_job())
         # a fine-tuned model joins every picker (the reverse and grid tabs pick it at once: finetune.build)
         trained = ft.trained
-        for picker in (ed.sd.model, ed.ip.model, ex.model, pp.model):
+        for picker in (ed.sd.model, ed.ip.model, ex.model, pp.model, lsn.model):
             trained = trained.then(pickers.model_picker, outputs=[picker], api_name=False)
         demo.unload(pickers.end_session)
     return demo

@@ -5,7 +5,7 @@ import gradio as gr
 from .jobs import cancel
 from .registry import registry, session_id
 
-MODEL_PICKERS = 6          # the model dropdowns of tabs 2, 3, 5 (SDEdit, interpolation), 7 and 9
+MODEL_PICKERS = 7          # the model dropdowns of tabs 2, 3, 5 (SDEdit, interpolation), 7, 9 and the lesson
 DEFAULT_GUIDANCE = 2.0     # the guidance slider's start value in every tab
 
 
