@@ -134,6 +134,26 @@ def test_the_reverse_tab_opens_on_a_watchable_run_made_once():
     assert openers.shared_key("mnist", "someone") is not None and openers.shared_key("nope", "someone") is None
 
 
+def test_the_finetune_tab_opens_on_the_shipped_example_or_on_the_model_as_it_is(tmp_path):
+    """Issue 34, item 1: before and after of the tab's default run, shipped beside a bundled model; without them the
+    fixed-seed preview of the model as it is, in both places."""
+    from ddpm.app import openers
+    before, now, note = openers.finetune_opening("mnist", request=A)
+    assert before["value"] is now["value"] and "untrained" in note
+    folder = os.path.join(registry.registry().models_dir, "fashion_mnist")
+    shipped = [os.path.join(folder, name) for name in openers.FINETUNE_EXAMPLE]
+    try:
+        for path in shipped[:2]:
+            Image.new("L", (28, 28)).save(path)
+        with open(shipped[2], "w") as f:
+            f.write("**Done after 99 steps.**")
+        before, now, note = openers.finetune_opening("fashion_mnist", request=A)
+        assert (before["value"], now["value"]) == tuple(shipped[:2]) and "Done after 99 steps" in note
+    finally:
+        for path in shipped:
+            os.remove(path)
+
+
 def test_reverse_ddim_formula_and_determinism():
     run = lambda: drain(reverse.reverse_run("mnist", UNCONDITIONAL, "ddim", 10, 0.0, 1.0, 7, 1, request=A))
     a, b = run(), run()

@@ -15,6 +15,7 @@ from collections import OrderedDict
 import gradio as gr
 
 from . import finetune
+from .inputs import class_names
 from .registry import registry, session_id
 from .widgets import pictured
 
@@ -82,30 +83,57 @@ def clear():
         _kept.clear()
 
 
-FINETUNE_EXAMPLE = "finetune_example.png"     # beside a bundled model: its fixed-seed preview after an example fine-tune
+# beside a bundled model: the fixed-seed previews before and after the fine-tune tab's default run, and its closing
+# status (write_finetune_example); the tab opens on them
+FINETUNE_EXAMPLE = ("finetune_before.png", "finetune_after.png", "finetune_example.md")
 
 
 def finetune_opening(base, request: gr.Request = None):
-    """What the fine-tune tab opens on for `base`: the fixed-seed "before" preview of its default run, and beside it
-    the "after" of an example fine-tune shipped with a bundled model (FINETUNE_EXAMPLE), else the same preview
+    """What the fine-tune tab opens on for `base`: the example run shipped with a bundled model (FINETUNE_EXAMPLE:
+    its previews before and after, and its status), else the fixed-seed preview of `base` as it is, in both places
     (nothing trained yet). Returns (before, now, status markdown)."""
     sid, reg = session_id(request), registry()
     if not isinstance(base, str) or not base or base.startswith(finetune.SCRATCH):
         return gr.update(), gr.update(), gr.update()
-    folder = reg.base_folder(base, sid)
-    example = os.path.join(reg.models_dir, folder, FINETUNE_EXAMPLE) if folder in reg.bundled() else None
+    folder = os.path.join(reg.models_dir, base) if base in reg.bundled() else None
+    shipped = [os.path.join(folder, name) for name in FINETUNE_EXAMPLE] if folder else []
 
     def make():
+        if shipped and all(os.path.isfile(path) for path in shipped):
+            with open(shipped[2]) as f:
+                note = f.read().strip()
+            return (pictured(shipped[0], f"the fixed-seed preview of {base} before the example fine-tune"),
+                    pictured(shipped[1], f"the same preview after the example fine-tune of {base}"),
+                    f"*The example run, shipped with the model: the tab's default settings.*\n\n{note}\n\n"
+                    "*Press Start training to run your own.*")
         ddpm = reg.model(base, sid)
         classes = list(range(min(4, ddpm.num_classes or 0)))
         if not classes:
             return gr.update(), gr.update(), "*An unconditional model: fine-tuning here needs classes.*"
         before = pictured(finetune._preview(ddpm, classes), f"the fixed-seed preview of {base} before training: "
                           f"{finetune.PREVIEW_PER_CLASS} images of each of its first {len(classes)} classes")
-        if example and os.path.isfile(example):
-            return (before, pictured(example, f"the same preview after an example fine-tune of {base}"),
-                    f"*Before: `{base}` as it is. Now: an example fine-tune of it, shipped with the model "
-                    f"({FINETUNE_EXAMPLE}). Press Start training to run your own.*")
         return before, before, f"*Before and now: `{base}` as it is, untrained. Press Start training to fine-tune a copy.*"
 
-    return cached(shared_key(base, sid, "finetune", bool(example and os.path.isfile(example))), make)
+    return cached(shared_key(base, sid, "finetune", tuple(os.path.isfile(path) for path in shipped)), make)
+
+
+def write_finetune_example(model):
+    """Run the fine-tune tab's default run on the bundled `model` (a new class from the ready-made drawings, the
+    default budget) and write FINETUNE_EXAMPLE beside it: `python -m ddpm.app.openers mnist fashion_mnist`."""
+    names = class_names(registry().model(model))
+    *_, last = finetune.finetune_run(model, "shapes", names, "triangle", None, "seconds", finetune.BUDGET_S, 50)
+    value = lambda out: out["value"] if isinstance(out, dict) else out
+    before_path, after_path, note_path = (os.path.join(registry().models_dir, model, name) for name in FINETUNE_EXAMPLE)
+    value(last[2]).save(before_path)
+    value(last[3]).save(after_path)
+    head, *rest = value(last[4]).strip().split("\n")       # the run's headline (how long), not its session's model
+    with open(note_path, "w") as f:
+        f.write("\n".join([f"**{head.split('**')[1]}** (`python -m ddpm.app.openers {model}`, {os.cpu_count()} cores)",
+                           *rest]) + "\n")
+    return before_path, after_path, note_path
+
+
+if __name__ == "__main__":
+    import sys
+    for name in sys.argv[1:]:
+        print(*write_finetune_example(name))

@@ -288,3 +288,7 @@ def build():
     ui.draw.click(playground_paths, inputs_kwargs=by_name(playground_paths, ui.sampler, ui.steps, ui.n_paths),
                   outputs=[ui.paths, ui.paths_text], api_name="playground_paths", **sampling_job())
     return ui
+
+
+if __name__ == "__main__":
+    print(write_example())
