@@ -113,7 +113,9 @@ def table2(data, held_out, *, targets=TARGETS, weightings=WEIGHTINGS, seeds=(0, 
            recipe=RECIPE, progress=None, stop=None):
     """Every target x weighting x seed: a list of rows {target, weighting, seed, swd, seconds}, swd the sliced
     Wasserstein distance of n_samples Algorithm-2 samples to held_out [M, 2]. progress(row) after each run;
-    stop() -> True ends the table early (the rows so far are returned)."""
+    stop() -> True ends the table early (the rows so far are returned). A run of the defaults takes about 8 s of
+    one core (1,500 Adam steps at batch 256, 1,000 samples of T = 100 steps); the whole default table (30 runs) is a
+    job of minutes, run with progress and stop (the app's jobs stop at 360 s)."""
     rows = []
     for kind in targets:
         for weighting in weightings:
