@@ -10,7 +10,7 @@ thread's own arena lives in 64 MB heaps that glibc unmaps as soon as they are em
 malloc is rare next to the arithmetic on it.
 
 `python benchmarks/app_targets.py` counts it in its training row (a fresh process each, bundled MNIST model,
-batch 128): 14,272 minor page faults per step without, 2 with, on the machine of the README's figures.
+batch 128): 14,272 minor page faults per step without, 2 with, on this project's 2-core machine.
 Without the setting glibc moves both thresholds by itself as blocks come and go, so how often memory is
 faulted back varies from process to process. The cost: a process keeps its peak memory after the work that
 needed it (the peaks do not change). The app still hands freed memory back at the end of every job
