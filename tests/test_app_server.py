@@ -40,8 +40,15 @@ def client(url):
     return Client(url, verbose=False)
 
 
+def file_of(output):
+    """The file path of an output given as a path or as the update that carries it (with its alt text)."""
+    return output.get("value") if isinstance(output, dict) else output
+
+
 def is_png(path, min_width):
-    return os.path.isfile(path) and Image.open(path).width >= min_width
+    """A picture's file, given as a path or as the update that carries it with its alt text."""
+    path = path.get("value") if isinstance(path, dict) else path
+    return isinstance(path, str) and os.path.isfile(path) and Image.open(path).width >= min_width
 
 
 def test_sampling_tabs_start_at_the_quality_per_cost_default(url):
@@ -75,8 +82,8 @@ def test_reverse_streams_and_records(url):
     outputs = job.result(timeout=120) and job.outputs()
     assert len(outputs) >= 2                                   # streamed frames, then the final one
     animation, text, scrub, gif = outputs[-1]
-    assert is_png(outputs[0][0], 2 * 2 * 28 * 8) and animation.endswith(".gif") and gif.endswith(".gif")
-    assert Image.open(animation).n_frames == 21 and "step 20 / 20" in text       # x_t beside x0_hat, each step
+    assert is_png(outputs[0][0], 2 * 2 * 28 * 8) and file_of(animation).endswith(".gif") and file_of(gif).endswith(".gif")
+    assert Image.open(file_of(animation)).n_frames == 21 and "step 20 / 20" in text       # x_t beside x0_hat, each step
     frame, caption = c.predict(0, api_name="/reverse_scrub")
     assert is_png(frame, 2 * 2 * 28 * 8) and "frame 0" in caption
     with pytest.raises(Exception, match=r"40 is greater than maximum value 16"):
@@ -93,14 +100,14 @@ def test_reverse_stop_button(url):
     c.predict(api_name="/reverse_stop")
     *_, text, _, gif = job.result(timeout=120)
     assert "stopped" in text or "step 100 / 100" in text        # a run that already ended is fine too
-    assert gif.endswith(".gif")
+    assert file_of(gif).endswith(".gif")
 
 
 def test_grid(url):
     c = client(url)
     img, judge, png = c.predict(model="fashion_mnist", classes=["Trouser", "Bag"], sampler="ddim", steps=5, guidance=2.0,
                                 seed=0, per_class=3, api_name="/grid")              # by name, as the page feeds it
-    assert is_png(img, 190 + (3 * 30 + 2) * 5) and "No judge" in judge and png.endswith(".png")
+    assert is_png(img, 190 + (3 * 30 + 2) * 5) and "No judge" in judge and file_of(png).endswith(".png")
     with pytest.raises(Exception, match="unknown classes"):
         c.predict("fashion_mnist", ["Bagel"], "ddim", 5, 2.0, 0, 3, api_name="/grid")
 
@@ -127,7 +134,7 @@ def test_two_visitors_finetune_at_once_without_interfering(url, tmp_path):
         t.join(timeout=180)
     for key in "ab":
         status, ckpt = results[key][4], results[key][5]
-        assert "Done after 10 steps" in status and ckpt.endswith(".zip")
+        assert "Done after 10 steps" in status and file_of(ckpt).endswith(".zip")
     name_a, name_b = results["a"][6]["value"], results["b"][6]["value"]
     grid_b = b.predict(name_b, ["dash"], "ddim", 3, 2.0, 0, 2, api_name="/grid")    # B's new class exists for B ...
     assert is_png(grid_b[0], 100)
@@ -157,7 +164,7 @@ def test_sdedit_and_interpolate_endpoints(url, tmp_path):
         c.predict("mnist", "1 - one", _sketch_file(tmp_path), 500, "ddim", 8, 2.0, 0, api_name="/sdedit")
     strip, gif, text = c.predict("mnist", "3 - three", "8 - eight", True, "dpmpp_2m", 4, 2.0, 0, 1, 5,
                                  api_name="/interpolate")
-    assert is_png(strip, 5 * 28 * 5) and gif.endswith(".gif") and "mixed class embeddings" in text
+    assert is_png(strip, 5 * 28 * 5) and file_of(gif).endswith(".gif") and "mixed class embeddings" in text
 
 
 def test_playground_endpoints_train_stop_and_draw(url):
