@@ -1,6 +1,7 @@
 """The Lesson (ddpm/app/lesson.py): its steps follow Sheet 3 and point at real tabs and controls, each answer is a
 pure, quick measurement that picks one of its step's choices, answers are kept per model, the reveal needs a guess,
 using the control after the reveal moves on, and the lecture poll keeps counts only, within its bounds."""
+import os
 import re
 import time
 from types import SimpleNamespace
@@ -10,12 +11,13 @@ import pytest
 import torch
 
 import app
-from app_fixtures import make_models_dir
+from app_fixtures import make_models_dir, start_app, stop_app
 from ddpm.app import lesson, registry
 from ddpm.eval.judge import load_judge
 from ddpm.pretrained import BUNDLED_DIR, load_examples, load_pretrained
 from ddpm.schedule import NoiseSchedule
 
+CHROMIUM = "/usr/bin/chromium"
 A = SimpleNamespace(session_hash="lesson-a", query_params={"room": "hall-1"})
 B = SimpleNamespace(session_hash="lesson-b", query_params={})
 
@@ -129,7 +131,8 @@ def test_the_histogram_marks_the_measured_answer():
     choices = lesson.STEPS[0].choices
     answer = lesson.Answer(choices[1], "")
     text = lesson.histogram(0, {choices[0]: 3, choices[1]: 1}, answer)
-    assert f"| {choices[1]} ✔ |" in text and "(4)" in text and lesson.histogram(0, {}) == ""
+    assert f"{choices[1]} ✔</span>" in text and "(4)" in text and "width:75%" in text and lesson.histogram(0, {}) == ""
+    assert "t &lt; 100" in text                                                     # choices are escaped
 
 
 def test_the_answers_cache_is_bounded(models, monkeypatch):
@@ -148,3 +151,38 @@ def test_the_bundled_mnist_model_loses_the_digit_sooner_with_the_linear_schedule
     answer = lesson.answer_forward(ddpm, judge=judge, images=images, labels=labels)
     linear, cosine = map(int, re.findall(r"\*\*t = (\d+)\*\*", answer.text))
     assert linear < cosine and answer.choice == lesson.FORWARD_CHOICES[1] == "100 to 300"
+
+
+def test_in_a_browser_a_step_highlights_its_control_and_using_it_after_the_reveal_moves_on(tmp_path):
+    """Headless chromium, tiny models: opening the lesson opens the forward tab with its t slider highlighted; the
+    reveal opens after a guess, with the room's poll; moving the slider then moves the lesson to step 2, whose tab
+    opens with the reverse tab's Start highlighted."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} does not exist (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    proc, url = start_app(make_models_dir(tmp_path / "models", judges=("mnist",)), tmp_path / "app.log",
+                          env={"DDPM_APP_JUDGE": "1"})
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.set_default_timeout(60_000)
+            page.goto(url + "?room=hall")
+            page.locator("#lesson").get_by_text("Lesson:").first.click()
+            page.wait_for_selector("#fwd_t.lesson-focus")
+            assert page.locator("button[role=tab][aria-selected=true]").inner_text().startswith("1.")
+            assert page.locator("#lesson_reveal").is_disabled()
+            page.locator("#lesson_guess").get_by_text("100 to 300").click()
+            page.wait_for_function("() => !document.querySelector('#lesson_reveal').disabled")
+            page.locator("#lesson_reveal").click()
+            page.wait_for_function("() => document.querySelector('#lesson').innerText.includes('Measured on')")
+            assert "The room's guesses" in page.locator("#lesson_poll").inner_text()
+            page.locator("#fwd_t input[type=range]").first.focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function("() => document.querySelector('#lesson').innerText.includes('Step 2 of')")
+            page.locator("#lesson").get_by_text("Open its tab").click()
+            page.wait_for_selector("#reverse-go.lesson-focus")
+            assert page.locator("button[role=tab][aria-selected=true]").inner_text().startswith("2.")
+            browser.close()
+    finally:
+        stop_app(proc)

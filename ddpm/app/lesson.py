@@ -9,6 +9,7 @@ A lecture poll: with ?room=NAME in the address, the guesses of a hall are counte
 at most MAX_ROOMS rooms, each forgotten after ROOM_TTL_S without a guess) and shown beside the measured answer.
 `build()` lays the lesson out (above the tabs); `wire(ui, tabs)` connects it to the tabs once they exist.
 """
+import html
 import re
 import threading
 import time
@@ -73,7 +74,7 @@ def readable_until(judge, x0, y, alpha_bar, ts, *, level=0.5, generator=None):
 
 
 def answer_forward(ddpm, judge, images, labels, *, per_class=10, points=16, **_):
-    """3.3a: from which t does the judge no longer read the digit in x_t (under half of 10 real images per class),
+    """3.3a: from which t does the judge no longer read the class of x_t (under half of 10 real images per class),
     with this model's schedule and with the other one (linear <-> cosine) at the same T?"""
     T, own = ddpm.T, ddpm.schedule
     other = NoiseSchedule("cosine", T) if own.name != "cosine" else NoiseSchedule(
@@ -91,7 +92,7 @@ def answer_forward(ddpm, judge, images, labels, *, per_class=10, points=16, **_)
 
 @torch.inference_mode()
 def answer_reverse(ddpm, judge, *, n=10, **_):
-    """3.3b: running Algorithm 2, from which t does the prediction x0_hat already show the digit the run ends in
+    """3.3b: running Algorithm 2, from which t does the prediction x0_hat already show the class the run ends in
     (the judge reads the final class in at least half of n runs' x0_hat, from that step on)?"""
     g = torch.Generator().manual_seed(SEED)
     x = torch.randn((n, *ddpm.sample_shape), generator=g)                      # Alg. 2, line 1
@@ -109,7 +110,7 @@ def answer_reverse(ddpm, judge, *, n=10, **_):
     settled = settled if settled is not None else 0
     return Answer(_bucket(settled, ddpm.T, REVERSE_EDGES, REVERSE_CHOICES),
                   f"In {n} runs without a label (Algorithm 2's noise on {ALG2['steps']} steps), the judge reads the "
-                  f"final digit in at least half of the predictions x̂_0 from **t = {settled}** on: the coarse shape "
+                  f"final class in at least half of the predictions x̂_0 from **t = {settled}** on: the coarse shape "
                   "is decided early, the steps after it add detail.")
 
 
@@ -146,7 +147,7 @@ def _recognised(judge, x, y):
 
 @torch.inference_mode()
 def answer_guidance(ddpm, judge, *, per_class=4, scales=(1.0, 3.0), **_):
-    """3.4a: with guidance s = 3 instead of 1, does the judge recognise more of the asked digits?"""
+    """3.4a: with guidance s = 3 instead of 1, does the judge recognise more of the asked classes?"""
     classes = list(range(min(10, ddpm.num_classes)))
     y = torch.tensor(classes).repeat_interleave(per_class)
     got = [_recognised(judge, sample(ddpm, per_class, classes, guidance_scale=s, **FAST,
@@ -183,22 +184,22 @@ ETA_CHOICES = ["like DDIM (η = 0)", "like DDPM", "worse than both"]
 @torch.inference_mode()
 def answer_eta(ddpm, judge, *, per_class=1, **_):
     """3.5: from the same x_T, do DDIM's 10 steps with eta = 1 look like DDIM (eta = 0) or like DDPM (Algorithm 2's
-    noise, here on 100 steps)? Scored by the judge's recognition of the asked classes."""
+    noise, here on 100 steps)? "Look like" is measured as the mean distance of the samples to their nearest real
+    image in the judge's features (lower: more like real data), beside the judge's recognition of their classes."""
     classes = list(range(min(10, ddpm.num_classes)))
     y = torch.tensor(classes).repeat_interleave(per_class)
     runs = {"DDIM-10, η = 0": dict(sampler="ddim", steps=10, eta=0.0),
             "DDIM-10, η = 1": dict(sampler="ddim", steps=10, eta=1.0), "DDPM (100 steps)": ALG2}
-    score = {name: _recognised(judge, sample(ddpm, per_class, classes, **how,
-                                             generator=torch.Generator().manual_seed(SEED)), y)
-             for name, how in runs.items()}
-    ddim, mixed, ddpm_ = score.values()
-    choice = (ETA_CHOICES[2] if mixed < min(ddim, ddpm_) - 0.1
+    far, seen = {}, {}
+    for name, how in runs.items():
+        x = sample(ddpm, per_class, classes, **how, generator=torch.Generator().manual_seed(SEED))
+        far[name], seen[name] = float(judge.nearest_real(x).mean()), _recognised(judge, x, y)
+    ddim, mixed, ddpm_ = far.values()
+    choice = (ETA_CHOICES[2] if mixed > 1.1 * max(ddim, ddpm_)
               else ETA_CHOICES[0] if abs(mixed - ddim) <= abs(mixed - ddpm_) else ETA_CHOICES[1])
-    said = ", ".join(f"{name}: **{s:.0%}**" for name, s in score.items())
-    why = {ETA_CHOICES[0]: "the fresh noise that η = 1 adds at each step changes details, not what the judge reads",
-           ETA_CHOICES[1]: "with η = 1 each step adds fresh noise, as Algorithm 2 does: it is DDPM on 10 steps",
-           ETA_CHOICES[2]: "10 steps are too few to remove the fresh noise that η = 1 adds at each step"}[choice]
-    return Answer(choice, f"The judge recognises {said} of {len(y)} images (same x_T): {why}.")
+    said = "; ".join(f"{name}: **{far[name]:.1f}** (recognised {seen[name]:.0%})" for name in runs)
+    return Answer(choice, f"Mean distance to the nearest real image, in the judge's features, of {len(y)} samples from "
+                          f"the same x_T (lower is more like real data): {said}.")
 
 
 AGREE_CHOICES = ["all 8 the same", "about half", "about chance (1 in 10)"]
@@ -207,15 +208,15 @@ AGREE_CHOICES = ["all 8 the same", "about half", "about chance (1 in 10)"]
 @torch.inference_mode()
 def answer_commitment(ddpm, judge, *, t=500, K=8, **_):
     """Figure 7 of the paper: freeze one reverse run's x_t at t (of T = 1000; scaled to the model's T) and finish it
-    K times with fresh noise; how many of the K end as the digit the frozen run ends in?"""
+    K times with fresh noise; how many of the K end in the class the frozen run ends in?"""
     ts = [f * ddpm.T // 1000 for f in (900, 700, t, 300, 100)]
-    seen = commitment(ddpm, judge, ts=ts, K=K, generator=torch.Generator().manual_seed(SEED))
+    seen = commitment(ddpm, judge, ts=ts, K=K, trunk_steps=50, generator=torch.Generator().manual_seed(SEED))
     at = min(range(len(seen.ts)), key=lambda k: abs(seen.ts[k] - ts[2]))
     share = float(seen.agreement[at])
     choice = AGREE_CHOICES[0] if share >= 7 / 8 else AGREE_CHOICES[2] if share <= 2 / 8 else AGREE_CHOICES[1]
     curve = ", ".join(f"t = {s}: {a * K:.0f}/{K}" for s, a in zip(seen.ts, seen.agreement, strict=True))
-    return Answer(choice, f"From x_t at t = {seen.ts[at]}, **{share * K:.0f} of {K}** continuations end as the "
-                          f"trunk's digit ({curve}); the paper's Figure 7: the larger t, the less the samples share.")
+    return Answer(choice, f"From one run's x_t at t = {seen.ts[at]}, **{share * K:.0f} of {K}** continuations end in "
+                          f"that run's class ({curve}); the paper's Figure 7: the larger t, the less they share.")
 
 
 # ---------------------------------------------------------------------------------------------- the steps
@@ -233,12 +234,12 @@ class Step:
 
 STEPS = (
     Step("3.3a", "The forward process q(x_t | x_0)", "forward", "fwd_t",
-         "Move the **t** slider and watch the digit drown in noise (Eq. 4).",
-         "From which t can the judge no longer read the digit in x_t?", tuple(FORWARD_CHOICES),
+         "Move the **t** slider and watch the image drown in noise (Eq. 4).",
+         "From which t can the judge no longer tell the class of x_t?", tuple(FORWARD_CHOICES),
          answer_forward),
     Step("3.3b", "Algorithm 2: the reverse process", "reverse", "reverse-go",
          "Pick **DDPM** (Algorithm 2) and press **Start**: watch x̂_0 beside x_t.",
-         "From which t does the prediction x̂_0 already show the digit the run ends in?", tuple(REVERSE_CHOICES),
+         "From which t does the prediction x̂_0 already show the class the run ends in?", tuple(REVERSE_CHOICES),
          answer_reverse),
     Step("3.3c", "Algorithm 1: training", "finetune", "finetune-go",
          "Press **Start training**: every step is Algorithm 1 on a batch, the loss plotted below.",
@@ -246,11 +247,11 @@ STEPS = (
          answer_training),
     Step("3.4a", "Class-conditional sampling and guidance", "grid", "grid-go",
          "Set the **guidance scale** to 1, then to 3, and press **Generate** each time.",
-         "With guidance s = 3 instead of s = 1, will the judge recognise more of the asked digits?", tuple(MORE_CHOICES),
+         "With guidance s = 3 instead of s = 1, will the judge recognise more of the asked classes?", tuple(MORE_CHOICES),
          answer_guidance),
     Step("3.4b", "Training with the null class", "reverse", "reverse-go",
          "Pick the class **unconditional** (the null class) and press **Start**.",
-         "Drawn with the null class, how many images will the judge read as a digit?", tuple(NULL_CHOICES),
+         "Drawn with the null class, how many images will the judge read as one of its classes?", tuple(NULL_CHOICES),
          answer_null_class),
     Step("3.5", "Explore: samplers and η", "explore", "explore-go",
          "Compare **DDIM** with η = 0 and η = 1 at 10 steps beside **DDPM** from one x_T.",
@@ -258,7 +259,7 @@ STEPS = (
          answer_eta),
     Step("Fig. 7", "The paper: samples that share x_t", "paper", "paper-go",
          "Run the paper's Figure 7 (**when is the class decided?**) on this model.",
-         "Freeze x_t at t = 500 and finish it 8 times with fresh noise: how many end as the same digit?",
+         "Freeze x_t at t = 500 and finish it 8 times with fresh noise: how many end in the same class?",
          tuple(AGREE_CHOICES), answer_commitment),
 )
 
@@ -343,13 +344,15 @@ def room_of(request):
 
 
 def histogram(k, counts, answer=None):
-    """The hall's guesses for step k as text bars, the measured answer's row marked."""
+    """The hall's guesses for step k as a small bar chart (HTML), the measured answer's row marked ✔."""
     total = sum(counts.values())
     if not total:
         return ""
-    rows = [f"| {c}{' ✔' if answer is not None and c == answer.choice else ''} | {'█' * round(12 * counts.get(c, 0) / total)} "
-            f"{counts.get(c, 0)} |" for c in STEPS[k].choices]
-    return f"**The room's guesses** ({total}):\n\n| guess | |\n|---|---|\n" + "\n".join(rows)
+    rows = "".join(f"<span>{html.escape(c)}{' ✔' if answer is not None and c == answer.choice else ''}</span>"
+                   f"<span style='background:#0072B2;height:0.8em;width:{100 * counts.get(c, 0) / total:.0f}%'></span>"
+                   f"<span>{counts.get(c, 0)}</span>" for c in STEPS[k].choices)
+    return (f"<div><b>The room's guesses</b> ({total})<div style='display:grid;grid-template-columns:max-content 8em "
+            f"max-content;gap:2px 8px;align-items:center'>{rows}</div></div>")
 
 
 # ---------------------------------------------------------------------------------------------- the handlers
@@ -473,7 +476,7 @@ def build():
                     ui.model = model_input()
             with gr.Column(scale=2):
                 ui.answer = gr.Markdown()
-                ui.poll = gr.Markdown()
+                ui.poll = gr.HTML("", elem_id="lesson_poll")
         ui.focus = gr.Textbox(STEPS[0].control, visible="hidden")
         ui.watch = gr.HTML("", js_on_load=LESSON_JS, head=LESSON_CSS, elem_id="lesson_watch")
     return ui
