@@ -3,7 +3,7 @@ the tab's ready-made drawings: --source shapes), through the app's own handler a
 old class's judge accuracy on the fixed-seed preview is printed before and after the run, with the judge's
 "none of these" counted as wrong:
 
-    python benchmarks/forgetting.py [--model mnist] [--source own] [--budget 60] [--kind seconds] [--per-class 16]
+    python benchmarks/forgetting.py [--model mnist] [--source own] [--kind steps] [--budget 300] [--per-class 16]
 
 (DDPM_APP_TORCH_THREADS=1 in front gives the run one core, as the app does with two jobs at once on two cores.)
 
@@ -60,8 +60,8 @@ def main():
     p.add_argument("--model", default="mnist", help="a bundled model with examples and a judge")
     p.add_argument("--source", choices=["own", "shapes"], default="own",
                    help="own: three drawn triangles (the issue's run); shapes: the tab's ready-made drawings")
-    p.add_argument("--kind", choices=finetune.BUDGET_KINDS, default="seconds")
-    p.add_argument("--budget", type=int, default=finetune.BUDGET_S, help="the tab's default: %(default)s seconds")
+    p.add_argument("--kind", choices=finetune.BUDGET_KINDS, default=finetune.BUDGET_KIND)
+    p.add_argument("--budget", type=int, default=finetune.BUDGET, help="the tab's default: %(default)s (--kind)")
     p.add_argument("--per-class", type=int, default=16, help="preview images per class that the judge scores")
     p.add_argument("--data", default=None, help="the datasets' root, for the judge's rate on held-out test images")
     p.add_argument("--picture", default=None, help="save the tab's before and after previews side by side here (PNG)")

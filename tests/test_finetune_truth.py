@@ -122,14 +122,21 @@ def test_the_old_labels_are_pulled_to_the_base_models_prediction(make_ddpm):
     assert float(loss) == 0.0
 
 
-def test_only_the_new_row_of_the_class_table_learns(make_ddpm):
+def test_only_the_new_row_learns_at_first_then_the_shared_weights_warm_up(make_ddpm, monkeypatch):
+    """The first ROW_FIRST steps change nothing but the new class's row: every old class is exactly as it was; the
+    old rows and the null row never change."""
+    monkeypatch.setattr(finetune, "ROW_FIRST", 3)
     base, model, train = rehearsal(make_ddpm)
-    before = model.net.class_emb.weight.detach().clone()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
     losses = train(3, 60, lambda: False)
-    after = model.net.class_emb.weight.detach()
-    new = model.num_classes - 1
-    assert len(losses) == 3 and not torch.equal(after[new], before[new])
-    assert torch.equal(after[:new], before[:new]) and torch.equal(after[new + 1:], before[new + 1:])
+    now, new = model.state_dict(), model.num_classes - 1
+    rows, before = now["net.class_emb.weight"], start["net.class_emb.weight"]
+    assert len(losses) == 3 and not torch.equal(rows[new], before[new])
+    assert all(torch.equal(v, start[k]) for k, v in now.items() if k != "net.class_emb.weight")
+    train(2, 60, lambda: False)
+    assert any(not torch.equal(v, start[k]) for k, v in model.state_dict().items() if k != "net.class_emb.weight")
+    rows = model.state_dict()["net.class_emb.weight"]
+    assert torch.equal(rows[:new], before[:new]) and torch.equal(rows[new + 1:], before[new + 1:])
     assert not model.training                                                          # back in eval mode for previews
 
 

@@ -42,10 +42,12 @@ BATCH, LR, PREVIEW_PER_CLASS = 32, 2e-4, 4
 PREVIEW_SAMPLER, PREVIEW_STEPS = "dpmpp_2m", 10      # the preview: guided as the other tabs start, 10 quick steps
 PREVIEW_ROWS = 11           # a new class and ten old ones: the preview shows whether any old class changed
 NEW_PER_BATCH, NEW_ROW_LR, P_UNCOND = 10, 1e-2, 0.1   # a new class's batch: 3 x 10 images (Rehearsal)
-WARMUP = 100                # steps over which the shared weights' learning rate rises to LR (a new class's run)
+ROW_FIRST, WARMUP = 30, 100     # a new class's run: steps with only the new row learning, then the shared weights' rise
 EXAMPLE_DRAWINGS = 16       # the ready-made triangles of the default run
 TICK_S = 1.0                # the longest a run trains between two progress updates
-BUDGET_S = 60               # the default budget, in seconds of training
+# The default budget: 300 steps, about a minute on two idle cores (0.15 s a step), longer on a busy machine (capped
+# in wall time). In steps, every run of the default ends in the same model, and the new class is drawn by then.
+BUDGET_KIND, BUDGET = "steps", 300
 SOURCES_OF_DATA = ("shapes", "own", "classes")
 ALLOWED_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 BUDGET_KINDS = ("seconds", "steps")
@@ -133,8 +135,11 @@ class Rehearsal:
         emb = model.net.class_emb.weight
         rest = [p for p in model.parameters() if p is not emb]
         self.optim = torch.optim.AdamW([dict(params=[emb], lr=NEW_ROW_LR, weight_decay=0.0), dict(params=rest, lr=LR)])
-        # a fresh Adam moves every weight by about the learning rate at once, noise or not: the shared weights warm up
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optim, [lambda s: 1.0, warmup_stable_decay(WARMUP)])
+        # A fresh Adam moves every weight by about the learning rate at once, noise or not. The shared weights wait
+        # ROW_FIRST steps (only the new row learns, Adam's moments fill), then warm up over WARMUP steps.
+        rise = warmup_stable_decay(WARMUP)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optim, [lambda s: 1.0, lambda s: rise(s - ROW_FIRST) if s >= ROW_FIRST else 0.0])
 
     def batch(self):
         """(x_new, x_old, y_old) for rehearsal_step."""
@@ -470,8 +475,8 @@ def build(reverse_model, grid_model):
                         ui.clear = gr.Button("Clear drawings")
                     ui.drawings = gr.Gallery(label="your drawings", columns=8, height=120, elem_classes="pixel")
                 with gr.Row():
-                    ui.budget_kind = gr.Radio(list(BUDGET_KINDS), value="seconds", label="budget in", elem_id="ft_kind")
-                    ui.budget = gr.Number(value=BUDGET_S, precision=0, label=f"budget (max {LIMITS['train_seconds'][1]} s "
+                    ui.budget_kind = gr.Radio(list(BUDGET_KINDS), value=BUDGET_KIND, label="budget in", elem_id="ft_kind")
+                    ui.budget = gr.Number(value=BUDGET, precision=0, label=f"budget (max {LIMITS['train_seconds'][1]} s "
                                                                        f"or {LIMITS['train_steps'][1]} steps)",
                                           elem_id="ft_budget")
                 ui.refresh_every = gr.Slider(*LIMITS["refresh_every"], value=50, step=5,
