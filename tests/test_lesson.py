@@ -186,3 +186,12 @@ def test_in_a_browser_a_step_highlights_its_control_and_using_it_after_the_revea
             browser.close()
     finally:
         stop_app(proc)
+
+
+def test_without_judges_the_reveal_says_why(models):
+    registry.set_registry(models, use_judges=False)
+    try:
+        with pytest.raises(gr.Error, match=r"switched off here \(DDPM_APP_JUDGE=0\)"):
+            lesson.measured("mnist", 0, B)
+    finally:
+        registry.set_registry(models, use_judges=True)

@@ -280,6 +280,9 @@ def measured(model, k, request=None):
             return _answers[key]
     folder = reg.base_folder(model, sid)
     judge = reg.judge(folder) if folder in reg.bundled() else None
+    if not reg.use_judges:
+        raise gr.Error("the lesson measures its answers with the judge classifiers, and they are switched off here "
+                       "(DDPM_APP_JUDGE=0)")
     if judge is None or folder not in reg.datasets():
         raise gr.Error(f"the lesson measures its answers with the judge and the real examples of a bundled model; "
                        f"{model!r} has {'no judge' if judge is None else 'no examples'}: pick one of {reg.bundled()}")
