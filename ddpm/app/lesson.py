@@ -272,6 +272,9 @@ def measured(model, k, request=None):
     """Step k's Answer for `model` (a picker value), measured once per model and kept (MAX_CACHED answers)."""
     reg, sid = registry(), session_id(request)
     ddpm = reg.model(model, sid)
+    if not reg.use_judges:
+        raise gr.Error("the lesson measures its answers with the judge classifiers, and they are switched off here "
+                       "(DDPM_APP_JUDGE=0)")
     own = reg.peek(sid)
     key = (sid if own is not None and model in own.models else None, model, k)     # a visitor's model is theirs alone
     with _answers_lock:
@@ -280,9 +283,6 @@ def measured(model, k, request=None):
             return _answers[key]
     folder = reg.base_folder(model, sid)
     judge = reg.judge(folder) if folder in reg.bundled() else None
-    if not reg.use_judges:
-        raise gr.Error("the lesson measures its answers with the judge classifiers, and they are switched off here "
-                       "(DDPM_APP_JUDGE=0)")
     if judge is None or folder not in reg.datasets():
         raise gr.Error(f"the lesson measures its answers with the judge and the real examples of a bundled model; "
                        f"{model!r} has {'no judge' if judge is None else 'no examples'}: pick one of {reg.bundled()}")
