@@ -276,7 +276,8 @@ def measured(model, k, request=None):
         raise gr.Error("the lesson measures its answers with the judge classifiers, and they are switched off here "
                        "(DDPM_APP_JUDGE=0)")
     own = reg.peek(sid)
-    key = (sid if own is not None and model in own.models else None, model, k)     # a visitor's model is theirs alone
+    mine = own is not None and model in own.models        # a visitor's model is theirs alone, and a name may come back
+    key = (sid, model, id(ddpm), k) if mine else (model, k)
     with _answers_lock:
         if key in _answers:
             _answers.move_to_end(key)
