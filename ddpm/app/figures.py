@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..schedule import SCHEDULES, NoiseSchedule
 
-plt_lock = threading.Lock()          # matplotlib is not thread-safe; Gradio runs handlers in threads
+plt_lock = threading.RLock()         # matplotlib is not thread-safe; Gradio runs handlers in threads
 # Okabe-Ito colours, told apart with colour-blind eyes too, and a line style each, told apart without colour
 COLORS = {"linear": "#0072B2", "cosine": "#E69F00", "sigmoid": "#009E73"}
 STYLES = {"linear": "-", "cosine": "--", "sigmoid": ":"}
