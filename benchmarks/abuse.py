@@ -305,21 +305,22 @@ def probe_killed_client(server, names):
         "< 0.3 cores (the grid stopped)", code == 200 and busy < 0.3)
 
 
-def probe_eviction(server):
-    """Item 2: 70 cheap calls with made-up session ids evicted a live visitor's fine-tuned model."""
+def probe_eviction(server, n):
+    """Item 2: 70 cheap calls with made-up session ids evicted a live visitor's fine-tuned model (n ids: more than
+    the server's session bound)."""
     victim = server.client("victim")
     out = victim.predict(**finetune(), api_name="/finetune")
     name = tuned_name(out)
     dirs = server.session_dirs()
     c = server.client("made-up")
-    for k in range(70):
+    for k in range(n):
         c.session_hash = f"made-up-{k}"
         for api in ("/reverse_stop", "/finetune_stop", "/grid_stop", "/playground_stop"):
             if api.strip("/") in server.fn:                    # an older server may lack some Stop buttons
                 c.predict(api_name=api)
     after = server.session_dirs()
     choices = victim.predict(model=name, api_name="/reverse_classes")["choices"]
-    row(2, "70 made-up session ids x 4 Stop calls", f"victim's model {'kept' if choices else 'LOST'}, session folders "
+    row(2, f"{n} made-up session ids x 4 Stop calls", f"victim's model {'kept' if choices else 'LOST'}, session folders "
         f"{dirs} -> {after}", "model kept, no new folders", bool(choices) and after <= dirs)
 
 
@@ -696,14 +697,14 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))          # a terminated run stops its server too (finally)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny models, fewer calls: a few minutes")
-    p.add_argument("--rounds", type=int, default=None, help="load rounds (default 2 quick, 6 full)")
+    p.add_argument("--rounds", type=int, default=None, help="load rounds (default 1 quick, 6 full)")
     p.add_argument("--sessions", type=int, default=None, help="concurrent sessions per load round (4 quick, 8 full)")
     p.add_argument("--json", default=None, help="also write the table as JSON here")
     p.add_argument("--only", default=None, help="run only the probes of these items, e.g. 7 or 1,2")
     p.add_argument("--app", default=ROOT, help="the checkout whose app.py to start (an older one, to compare)")
     args = p.parse_args(argv)
     quick = args.quick
-    rounds = args.rounds or (2 if quick else 6)
+    rounds = args.rounds or (1 if quick else 6)
     tmp = tempfile.mkdtemp(prefix="abuse_")
     cache, bound, cap = os.path.join(tmp, "gradio_cache"), (0.5 if quick else 10), (5 if quick else 60)
     models = make_models_dir(os.path.join(tmp, "models")) if quick else None
@@ -727,7 +728,8 @@ def main(argv=None):
         names = [c[0] if isinstance(c, (list, tuple)) else c for c in classes(server)][:10]
         probes = [(1, probe_queue_flood, (server, quick)), (1, probe_many_ids, (server, names, quick)),
                   (1, probe_killed_client, (server, names)),
-                  (2, probe_eviction, (server,)), (3, probe_paths, (server, tmp)), (4, probe_bomb, (server, tmp)),
+                  (2, probe_eviction, (server, sessions + 6 if quick else 70)), (3, probe_paths, (server, tmp)),
+                  (4, probe_bomb, (server, tmp)),
                   (5, probe_temp, (server, bound, 30 if quick else 300)), (6, probe_caps, (server, cap)),
                   (8, probe_errors, (server, tmp)), (9, probe_mixing, (server, names)),
                   (10, probe_rest_routes, (server, names, quick)), (11, probe_blobs, (server,)),
