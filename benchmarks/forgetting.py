@@ -63,6 +63,7 @@ def main():
     p.add_argument("--kind", choices=finetune.BUDGET_KINDS, default=finetune.BUDGET_KIND)
     p.add_argument("--budget", type=int, default=finetune.BUDGET, help="the tab's default: %(default)s (--kind)")
     p.add_argument("--per-class", type=int, default=16, help="preview images per class that the judge scores")
+    p.add_argument("--seed", type=int, default=0, help="the run's seed (the tab's is 0)")
     p.add_argument("--data", default=None, help="the datasets' root, for the judge's rate on held-out test images")
     p.add_argument("--picture", default=None, help="save the tab's before and after previews side by side here (PNG)")
     args = p.parse_args()
@@ -75,7 +76,7 @@ def main():
 
     start, first, moved, bar, out = time.perf_counter(), None, None, None, None
     for out in finetune.finetune_run(args.model, args.source, [], "triangle", None, args.kind, args.budget, 50,
-                                     request=VISITOR):
+                                     seed=args.seed, request=VISITOR):
         now = time.perf_counter() - start
         first = first if first is not None else now
         if bar is not None and out[0] != bar and moved is None:

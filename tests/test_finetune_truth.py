@@ -101,15 +101,14 @@ def rehearsal(make_ddpm, old_examples=True):
 
 def test_every_batch_rehearses_the_old_classes_on_real_examples_and_on_the_new_images(make_ddpm):
     base, model, train = rehearsal(make_ddpm)
-    n, K = finetune.NEW_PER_BATCH, base.num_classes
+    n, held, old_n, K = finetune.NEW_PER_BATCH, finetune.HELD_PER_BATCH, finetune.OLD_PER_BATCH, base.num_classes
     x_new, x_old, y_old = train.batch()
-    assert len(x_new) == n and len(x_old) == len(y_old) == 2 * n
+    assert len(x_new) == n and len(x_old) == len(y_old) == held + old_n and held + old_n >= 2 * n   # more held than learnt
     assert ((y_old >= 0) & (y_old < K) | (y_old == model.null_class)).all()          # old labels or the null class
     old = to_unit_range(strokes(30))
-    assert all(any(torch.equal(x, o) for o in old) for x in x_old[n:])               # real examples of old classes
-    assert not any(any(torch.equal(x, o) for o in old) for x in x_old[:n])           # the new images, old labels
-    assert len(train.batch()[1]) == 2 * n
-    assert len(rehearsal(make_ddpm, old_examples=False)[2].batch()[1]) == n          # no examples: the new images
+    assert all(any(torch.equal(x, o) for o in old) for x in x_old[held:])            # real examples of old classes
+    assert not any(any(torch.equal(x, o) for o in old) for x in x_old[:held])        # the new images, old labels
+    assert len(rehearsal(make_ddpm, old_examples=False)[2].batch()[1]) == held       # no examples: the new images
 
 
 def test_the_old_labels_are_pulled_to_the_base_models_prediction(make_ddpm):
