@@ -154,6 +154,24 @@ def test_the_finetune_tab_opens_on_the_shipped_example_or_on_the_model_as_it_is(
             os.remove(path)
 
 
+def test_the_shipped_example_is_the_tabs_default_run(monkeypatch):
+    """`python -m ddpm.app.openers <model>` runs the tab's default run (its budget kind, a smaller budget here) and
+    writes the files the tab then opens on."""
+    from ddpm.app import finetune, openers
+    monkeypatch.setattr(finetune, "BUDGET", 3)
+    paths = openers.write_finetune_example("fashion_mnist")
+    try:
+        assert [os.path.basename(p) for p in paths] == list(openers.FINETUNE_EXAMPLE)
+        assert Image.open(paths[0]).size == Image.open(paths[1]).size
+        note = open(paths[2]).read()
+        assert note.startswith("**Done after 3 steps") and "python -m ddpm.app.openers fashion_mnist" in note
+        before, now, text = openers.finetune_opening("fashion_mnist", request=A)
+        assert (before["value"], now["value"]) == tuple(paths[:2]) and "Done after 3 steps" in text
+    finally:
+        for path in paths:
+            os.remove(path)
+
+
 def test_reverse_ddim_formula_and_determinism():
     run = lambda: drain(reverse.reverse_run("mnist", UNCONDITIONAL, "ddim", 10, 0.0, 1.0, 7, 1, request=A))
     a, b = run(), run()

@@ -114,14 +114,15 @@ def finetune_opening(base, request: gr.Request = None):
                           f"{finetune.PREVIEW_PER_CLASS} images of each of its first {len(classes)} classes")
         return before, before, f"*Before and now: `{base}` as it is, untrained. Press Start training to fine-tune a copy.*"
 
-    return cached(shared_key(base, sid, "finetune", tuple(os.path.isfile(path) for path in shipped)), make)
+    stamps = tuple(os.stat(path).st_mtime_ns if os.path.isfile(path) else None for path in shipped)    # rewritten: new
+    return cached(shared_key(base, sid, "finetune", stamps), make)
 
 
 def write_finetune_example(model):
     """Run the fine-tune tab's default run on the bundled `model` (a new class from the ready-made drawings, the
     default budget) and write FINETUNE_EXAMPLE beside it: `python -m ddpm.app.openers mnist fashion_mnist`."""
     names = class_names(registry().model(model))
-    *_, last = finetune.finetune_run(model, "shapes", names, "triangle", None, "seconds", finetune.BUDGET_S, 50)
+    *_, last = finetune.finetune_run(model, "shapes", names, "triangle", None, finetune.BUDGET_KIND, finetune.BUDGET, 50)
     value = lambda out: out["value"] if isinstance(out, dict) else out
     before_path, after_path, note_path = (os.path.join(registry().models_dir, model, name) for name in FINETUNE_EXAMPLE)
     value(last[2]).save(before_path)
