@@ -32,6 +32,12 @@ CSS = """
 html.lecture { --text-md: 20px; --text-sm: 18px; --text-lg: 24px; --text-xs: 16px; --text-xl: 30px; --text-xxl: 36px; }
 html.lecture .prose { font-size: 20px; }
 html.lecture .main-picture { height: 72vh !important; }
+/* code shown in the page (the check tab's snippets): Prism's token colours darkened to WCAG AA on white and grey */
+.prose .token.comment, .prose .token.prolog { color: #4b5563; }
+.prose .token.string, .prose .token.char, .prose .token.attr-value, .prose .token.builtin { color: #166534; }
+.prose .token.number, .prose .token.boolean, .prose .token.constant, .prose .token.property { color: #9f1239; }
+.prose .token.keyword, .prose .token.function, .prose .token.class-name { color: #1e40af; }
+.prose .token.operator, .prose .token.punctuation, .prose .token.entity { color: #374151; background: none; }
 /* phones: one column, pictures at full width, the primary button kept in reach at the top */
 @media (max-width: 640px) {
   #title h1 { font-size: 1.1em; }

@@ -22,7 +22,8 @@ SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", "--disable-gpu"]
 TABS = {"forward": "1. Forward", "reverse": "2. Reverse", "grid": "3. Classes", "finetune": "4. Fine-tune",
-        "edit": "5. Sketch & interpolate", "playground": "6. 2-D playground", "explore": "7. Explore"}
+        "edit": "5. Sketch & interpolate", "playground": "6. 2-D playground", "explore": "7. Explore",
+        "check": "8. Check my code", "paper": "9. The paper, live"}
 OPENS_WITHIN_S = 15
 
 if not os.path.exists(CHROMIUM):
