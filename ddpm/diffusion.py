@@ -19,7 +19,7 @@ from .checkpoint import CheckpointError, load_weights, model_card, read_config, 
 from .diffusers_models import read_diffusers, unet_folder
 from .mlp import MLP
 from .schedule import NoiseSchedule, check_t
-from .unet import UNet2D
+from .unet import UNet2D, default_net
 
 
 def _gather(values, t, x):
@@ -114,8 +114,9 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
                       only for T around 1000: at T = 100 alpha_bar_T is still 0.36 (scale the betas by 1000 / T
                       or take the cosine schedule)
         beta_start, beta_end: first and last beta of the linear and sigmoid schedules, each in (0, 1)
-        net:          the network: a `UNet2D` module, or a dict of UNet2D settings (e.g. ddpm.unet.PATCH2);
-                      None takes UNet2D's defaults. in_channels and num_classes come from the arguments above.
+        net:          the network: a `UNet2D` module, or a dict of UNet2D settings (e.g. ddpm.unet.FULL_RES);
+                      None takes ddpm.unet.default_net(image_size), the CLI's default (PATCH2 for 28x28).
+                      in_channels and num_classes come from the arguments above.
                       With data_dim: an `MLP` module or a dict of its settings (width, depth, emb_channels)
         dataset:      name of the training set ("mnist", ...), for the model card and the evaluation
         data_dim:     None for images; a number D for data that are vectors of D numbers (2: points in the
@@ -148,7 +149,8 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
                                  f"{net.num_classes}; this DDPM has in_channels={in_channels}, num_classes={num_classes}")
             self.net = net
         elif net is None or isinstance(net, dict):
-            self.net = UNet2D(in_channels=in_channels, num_classes=num_classes, **(net or {}))
+            net = default_net(image_size) if net is None else net
+            self.net = UNet2D(in_channels=in_channels, num_classes=num_classes, **net)
         else:
             raise ValueError(f"net must be a UNet2D or a dict of its settings, got {type(net).__name__}")
         if image_size % self.net.size_divisor:

@@ -49,6 +49,14 @@ FULL_RES = dict(base_channels=16, channel_mults=(1, 4, 4), attn_levels=(2,))
 # A GPU network (33.5 M parameters with 100 classes); `python -m ddpm train --base-channels 32` makes a smaller one.
 CIFAR32 = dict(base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attn_levels=(1,), dropout=0.1,
                groups=32)
+# The network of a new model when none is named, by image side: `DDPM(net=None)` and `python -m ddpm train` both
+# take it from here, so the model a student builds in Python is the one the CLI trains and the docs describe.
+DEFAULT_NETS = {28: PATCH2, 32: CIFAR32}
+
+
+def default_net(image_size):
+    """The UNet2D settings of a new model for images of side `image_size` (a copy): DEFAULT_NETS', else PATCH2."""
+    return dict(DEFAULT_NETS.get(image_size, PATCH2))
 
 
 class ResBlock(nn.Module):

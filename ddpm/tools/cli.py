@@ -25,12 +25,9 @@ from ..pretrained import EXAMPLES, bundled_folder, load_examples, load_pretraine
 from ..sampling import SAMPLERS, compiled, get_sampler, sample
 from ..schedule import SCHEDULES
 from ..training import EMA, train, train_classconditional, warmup_stable_decay
-from ..unet import CIFAR32, PATCH2
+from ..unet import default_net
 from .bench import main as bench_main
 
-# Network defaults per image size (see ddpm/unet.py): 28x28, small enough to train on 2 CPU cores; 32x32x3, the
-# shape of Ho et al.'s CIFAR-10 network, for a GPU.
-NET_DEFAULTS = {28: PATCH2, 32: CIFAR32}
 
 
 def _ints(text):
@@ -96,7 +93,7 @@ def add_train_args(p):
 
 
 def _network(args, H):
-    net = dict(NET_DEFAULTS[H])
+    net = default_net(H)
     if args.base_channels:
         net["base_channels"] = args.base_channels
     if args.channel_mults:
