@@ -191,6 +191,18 @@ def _over_ranks(loss, done, device, world):
     return both[0] / world, bool(both[1] > 0)
 
 
+def _grads_in_param_layout(ddpm):
+    """Gradient hooks that hand DDP each 1x1 convolution's weight gradient in its parameter's strides.
+
+    With channels_last activations the gradient of a [C_out, C_in, 1, 1] weight has strides (C_in, 1, C_in, C_in):
+    the same numbers, and a layout autograd keeps (the size-1 dimensions make it count as contiguous), but not the
+    strides of DDP's bucket views, so under bf16 autocast every rank warned "Grad strides do not match bucket view
+    strides". The copy is of a few small weights only."""
+    def hook(p):
+        return lambda g: g if g.stride() == p.stride() else g.new_empty_strided(p.shape, p.stride()).copy_(g)
+    return [p.register_hook(hook(p)) for p in ddpm.parameters() if p.dim() == 4 and p.shape[2:] == (1, 1)]
+
+
 def _fit(ddpm, loader, n_epochs, optim, device, *, p_uncond, ema, grad_clip, lr_scheduler, callback, stop, max_steps,
          max_seconds, progress, generator, grad_accum, precision):
     """The loop around Algorithm 1: train_step's pieces per optimizer step, until n_epochs, max_steps, max_seconds
@@ -202,7 +214,9 @@ def _fit(ddpm, loader, n_epochs, optim, device, *, p_uncond, ema, grad_clip, lr_
     rank, world = shard()
     ddpm.to(device).train()
     model = _Loss(ddpm)
+    hooks = []
     if world > 1:                      # gradients averaged over the ranks in backward
+        hooks = _grads_in_param_layout(ddpm)
         model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     losses, start, micro = [], time.perf_counter(), []
     total = max_steps if max_steps is not None else (n_epochs * len(loader) // grad_accum if n_epochs is not None else None)
@@ -234,6 +248,8 @@ def _fit(ddpm, loader, n_epochs, optim, device, *, p_uncond, ema, grad_clip, lr_
         return losses
     finally:
         bar.close()
+        for hook in hooks:
+            hook.remove()
         ddpm.eval()
 
 

@@ -75,13 +75,21 @@ def single(data_root, tmp_path_factory):
     return _train(data_root, tmp_path_factory.mktemp("single") / "run", "--steps", "7")
 
 
-def test_torchrun_two_processes_equal_one_process_with_the_same_global_batch(data_root, single, tmp_path):
-    out = tmp_path / "ddp"
+def _torchrun(root, out, *extra):
+    """`ddpm train` on two processes; the run, after checking it succeeded and that no rank warned about DDP's
+    gradient layout ("Grad strides do not match bucket view strides")."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "ddpm", "train", *ARGS, "--data", str(data_root), "--out", str(out), "--steps", "7"],
+                          "-m", "ddpm", "train", *ARGS, "--data", str(root), "--out", str(out), *extra],
                          capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Grad strides" not in run.stdout + run.stderr, run.stderr[-3000:]
+    return run
+
+
+def test_torchrun_two_processes_equal_one_process_with_the_same_global_batch(data_root, single, tmp_path):
+    out = tmp_path / "ddp"
+    run = _torchrun(data_root, out, "--steps", "7")
     # rank 0 alone logs and saves: one checkpoint, one copy of each line
     assert run.stdout.count("saved ") == 1 and run.stdout.count("batch 8 = 2 x 1 x 4") == 1, run.stdout
     assert "the weights are identical on all 2 processes" in run.stdout          # check_replicas, on every rank
@@ -174,3 +182,9 @@ def test_check_replicas_catches_ranks_that_drifted_apart(tmp_path):
     for p in procs:
         p.join(timeout=60)
     assert all("rank(s) [1] differ from rank 0" in found[r] for r in range(2)), found
+
+
+def test_torchrun_bf16_warns_of_no_gradient_layout(data_root, tmp_path):
+    """bf16 autocast hands DDP the 1x1 convolutions' weight gradients in channels_last strides; training gives them
+    their parameters' strides (ddpm.training._grads_in_param_layout), so no rank prints DDP's layout warning."""
+    _torchrun(data_root, tmp_path / "bf16", "--steps", "2", "--precision", "bf16")
