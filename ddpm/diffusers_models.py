@@ -86,14 +86,20 @@ def read_diffusers(folder):
     if not os.path.isfile(os.path.join(where, "diffusion_pytorch_model.safetensors")):
         raise ValueError(f"{where} has no diffusion_pytorch_model.safetensors; this package loads safetensors only, "
                          "never pickled .bin weights")
+    config = _read(os.path.join(where, "config.json"))
+    labels = {key: config.get(key) for key in ("num_class_embeds", "class_embed_type") if config.get(key) is not None}
+    if labels:                     # loaded as unconditional, its first forward pass would fail inside diffusers
+        raise ValueError(f"{where} is a class-conditional UNet2DModel ({', '.join(f'{k} {v!r}' for k, v in labels.items())}); "
+                         "this package loads unconditional diffusers UNets only (num_class_embeds and class_embed_type "
+                         "None): its class-conditional samplers need a null class for guidance, which a diffusers UNet "
+                         "has not. Train a class-conditional model with `python -m ddpm train` instead")
     unet = UNet2DModel.from_pretrained(where, use_safetensors=True)
     if unet.config.time_embedding_type != "positional":
         raise ValueError(f"{where}: time_embedding_type {unet.config.time_embedding_type!r} is not supported; "
                          "supported: 'positional' (DDPM's integer-step embedding)")
-    if unet.config.out_channels != unet.config.in_channels or unet.config.class_embed_type is not None:
-        raise ValueError(f"{where}: only unconditional UNet2DModels that predict noise of the input's shape are "
-                         f"supported (out_channels {unet.config.out_channels}, in_channels {unet.config.in_channels}, "
-                         f"class_embed_type {unet.config.class_embed_type!r})")
+    if unet.config.out_channels != unet.config.in_channels:
+        raise ValueError(f"{where}: only UNet2DModels that predict noise of the input's shape are supported "
+                         f"(out_channels {unet.config.out_channels}, in_channels {unet.config.in_channels})")
     size = unet.config.sample_size
     schedule, variance = schedule_args(folder)
     return DiffusersUNet(unet), dict(image_size=size if isinstance(size, int) else size[0],
