@@ -5,11 +5,13 @@ A model folder holds `model.safetensors` (the EMA weights when training used EMA
 A training folder adds `training_state.safetensors` (raw weights, optimizer moments) and
 `training_state.json` (step count, optimizer hyperparameters) so a run can resume.
 """
+import difflib
 import json
 import os
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData, hf_hub_download
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -52,6 +54,34 @@ x = ddpm.sample(model, 4{{ classes_arg }}, sampler="dpmpp_2m", steps=20, generat
 
 class CheckpointError(ValueError):
     pass
+
+
+def _closest_folder(path):
+    """The existing folder whose name differs from `path` by a slip in one or more parts (pretraind/mnst ->
+    pretrained/mnist), or None."""
+    here = os.sep if os.path.isabs(path) else ""
+    for part in os.path.normpath(path).split(os.sep):
+        if part and not os.path.isdir(os.path.join(here, part)):
+            beside = [e for e in os.listdir(here or ".") if os.path.isdir(os.path.join(here, e))]
+            near = difflib.get_close_matches(part, beside, n=1, cutoff=0.75)
+            if not near:
+                return None
+            part = near[0]
+        here = os.path.join(here, part)
+    return here
+
+
+def missing_folder(model_id, names=()):
+    """For a `model_id` that is no file or folder here: (the line "no such folder: ...", naming the closest folder,
+    or the closest of `names`, if one is close; whether `model_id` is a valid Hub repo id, worth asking the Hub)."""
+    close = _closest_folder(os.path.expanduser(model_id)) or next(
+        iter(difflib.get_close_matches(model_id, names, n=1, cutoff=0.75)), None)
+    line = f"no such folder: {model_id}" + (f" (did you mean {close}?)" if close else "")
+    try:
+        validate_repo_id(model_id)
+    except HFValidationError:
+        return line, False                          # ./x, ~/x, /x, a/b/c: a path, never a Hub repo id
+    return line, True
 
 
 def weights_path(model_id, **hub_kwargs):

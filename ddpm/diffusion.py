@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .checkpoint import CheckpointError, load_weights, model_card, read_config, weights_path, write_model_card
+from .checkpoint import (CheckpointError, load_weights, missing_folder, model_card, read_config, weights_path,
+                         write_model_card)
 from .diffusers_models import read_diffusers, unet_folder
 from .mlp import MLP
 from .schedule import NoiseSchedule, check_t
@@ -283,10 +284,10 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="ddpm", repo_url=None):
         return model.eval()
 
 
-def load_model(model_id, device="cpu"):
+def load_model(model_id, device="cpu", *, names=()):
     """A DDPM from a checkpoint folder, a diffusers UNet2DModel / DDPMPipeline folder, or a Hub repo id, in eval
     mode, with a clear error for anything missing or foreign (no config.json, a config of another library,
-    weights that do not fit)."""
+    weights that do not fit; a folder that is not there: "no such folder", naming the closest folder or name in `names`)."""
     model_id = os.fspath(model_id)
     if os.path.isdir(model_id) and unet_folder(model_id) is not None:      # a diffusers UNet2DModel / DDPMPipeline
         net, arguments, variance = read_diffusers(model_id)
@@ -298,4 +299,12 @@ def load_model(model_id, device="cpu"):
         read_config(model_id, set(inspect.signature(DDPM.__init__).parameters) - {"self"}, what="DDPM")
     elif os.path.exists(model_id):
         raise CheckpointError(f"{model_id} is a file; pass the folder that holds model.safetensors and config.json")
+    else:
+        line, hub_id = missing_folder(model_id, names)
+        if not hub_id:
+            raise CheckpointError(line)
+        try:                        # a misspelled folder or a Hub repo id: when neither loads, say both
+            return DDPM.from_pretrained(model_id, map_location=str(device))
+        except OSError as err:
+            raise CheckpointError(f"{line}; as a Hugging Face Hub repo id it did not load either: {err}") from err
     return DDPM.from_pretrained(model_id, map_location=str(device))

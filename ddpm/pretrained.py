@@ -26,7 +26,7 @@ def bundled_folder(name_or_folder):
 
 def load_pretrained(name_or_path, device="cpu"):
     """A bundled model by name, a checkpoint folder, or a Hugging Face Hub repo id; EMA weights, eval mode."""
-    return load_model(bundled_folder(name_or_path), device=device).eval()
+    return load_model(bundled_folder(name_or_path), device=device, names=BUNDLED).eval()
 
 
 def load_examples(name_or_folder):

@@ -6,7 +6,8 @@ import argparse
 import pytest
 import torch
 
-from ddpm import DDPM, UNet2D, load_model
+from ddpm import DDPM, UNet2D, load_model, load_pretrained
+from ddpm.checkpoint import CheckpointError
 from ddpm.tools.cli import _network, add_train_args
 from ddpm.unet import CIFAR32, PATCH2, default_net
 
@@ -44,3 +45,31 @@ def test_a_class_conditional_diffusers_unet_is_refused_by_name(tmp_path, labels,
         load_model(_diffusers_unet(tmp_path / "conditional", **labels))
     model = load_model(_diffusers_unet(tmp_path / "unconditional"))                 # the same UNet without labels loads
     assert model.num_classes is None and model.eps(torch.zeros(1, 1, 8, 8), 3).shape == (1, 1, 8, 8)
+
+
+# ------------------------------------------------------------------ a misspelled local folder
+
+def test_a_misspelled_folder_is_named_as_a_folder_with_the_closest_one(tmp_path, monkeypatch, make_ddpm):
+    monkeypatch.chdir(tmp_path)
+    make_ddpm().save_pretrained(tmp_path / "runs" / "mnist")
+    assert load_model("runs/mnist").num_classes == 10      # the folder itself loads
+    asked = []
+
+    def offline(model_id, **kwargs):                        # the Hub, unreachable here
+        asked.append(model_id)
+        raise OSError("the Hub cannot be reached")
+    monkeypatch.setattr(DDPM, "from_pretrained", offline)
+    for path, shown in (("./runs/mnsit", "runs/mnist"), ("runs/mnsit/", "runs/mnist"), ("./rnus/mnist", "runs/mnist"),
+                        (str(tmp_path / "runs" / "minst"), str(tmp_path / "runs" / "mnist"))):
+        with pytest.raises(CheckpointError, match=f"^no such folder: {path} \\(did you mean {shown}\\?\\)$"):
+            load_model(path)                                 # a path, never a Hub repo id: the Hub is not asked
+    with pytest.raises(CheckpointError, match="^no such folder: ~/no-such-run$"):
+        load_model("~/no-such-run")
+    assert asked == []
+    # a Hub-like id: asked of the Hub, and when that fails too, both answers
+    with pytest.raises(CheckpointError, match=r"^no such folder: runs/mnsit \(did you mean runs/mnist\?\); as a Hugging Face "
+                                              r"Hub repo id it did not load either: the Hub cannot be reached"):
+        load_model("runs/mnsit")
+    with pytest.raises(CheckpointError, match=r"^no such folder: mnst \(did you mean mnist\?\)"):
+        load_pretrained("mnst")                              # a bundled model's name, misspelled
+    assert asked == ["runs/mnsit", "mnst"]
