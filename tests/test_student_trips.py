@@ -2,13 +2,16 @@
 class-conditional diffusers UNet, a misspelled local folder, `evaluate` and a card written by hand, the betas on the
 command line."""
 import argparse
+import json
+import warnings
 
 import pytest
 import torch
 
 from ddpm import DDPM, UNet2D, load_model, load_pretrained
 from ddpm.checkpoint import CheckpointError
-from ddpm.tools.cli import _network, add_train_args
+from ddpm.diffusion import ScheduleWarning
+from ddpm.tools.cli import _betas, _network, add_train_args, main
 from ddpm.unet import CIFAR32, PATCH2, default_net
 
 
@@ -73,3 +76,24 @@ def test_a_misspelled_folder_is_named_as_a_folder_with_the_closest_one(tmp_path,
     with pytest.raises(CheckpointError, match=r"^no such folder: mnst \(did you mean mnist\?\)"):
         load_pretrained("mnst")                              # a bundled model's name, misspelled
     assert asked == ["runs/mnsit", "mnst"]
+
+
+# ------------------------------------------------------------------ the betas on the command line
+
+TRAIN = ["train", "--dataset", "mnist", "--batch-size", "4", "--base-channels", "8", "--channel-mults", "1,2",
+         "--warmup", "1", "--device", "cpu", "--no-progress", "--steps", "1"]
+
+
+def test_train_takes_the_betas_and_a_short_schedule_then_needs_no_warning(fake_data, tmp_path):
+    root, _ = fake_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScheduleWarning)                 # T = 100 with scaled betas: x_T is noise
+        main([*TRAIN, "--data", str(root), "--out", str(tmp_path / "run"), "--T", "100", "--beta-start", "1e-3",
+              "--beta-end", "0.2"])
+    config = json.load(open(tmp_path / "run" / "config.json"))
+    assert (config["T"], config["beta_start"], config["beta_end"]) == (100, 1e-3, 0.2)
+    assert _betas(_train_args()) == {}                                    # unset: DDPM's own defaults
+    with pytest.raises(ValueError, match="--beta-end sets the linear and sigmoid schedules' betas; --schedule cosine"):
+        main([*TRAIN, "--data", str(root), "--out", str(tmp_path / "cos"), "--schedule", "cosine", "--beta-end", "0.2"])
+    with pytest.raises(ValueError, match="beta_end = 2.0 give betas .* every beta must lie in \\(0, 1\\)"):
+        main([*TRAIN, "--data", str(root), "--out", str(tmp_path / "big"), "--beta-end", "2"])

@@ -74,6 +74,9 @@ def add_train_args(p):
     p.add_argument("--p-uncond", type=float, default=0.1, help="label dropout for classifier-free guidance")
     p.add_argument("--schedule", default="linear", choices=SCHEDULES)
     p.add_argument("--T", type=int, default=1000, help="number of diffusion steps")
+    p.add_argument("--beta-start", type=float, default=None,
+                   help="first beta of the linear and sigmoid schedules (default 1e-4; for T < 1000 scale both by 1000 / T)")
+    p.add_argument("--beta-end", type=float, default=None, help="last beta of the linear and sigmoid schedules (default 0.02)")
     p.add_argument("--base-channels", type=int, default=None, help="UNet width at the first level")
     p.add_argument("--channel-mults", type=_ints, default=None, help="comma-separated, e.g. 1,4,4")
     p.add_argument("--attn-levels", type=_ints, default=None,
@@ -106,6 +109,15 @@ def _network(args, H):
     return net
 
 
+def _betas(args):
+    """DDPM's beta_start / beta_end from --beta-start / --beta-end, those given; the cosine schedule has none."""
+    given = {name: getattr(args, name) for name in ("beta_start", "beta_end") if getattr(args, name) is not None}
+    if given and args.schedule == "cosine":
+        raise ValueError(f"--{next(iter(given)).replace('_', '-')} sets the linear and sigmoid schedules' betas; "
+                         "--schedule cosine computes its own: leave the betas out, or use --schedule linear or sigmoid")
+    return given
+
+
 def cmd_train(args):
     if args.decay_steps and args.steps is None:
         raise SystemExit(f"--decay-steps {args.decay_steps} needs --steps: the decay ends at that total step")
@@ -133,7 +145,7 @@ def _train(args, out, ranks):
     conditional = not args.unconditional
     ddpm = DDPM(image_size=H, in_channels=C, num_classes=len(data.classes) if conditional else None,
                 class_names=list(data.classes) if conditional else None, schedule=args.schedule, T=args.T,
-                net=_network(args, H), dataset=args.dataset).to(ranks.device)
+                **_betas(args), net=_network(args, H), dataset=args.dataset).to(ranks.device)
     # fused: one kernel for all tensors per step (1.3 ms instead of 5.5 ms at batch 128 on 2 cores; a run resumed
     # from a checkpoint keeps the setting it was saved with)
     optim = torch.optim.Adam(ddpm.parameters(), lr=args.lr, fused=ranks.device.type in ("cpu", "cuda"))
