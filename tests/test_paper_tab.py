@@ -16,11 +16,14 @@ from ddpm.pretrained import BUNDLED_DIR
 def models(tmp_path_factory):
     root = make_models_dir(tmp_path_factory.mktemp("models"), judges=("mnist",))
     registry.set_registry(root, use_judges=True)
+    budgets = paper.TABLE2
+    paper.TABLE2 = {"quick": dict(seeds=1, steps=3, n_samples=40), "full": dict(seeds=2, steps=3, n_samples=40)}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     openers.clear()
     yield root
     torch.set_num_threads(threads)
+    paper.TABLE2 = budgets
     openers.clear()
     registry.set_registry(BUNDLED_DIR)
 
@@ -66,3 +69,20 @@ def test_opening_is_made_once_and_a_kept_result_is_shown(models):
         f.write("kept bound")
     picture, _, report = paper.paper_opening("fashion_mnist", "bits")
     assert picture.size == (20, 10) and report.startswith("kept bound")
+
+
+def test_table2_panel_tables_every_cell_and_stops():
+    picture, strip, report = paper.paper_run("mnist", "table2", 2, True, 2, 1.0, 0)
+    assert isinstance(picture, Image.Image) and report.count("| eps |") == 1 and "Stopped" not in report
+    assert "seeds" in report or "[" in report                                     # the full budget: seed bands
+    sid = "paper-table2-stop"
+    registry.registry().session(sid)
+    request = type("R", (), {"session_hash": sid})()
+    seen = []
+
+    def progress(fraction, desc=None):
+        seen.append(desc)
+        registry.registry().session(sid).stops["paper"].stop("Stop was pressed")
+
+    _, _, report = paper.paper_run("mnist", "table2", 2, False, 2, 1.0, 0, request=request, progress=progress)
+    assert seen == ["Table 2: 1 of 10 runs"] and "Stopped after 1 of 10 runs" in report and "not run" in report

@@ -17,10 +17,13 @@ from PIL import Image
 from ..eval.flow import flow_vs_ddim
 from ..eval.ideal import ideal_model, x0_hat_gap
 from ..eval.likelihood import bounds, estimate_plan
+from ..eval.metrics import sliced_wasserstein
 from ..eval.neighbours import index_images, load_index
 from ..eval.paper import commitment, progressive_strip, rate_distortion
 from ..eval.spectral import band_snr, settling, spectra
+from ..eval.table2 import TARGETS, WEIGHTINGS, summary, table2
 from ..plots import image_grid
+from ..points import RECIPE, two_moons
 from ..sampling import sample
 from ..schedule import SCHEDULES, NoiseSchedule
 from . import openers
@@ -37,10 +40,16 @@ PANELS = {"bits": "1. Bits per dimension (Table 1; Secs. 3.3, 4.3)",
           "decide": "3. When does the model decide? (Figure 7)",
           "spectral": "4. The spectral lens",
           "ideal": "5. The ideal denoiser vs the network",
-          "flow": "6. DDPM is a flow: DDIM = Euler"}
+          "flow": "6. DDPM is a flow: DDIM = Euler",
+          "table2": "7. Table 2 in 2-D: what to predict, how to weigh the steps"}
 DEFAULTS = dict(panel="bits", n_images=2, exact=False, K=4, guidance=3.0, seed=0)
 DECIDE_TS = (900, 700, 500, 300, 100)     # Figure 7's frozen steps, as fractions of T = 1000
 FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+# panel 7's budgets (ddpm/eval/table2.py): quick, the live default (one seed); full, the table2 module's own
+# defaults (three seeds; minutes: with progress and Stop), shipped in pretrained/playground (python -m ddpm.eval.table2)
+TABLE2 = {"quick": dict(seeds=1, steps=100, n_samples=500), "full": dict(seeds=3, steps=1500, n_samples=1000)}
+N_MOONS = 4000                           # panel 7's training points, as the playground's (held-out: half as many)
+FLOW_STEPS = (2, 5, 10, 20)              # panel 6's step counts (tests/test_paper.py checks 2 ... 100)
 
 
 def _figure(w=9.6, h=3.8, cols=2):
@@ -135,7 +144,8 @@ def rate_panel(ddpm, x0, *, seed, stop, progress):
     half = curve.at_fraction(0.5)
     cells = " | ".join(f"t={t}: {100 * f:g}% of the bits, RMSE {d:.1f}" for t, f, d in zip(ts, FRACTIONS, rmse, strict=True))
     report = (f"**Progressive decoding of one test image** (all T = {ddpm.T} terms, sigma^2 = beta): the whole bound is "
-              f"{curve.total:.3f} bits/dim; half of it has arrived by t = {half}. The strip, left to right: {cells}; "
+              f"{curve.total:.3f} bits/dim; half of those bits have been received when the reverse process reaches "
+              f"t = {half}. The strip, left to right: {cells}; "
               "last: the image itself. Most bits go to detail the eye cannot see (Sec. 4.3).")
     return fig, strip, report
 
@@ -264,16 +274,19 @@ def ideal_panel(ddpm, train, held_out, *, seed):
 # --- 6. DDPM is a flow --------------------------------------------------------------------------------------------------
 def flow_panel(ddpm, *, seed):
     rows, straight = [], None
-    for steps in (2, 5, 10, 20):
+    for steps in FLOW_STEPS:
         r = flow_vs_ddim(ddpm, n=4, steps=min(steps, ddpm.T), generator=torch.Generator().manual_seed(seed))
         rows.append((steps, r["max_difference"]))
-        straight = r if steps == 20 else straight
+        straight = r if steps == FLOW_STEPS[-1] else straight
+    single = flow_vs_ddim(ddpm, n=4, steps=min(FLOW_STEPS[-1], ddpm.T), dtype=torch.float32,
+                          generator=torch.Generator().manual_seed(seed))["max_difference"]
     with plt_lock:                          # matplotlib is not thread-safe (mathtext above all)
         fig, (ax1, ax2) = _figure()
         ax1.semilogy([s for s, _ in rows], [max(d, 1e-12) for _, d in rows], "o-", color=PALETTE[0], lw=2)
+        ax1.semilogy([FLOW_STEPS[-1]], [max(single, 1e-12)], "s", color=PALETTE[3], ms=7, label="the same in float32")
         ax1.axhline(1e-5, color="grey", ls=":", label="1e-5")
         ax1.set_xlabel("steps", fontsize=FONT - 2)
-        ax1.set_title("max |DDIM - Euler on the flow ODE|", fontsize=FONT - 1)
+        ax1.set_title("max |DDIM - Euler on the flow ODE|, float64 steps", fontsize=FONT - 1)
         ax1.legend(fontsize=FONT - 4)
         k = np.arange(len(straight["straightness_z"]))
         ax2.bar(k - 0.2, straight["straightness_z"].numpy(), 0.4, color=PALETTE[1], label="flow path in z")
@@ -285,11 +298,84 @@ def flow_panel(ddpm, *, seed):
         fig.tight_layout()
     strip = image_grid(torch.cat([straight["ddim"].cpu(), straight["flow"].cpu()]).clamp(-1, 1), 4, scale=3)
     report = ("**DDPM is a flow.** With z = x_t / (alpha + sigma), tau = sigma / (alpha + sigma), v = eps_hat - x0_hat, "
-              "one Euler step of dz/dtau = v is DDIM's eta = 0 update. From the same x_T, largest difference: "
+              "one Euler step of dz/dtau = v is DDIM's eta = 0 update. From the same x_T, largest difference at any step, "
+              "both runs stepping in float64 (the network in float32): "
               + ", ".join(f"{d:.1e} ({s} steps)" for s, d in rows)
-              + f". Straightness at 20 steps: flow {straight['straightness_z'].mean():.3f}, DDIM in x "
-              f"{straight['straightness_x'].mean():.3f}. Strip: DDIM (top) and Euler (bottom), 20 steps.")
+              + f"; stepping in float32 at {FLOW_STEPS[-1]} steps: {single:.1e} (rounding, grown by 1 / alpha_t). "
+              f"Straightness at {FLOW_STEPS[-1]} steps: flow {straight['straightness_z'].mean():.3f}, DDIM in x "
+              f"{straight['straightness_x'].mean():.3f}. Strip: DDIM (top) and Euler (bottom), {FLOW_STEPS[-1]} steps.")
     return fig, strip, report
+
+
+# --- 7. Table 2 in 2-D --------------------------------------------------------------------------------------------------
+def table2_panel(*, full, seed, stop=None, progress=None):
+    """Every target x weighting of ddpm/eval/table2.py on two moons, at the quick or the full budget (TABLE2)."""
+    budget = TABLE2["full" if full else "quick"]
+    data = two_moons(N_MOONS, generator=torch.Generator().manual_seed(seed))
+    held_out = two_moons(N_MOONS // 2, generator=torch.Generator().manual_seed(seed + 1))
+    floor = sliced_wasserstein(two_moons(budget["n_samples"], generator=torch.Generator().manual_seed(seed + 2)),
+                               held_out, generator=torch.Generator().manual_seed(0))
+    runs, done = len(TARGETS) * len(WEIGHTINGS) * budget["seeds"], []
+
+    def ran(row):
+        done.append(row)
+        if progress is not None:
+            progress(len(done), runs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # a 128-wide MLP: a second thread only waits (ten times slower on busy cores)
+    try:
+        rows = table2(data, held_out, seeds=tuple(range(seed, seed + budget["seeds"])), steps=budget["steps"],
+                      n_samples=budget["n_samples"], stop=stop, progress=ran)
+    finally:
+        torch.set_num_threads(threads)
+    return table2_figure(summary(rows), floor, budget, runs_done=len(rows), runs=runs)
+
+
+def table2_figure(cells, floor, budget, *, runs_done, runs):
+    """(figure, None, report) of Table 2's cells {(target, weighting): (median, min, max)}; floor: the distance of
+    fresh data to the held-out points (what a perfect model scores with as many samples)."""
+    finite = {k: v for k, v in cells.items() if math.isfinite(v[0])}
+    with plt_lock:                          # matplotlib is not thread-safe (mathtext above all)
+        fig, axes = _figure(cols=1)
+        x = np.arange(len(TARGETS))
+        for i, (weighting, color) in enumerate(zip(WEIGHTINGS, PALETTE, strict=False)):
+            got = [(j, finite[(kind, weighting)]) for j, kind in enumerate(TARGETS) if (kind, weighting) in finite]
+            if not got:
+                continue
+            j, (med, low, high) = np.array([g[0] for g in got]), np.array([g[1] for g in got]).T
+            axes.bar(j + (i - 0.5) * 0.38, med, 0.38, color=color,
+                     label=("L_simple: plain MSE of the target" if weighting == "simple" else "the true bound's weights"),
+                     yerr=np.clip([med - low, high - med], 0, None) if budget["seeds"] > 1 else None, capsize=3)
+        axes.axhline(floor, color="grey", ls=":", label="fresh data vs held-out (the floor)")
+        axes.set_xticks(x, [{"mu": "mu_tilde"}.get(k, k) for k in TARGETS], fontsize=FONT - 3)
+        axes.set_ylabel("sliced Wasserstein to held-out", fontsize=FONT - 3)
+        axes.set_title(f"two moons, {budget['steps']} Adam steps per run, " + (
+            f"median and range of {budget['seeds']} seeds" if budget["seeds"] > 1 else "one seed"), fontsize=FONT - 1)
+        axes.legend(fontsize=FONT - 5)
+        fig.tight_layout()
+
+    def cell(key):
+        if key not in cells:
+            return "not run"
+        med, low, high = cells[key]
+        if not math.isfinite(med):
+            return "diverged"
+        return f"{med:.3f}" + (f" [{low:.3f}, {high:.3f}]" if budget["seeds"] > 1 else "")
+    table = ("| predict | " + " | ".join(WEIGHTINGS) + " |\n|---|---|---|\n"
+             + "".join(f"| {kind} | " + " | ".join(cell((kind, w)) for w in WEIGHTINGS) + " |\n" for kind in TARGETS))
+    ranked = sorted(finite, key=lambda k: finite[k][0])
+    best = (f"Lowest here: predict {ranked[0][0]}, weighting {ranked[0][1]}; eps with L_simple ranks "
+            f"{ranked.index(('eps', 'simple')) + 1} of {len(ranked)}. " if ("eps", "simple") in finite else "")
+    stopped = "" if runs_done == runs else f" **Stopped after {runs_done} of {runs} runs.**"
+    report = (f"**Table 2 in 2-D.** The playground's MLP, the same budget ({budget['steps']} Adam steps, batch "
+              f"{RECIPE['batch']}) and seeds, trained to output each target under plain MSE (L_simple) or the true "
+              f"bound's weighting, sampled with Algorithm 2 ({budget['n_samples']} points) and scored by sliced "
+              f"Wasserstein distance to held-out points (lower is better; the floor, fresh data, is {floor:.3f})."
+              f"{stopped}\n\n{table}\n{best}Ho et al. (Table 2, CIFAR10) found eps with L_simple best (FID 3.17; "
+              "eps with the true bound 13.22; mu_tilde with the bound 13.51, with plain MSE it diverged); L_simple "
+              "down-weights the easy small-t terms so the network can attend to the harder large t (Sec. 3.4). "
+              "A point cloud is not CIFAR10: the ranking here is this budget's.")
+    return fig, None, report
 
 
 def _training_images(model, sid, held_out):
@@ -304,6 +390,12 @@ def compute(model, sid, panel, n_images, exact, K, guidance, seed, *, stop=None,
     """One panel: (main picture, strip picture or None, markdown report), with the compute time in the report."""
     if panel not in PANELS:
         raise gr.Error(f"unknown panel {panel!r}; choose one of {list(PANELS)}")
+    start = time.perf_counter()
+    if panel == "table2":                   # points, not the picked model: the same panel for every model
+        fig, _, report = table2_panel(full=bool(exact), seed=int(seed), stop=stop, progress=progress)
+        with plt_lock:
+            picture = to_image(fig)
+        return picture, None, report + f"\n\n*{PANELS[panel]}, computed in {time.perf_counter() - start:.1f} s.*"
     reg = registry()
     ddpm = reg.model(model, sid)
     if ddpm.data_dim is not None:
@@ -311,7 +403,6 @@ def compute(model, sid, panel, n_images, exact, K, guidance, seed, *, stop=None,
     n_images, K, seed = int(n_images), int(K), int(seed)
     if not 1 <= n_images <= 16 or not 2 <= K <= 16:
         raise gr.Error(f"test images must be 1..16 (got {n_images}) and continuations K 2..16 (got {K})")
-    start = time.perf_counter()
     x0, _ = _test_images(model, sid, max(n_images, 8), seed)
     x0 = x0.to(ddpm.device)
     if panel == "bits":
@@ -340,7 +431,8 @@ def paper_run(model, panel, n_images, exact, K, guidance, seed, request: gr.Requ
     stop = registry().session(sid).stops["paper"]
 
     def shown(done, total):
-        progress(done / total, desc=f"bound terms: {done} of {total} steps")
+        progress(done / total, desc=f"Table 2: {done} of {total} runs" if panel == "table2" else
+                 f"bound terms: {done} of {total} steps")
 
     try:
         picture, strip, report = compute(model, sid, panel, n_images, exact, K, guidance, seed, stop=stop.is_set,
@@ -367,10 +459,11 @@ def shipped(folder, panel):
 
 
 def write_shipped(models_dir, model):
-    """Compute every panel of bundled `model` at its default settings and keep it in its folder (paper_*)."""
-    folder = os.path.join(models_dir, model)
-    for panel in PANELS:
-        picture, strip, report = compute(model, None, panel, DEFAULTS["n_images"], DEFAULTS["exact"], DEFAULTS["K"],
+    """Compute every panel of bundled `model` at its default settings and keep it in its folder (paper_*); `model`
+    "table2": panel 7, the same for every model, at its full budget, kept in the playground's folder."""
+    folder = os.path.join(models_dir, "playground" if model == "table2" else model)
+    for panel in ["table2"] if model == "table2" else [p for p in PANELS if p != "table2"]:
+        picture, strip, report = compute(model, None, panel, DEFAULTS["n_images"], model == "table2", DEFAULTS["K"],
                                          DEFAULTS["guidance"], DEFAULTS["seed"])
         picture.save(os.path.join(folder, f"paper_{panel}.png"))
         if strip is not None:
@@ -387,12 +480,18 @@ def paper_opening(model, panel, request: gr.Request = None):
     if not model or panel not in PANELS:
         return gr.update(), gr.update(), gr.update()
     reg = registry()
-    if model in reg.bundled() and openers.shared_key(model, sid) is not None:        # not a visitor's own model
+    kept = None
+    if panel == "table2":                                                  # points: the same for every model
+        kept = shipped(os.path.join(reg.models_dir, "playground"), panel)
+        note = (f"The full table, kept in the playground's folder (`python -m ddpm.app.paper <models dir> table2`); "
+                f"Compute runs the quick budget ({TABLE2['quick']['steps']} steps, one seed), with 'exact / full' the "
+                "full one (minutes).")
+    elif model in reg.bundled() and openers.shared_key(model, sid) is not None:      # not a visitor's own model
         kept = shipped(os.path.join(reg.models_dir, model), panel)
-        if kept is not None:
-            picture, strip, report = kept
-            return picture, strip if strip is not None else gr.update(value=None), report + (
-                "\n\n*Kept beside the model (`python -m ddpm.app.paper`); press Compute to redo it here.*")
+        note = "Kept beside the model (`python -m ddpm.app.paper`); press Compute to redo it here."
+    if kept is not None:
+        picture, strip, report = kept
+        return picture, strip if strip is not None else gr.update(value=None), report + f"\n\n*{note}*"
 
     def make():
         try:
@@ -420,7 +519,8 @@ def build():
                 ui.model = model_input()
                 ui.panel = gr.Radio([(label, key) for key, label in PANELS.items()], value=DEFAULTS["panel"],
                                     label="panel")
-                ui.exact = gr.Checkbox(value=DEFAULTS["exact"], label="exact: all T terms (slow; with progress and Stop)")
+                ui.exact = gr.Checkbox(value=DEFAULTS["exact"], label="exact / full: all T terms (panel 1), the full "
+                                       "Table 2 (panel 7); slow, with progress and Stop")
                 ui.n_images = gr.Slider(1, 16, value=DEFAULTS["n_images"], step=1, label="test images (bits/dim)")
                 ui.K = gr.Slider(2, 16, value=DEFAULTS["K"], step=1, label="continuations K from each frozen x_t (panel 3)")
                 ui.guidance = gr.Slider(1, 8, value=DEFAULTS["guidance"], step=0.5, label="guidance scale s (panel 3)")
@@ -442,7 +542,7 @@ def build():
     return ui
 
 
-if __name__ == "__main__":                 # python -m ddpm.app.paper <models dir> <model> ...: the shipped openings
+if __name__ == "__main__":      # python -m ddpm.app.paper <models dir> <model or table2> ...: the shipped openings
     from .registry import set_registry
     set_registry(sys.argv[1], use_judges=True)
     for name in sys.argv[2:]:

@@ -44,14 +44,16 @@ def flow_vs_ddim(ddpm, *, n=4, steps=20, y=None, guidance_scale=1.0, clip_x0=Tru
     x_T = torch.randn((n, *ddpm.sample_shape), generator=generator, device=ddpm.device).to(dtype)
     yb = None if y is None else torch.as_tensor(y, device=ddpm.device).expand(n)
 
-    def eps_of(x, t):
-        return guided_eps(ddpm, x.float(), t, yb, guidance_scale).to(dtype)
+    y2 = None if yb is None else yb.repeat(2)
     ddim, flow, z_path = [x_T], [x_T], []
     for t, t_prev in timesteps("ddim", ddpm.T, steps):
-        ddim.append(ddim_step(ddim[-1], t, t_prev, eps_of(ddim[-1], t), ddpm.schedule, clip_x0=clip_x0)[0])
+        # both runs in one network call (one call per step, not two: the panel's cost is the calls)
+        eps_ddim, eps_flow = guided_eps(ddpm, torch.cat([ddim[-1], flow[-1]]).float(), t, y2, guidance_scale
+                                        ).to(dtype).chunk(2)
+        ddim.append(ddim_step(ddim[-1], t, t_prev, eps_ddim, ddpm.schedule, clip_x0=clip_x0)[0])
         alpha_bar = ddpm.schedule.at(t).alpha_bar
         z_path.append(flow[-1] / (math.sqrt(alpha_bar) + math.sqrt(1 - alpha_bar)))
-        flow.append(flow_euler_step(flow[-1], t, t_prev, eps_of(flow[-1], t), ddpm.schedule, clip_x0=clip_x0)[0])
+        flow.append(flow_euler_step(flow[-1], t, t_prev, eps_flow, ddpm.schedule, clip_x0=clip_x0)[0])
     z_path.append(flow[-1])                                                                # tau = 0: z = x_0
     gap = max(float((a - b).abs().max()) for a, b in zip(ddim, flow, strict=True))
     return {"ddim": ddim[-1], "flow": flow[-1], "max_difference": gap,

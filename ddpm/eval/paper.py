@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..sampling import sample_steps, timesteps
+from ..sampling import ddim_step, sample_steps, timesteps
 from .likelihood import Schedule64, noisy_images
 
 
@@ -108,6 +108,33 @@ def _run(ddpm, x, y, guidance_scale, t_start, steps, generator, keep=()):
     return x.clamp(-1, 1), kept
 
 
+def _eps(ddpm, x_t, t, y, guidance_scale):
+    """guided_eps (ddpm/sampling.py) for a step t per row [B]: the branches of every frozen t share one call."""
+    if y is None or guidance_scale == 1.0:
+        return ddpm.eps(x_t, t, y)
+    eps_cond, eps_uncond = ddpm.eps(torch.cat([x_t, x_t]), t.repeat(2),
+                                    torch.cat([y, torch.full_like(y, ddpm.null_class)])).chunk(2)
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)                  # Ho & Salimans (2021) Eq. (6)
+
+
+def _branches(ddpm, starts, y, guidance_scale, steps, generator):
+    """Continue each x_t of starts {t: [K, C, H, W]} down to x_0 with DDIM, eta = 1 (DDPM's posterior noise), on
+    min(steps, t + 1) steps of its own grid; step i of every branch runs in one network call (the calls, not the
+    images, are the cost on a CPU). Returns the final images [len(starts), K, C, H, W] in [-1, 1]."""
+    plans = [timesteps("ddim", t + 1, min(steps, t + 1)) for t in starts]
+    x = list(starts.values())
+    K = len(x[0])
+    for i in range(max(map(len, plans))):
+        live = [b for b, plan in enumerate(plans) if i < len(plan)]
+        t = torch.tensor([plans[b][i][0] for b in live], device=x[0].device).repeat_interleave(K)
+        eps = _eps(ddpm, torch.cat([x[b] for b in live]), t, None if y is None else y.repeat(len(live)), guidance_scale)
+        for b, eps_b in zip(live, eps.split(K), strict=True):
+            t_b, t_prev = plans[b][i]
+            z = torch.randn(x[b].shape, generator=generator, device=x[b].device)
+            x[b] = ddim_step(x[b], t_b, t_prev, eps_b, ddpm.schedule, eta=1.0, noise=z)[0]       # Eq. (12), eta = 1
+    return torch.stack(x).clamp(-1, 1)
+
+
 @torch.inference_mode()
 def commitment(ddpm, judge, *, ts=(900, 800, 700, 600, 500, 400, 300, 200, 100), K=8, y=None, guidance_scale=1.0,
                trunk_steps=100, branch_steps=20, level=0.5, generator=None):
@@ -116,7 +143,8 @@ def commitment(ddpm, judge, *, ts=(900, 800, 700, 600, 500, 400, 300, 200, 100),
     high-level attributes; the larger t, the less they share).
 
     The trunk walks trunk_steps DDIM steps with eta = 1 (DDPM's posterior noise) on the "trailing" grid (ts move to
-    the nearest step of it); each continuation takes branch_steps steps from its t (all of them where fewer remain).
+    the nearest step of it); each continuation takes branch_steps DDIM steps with eta = 1 from its t (all of them
+    where fewer remain).
     y: one class for the trunk and its branches, with guidance_scale, or None (unconditional). Returns a Commitment."""
     T = ddpm.T
     grid = [t for t, _ in timesteps("ddim", T, min(trunk_steps, T))]
@@ -127,8 +155,8 @@ def commitment(ddpm, judge, *, ts=(900, 800, 700, 600, 500, 400, 300, 200, 100),
     trunk, frozen = _run(ddpm, x_T, y1, guidance_scale, T - 1, trunk_steps, generator, keep=set(ts))
     trunk_class = int(judge.classify(trunk)[0])
     yK = None if y is None else y1.repeat(K)
-    branches = torch.stack([_run(ddpm, frozen[t].repeat(K, *[1] * (x_T.dim() - 1)), yK, guidance_scale, t,
-                                 branch_steps, generator)[0] for t in ts])
+    branches = _branches(ddpm, {t: frozen[t].repeat(K, *[1] * (x_T.dim() - 1)) for t in ts}, yK, guidance_scale,
+                         branch_steps, generator)
     agree = np.array([int((judge.classify(b) == trunk_class).sum()) for b in branches])
     intervals = np.array([wilson(a, K) for a in agree])
     share = agree / K
