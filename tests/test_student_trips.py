@@ -97,3 +97,21 @@ def test_train_takes_the_betas_and_a_short_schedule_then_needs_no_warning(fake_d
         main([*TRAIN, "--data", str(root), "--out", str(tmp_path / "cos"), "--schedule", "cosine", "--beta-end", "0.2"])
     with pytest.raises(ValueError, match="beta_end = 2.0 give betas .* every beta must lie in \\(0, 1\\)"):
         main([*TRAIN, "--data", str(root), "--out", str(tmp_path / "big"), "--beta-end", "2"])
+
+
+# ------------------------------------------------------------------ evaluate and a card written by the student
+
+def test_evaluate_quick_leaves_a_students_card_and_writes_no_table(make_ddpm, fake_data, tmp_path):
+    from ddpm.eval.judge import Judge
+    root, _ = fake_data
+    folder = tmp_path / "model"
+    make_ddpm(num_classes=10, T=60, dataset="mnist").save_pretrained(folder)
+    Judge(width=4).save(folder)
+    ours = (folder / "README.md").read_text()
+    main(["evaluate", "--model", str(folder), "--data", str(root), "--quick"])
+    assert (folder / "README.md").read_text() == ours and not (folder / "evaluation.md").exists()   # a try: nothing
+    mine = "# My first diffusion model\n\nTrained on my laptop during the lab.\n"
+    (folder / "README.md").write_text(mine)
+    main(["evaluate", "--model", str(folder), "--data", str(root), "--quick"])
+    assert (folder / "README.md").read_text() == mine
+    assert not (folder / "evaluation.md").exists() and not (folder / "quality_cost.md").exists()

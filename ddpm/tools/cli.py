@@ -285,7 +285,9 @@ def add_evaluate_args(p):
     p.add_argument("--n", type=int, default=1000, help="images for the two DDIM-50 rows (guidance 1 and best); "
                                                        "with --plan cost or bars, images per cell")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="a tiny table in a minute, to try the command")
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny table in a minute, to try the command: nothing is written into the model's folder unless --out "
+                        "names it")
     p.add_argument("--out", default=None, help="also write the markdown table to this .md file and its rows beside it "
                                                "as .json (with --plan cost: default <model folder>/quality_cost.md, "
                                                "with a .png plot; not with --quick)")
@@ -450,7 +452,7 @@ def cmd_evaluate(args):
     beside = out is not None and os.path.dirname(os.path.abspath(out)) == os.path.abspath(folder)
     card = os.path.join(folder, CARD)
     ours = not os.path.isfile(card) or CARD_MARK in open(card, encoding="utf-8").read()
-    sweep = args.plan == "sweep"
+    sweep = args.plan == "sweep" and not args.quick         # a --quick try writes no scores of the model
     if sweep and os.path.isdir(folder) and ours:
         with open(os.path.join(folder, EVALUATION), "w") as f:             # a card of ours: the scores go into it
             f.write(table + "\n")
