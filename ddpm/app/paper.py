@@ -2,6 +2,7 @@
 in bits/dim (Table 1), rate-distortion and progressive decoding (Figure 5), when the model decides (Figure 7), the
 spectral lens, the ideal denoiser, and DDPM as a flow. The package (ddpm/eval) computes; this module only draws.
 Each panel opens on its default settings, computed once per model and kept (openers.py). `build()` lays it out."""
+import contextlib
 import math
 import os
 import sys
@@ -321,13 +322,8 @@ def table2_panel(*, full, seed, stop=None, progress=None):
         done.append(row)
         if progress is not None:
             progress(len(done), runs)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)            # a 128-wide MLP: a second thread only waits (ten times slower on busy cores)
-    try:
-        rows = table2(data, held_out, seeds=tuple(range(seed, seed + budget["seeds"])), steps=budget["steps"],
-                      n_samples=budget["n_samples"], stop=stop, progress=ran)
-    finally:
-        torch.set_num_threads(threads)
+    rows = table2(data, held_out, seeds=tuple(range(seed, seed + budget["seeds"])), steps=budget["steps"],
+                  n_samples=budget["n_samples"], stop=stop, progress=ran)
     return table2_figure(summary(rows), floor, budget, runs_done=len(rows), runs=runs)
 
 
@@ -386,8 +382,27 @@ def _training_images(model, sid, held_out):
     return index_images(index, torch.arange(min(1000, len(index["images"]))))
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread in this block, then this thread's count again. The panels' network calls are small (the
+    U-Net on 1 to 40 images of 28 x 28 but for the bound's, panel 7's 128-wide MLP): a second thread mostly waits, and
+    on cores that other work shares it spins. On two cores at load 6.6, panel 3 took 3-5 s on one thread and 35 s on
+    two; one of panel 7's training runs 0.6 s of CPU and 9 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def compute(model, sid, panel, n_images, exact, K, guidance, seed, *, stop=None, progress=None):
     """One panel: (main picture, strip picture or None, markdown report), with the compute time in the report."""
+    with one_thread():
+        return _compute(model, sid, panel, n_images, exact, K, guidance, seed, stop=stop, progress=progress)
+
+
+def _compute(model, sid, panel, n_images, exact, K, guidance, seed, *, stop, progress):
     if panel not in PANELS:
         raise gr.Error(f"unknown panel {panel!r}; choose one of {list(PANELS)}")
     start = time.perf_counter()
