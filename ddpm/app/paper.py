@@ -142,11 +142,16 @@ def rate_panel(ddpm, x0, *, seed, stop, progress):
         ax2.set_title("Figure 5 (left): distortion vs t", fontsize=FONT - 1)
         fig.tight_layout()
     strip = image_grid(torch.cat([x0_hat.cpu(), x0[:1].cpu()]), len(ts) + 1, scale=4)
-    half = curve.at_fraction(0.5)
+    before_decoder = curve.rate[-1] / curve.total                      # the share received with x_0's last step to go
+    t_half = curve.at_fraction(0.5)
+    half = (f"half of those bits have been received when the reverse process reaches t = {t_half}"
+            + (" (x_0 here, the paper's x_1: only L_0, the decoder's bits, is still to come)" if t_half == 0 else "")
+            if before_decoder >= 0.5 else
+            f"the steps down to t = 0 bring {100 * before_decoder:.0f}% of those bits, so half is reached only with L_0, "
+            "the decoder's bits for the last step to discrete pixels")
     cells = " | ".join(f"t={t}: {100 * f:g}% of the bits, RMSE {d:.1f}" for t, f, d in zip(ts, FRACTIONS, rmse, strict=True))
     report = (f"**Progressive decoding of one test image** (all T = {ddpm.T} terms, sigma^2 = beta): the whole bound is "
-              f"{curve.total:.3f} bits/dim; half of those bits have been received when the reverse process reaches "
-              f"t = {half}. The strip, left to right: {cells}; "
+              f"{curve.total:.3f} bits/dim; {half}. The strip, left to right: {cells}; "
               "last: the image itself. Most bits go to detail the eye cannot see (Sec. 4.3).")
     return fig, strip, report
 
