@@ -1,6 +1,7 @@
 """Tab 9: the paper, live. Ho et al.'s (2020) own results recomputed on the picked model, one panel at a time: the bound
 in bits/dim (Table 1), rate-distortion and progressive decoding (Figure 5), when the model decides (Figure 7), the
-spectral lens, the ideal denoiser, and DDPM as a flow. The package (ddpm/eval) computes; this module only draws.
+spectral lens, the ideal denoiser, DDPM as a flow, and Table 2 in 2-D (on two moons, the same for every model). The
+package (ddpm/eval) computes; this module only draws.
 Each panel opens on its default settings, computed once per model and kept (openers.py). `build()` lays it out."""
 import contextlib
 import math
