@@ -60,6 +60,13 @@ LECTURE_JS = "(on) => { document.documentElement.classList.toggle('lecture', on)
 # A number typed outside its box's range is corrected in the box to the nearest allowed value, before the page uses it
 # (the box's min and max are the component's bounds, ddpm/app/inputs.py LIMITS).
 PAGE_JS = r"""() => {
+  // above the top already while typing (no digit brings it back), so the page never sends it: corrected at once
+  document.addEventListener('input', (event) => {
+    const box = event.target;
+    if (!(box instanceof HTMLInputElement) || box.type !== 'number') return;
+    const value = parseFloat(box.value), high = parseFloat(box.max);
+    if (!Number.isNaN(value) && !Number.isNaN(high) && value > high && high >= 0) box.value = high;
+  }, true);
   document.addEventListener('change', (event) => {
     const box = event.target;
     if (!(box instanceof HTMLInputElement) || box.type !== 'number') return;

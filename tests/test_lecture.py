@@ -147,16 +147,18 @@ def test_lecture_mode_enlarges_the_pictures_and_a_value_out_of_range_is_correcte
     assert box(page, "#forward-main")["height"] > 1.4 * before
     page.screenshot(path=os.path.join(SHOTS, "lecture_1280_lecture_mode.png"))
     page.locator("#lecture input").uncheck()
-    t = page.locator("#fwd_t input[type=number]")
-    t.fill("5000")                                        # T - 1 = 999 at most
-    t.press("Enter")
-    page.wait_for_function("() => document.querySelector('#fwd_t input[type=number]').value === '999'")
+    # pictures are told apart by their alt text (x_999 and x_998 can be the same PNG)
     shows = "t => (document.querySelector('#forward-main img').alt || '').includes(`x_t at t = ${t} `)"
-    page.wait_for_function(shows, arg=999)              # x_999 and x_998 can be the same PNG: wait by the alt text
+    t = page.locator("#fwd_t input[type=number]")
+    start = int(t.input_value())
     page.locator("#fwd_t input[type=range]").focus()    # the slider from the keyboard
     page.keyboard.press("ArrowLeft")
-    page.wait_for_function(shows, arg=998)
-    assert page.locator("#fwd_t input[type=number]").input_value() == "998"
+    page.wait_for_function(shows, arg=start - 1)
+    assert t.input_value() == str(start - 1)
+    t.fill("5000")                                        # T - 1 = 999 at most: corrected in the box, then drawn
+    t.press("Enter")
+    page.wait_for_function("() => document.querySelector('#fwd_t input[type=number]').value === '999'")
+    page.wait_for_function(shows, arg=999)
 
 
 def test_an_error_badge_clears_at_the_next_run(projector):
