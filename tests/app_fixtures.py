@@ -1,4 +1,6 @@
-"""Tiny models for the app tests: a models folder laid out like pretrained/ (no bundled model needed)."""
+"""Tiny models for the app tests: a models folder laid out like pretrained/ (no bundled model needed), and the app
+on them in headless Debian chromium."""
+import contextlib
 import math
 import os
 import socket
@@ -13,9 +15,14 @@ from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
 import ddpm
+from ddpm.app import registry
 from ddpm.eval.judge import Judge
+from ddpm.pretrained import BUNDLED_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHROMIUM = "/usr/bin/chromium"          # Debian's: `playwright install` cannot download a browser here
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-gpu"]
 TINY_NET = dict(base_channels=8, channel_mults=(1, 2), attn_levels=(1,), emb_channels=32, groups=4)
 CLASS_NAMES = {
     "mnist": [f"{i} - {w}" for i, w in enumerate("zero one two three four five six seven eight nine".split())],
@@ -87,3 +94,29 @@ def stop_app(proc):
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@contextlib.contextmanager
+def app_in_chromium(root):
+    """The app on tiny models (mnist with a judge) in `root`, and headless chromium: yields (browser, url)."""
+    from playwright import sync_api      # here, not above: the tests that need no browser run without playwright
+    proc, url = start_app(make_models_dir(root / "models", judges=("mnist",)), root / "app.log", env={"DDPM_APP_JUDGE": "1"})
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                yield browser, url
+            finally:
+                browser.close()
+    finally:
+        stop_app(proc)
+
+
+@contextlib.contextmanager
+def judged_registry(root):
+    """The app's registry on tiny models in `root` (mnist with a judge), judges on; the bundled models after."""
+    registry.set_registry(make_models_dir(root, judges=("mnist",)), use_judges=True)
+    try:
+        yield root
+    finally:
+        registry.set_registry(BUNDLED_DIR)

@@ -6,31 +6,23 @@ import os
 
 import pytest
 
-from app_fixtures import ROOT, make_models_dir, start_app, stop_app
+from app_fixtures import CHROMIUM, ROOT, app_in_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-gpu"]
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} does not exist (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    proc, url = start_app(make_models_dir(root / "models", judges=("mnist",)), root / "app.log", env={"DDPM_APP_JUDGE": "1"})
     os.makedirs(SHOTS, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    with app_in_chromium(tmp_path_factory.mktemp("browser")) as (browser, url):
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         page.set_default_timeout(60_000)
         page.goto(url)
         yield page
-        browser.close()
-    stop_app(proc)
 
 
 def src(page, selector):

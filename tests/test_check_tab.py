@@ -12,14 +12,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from app_fixtures import ROOT, free_port
+from app_fixtures import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
 from ddpm.app import check
 from ddpm.exercise import MISTAKES, solution_outputs
 
 SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-gpu"]
 
 
 def no_sqrt_upload(path):
@@ -126,7 +123,7 @@ def browser_page(tmp_path_factory):
     os.makedirs(SHOTS, exist_ok=True)
     try:
         with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 720})
             page.set_default_timeout(30_000)
             page.goto(demo.local_url)

@@ -12,21 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from app_fixtures import make_models_dir, stroke
-from ddpm.app import finetune, grid, registry, reverse
+from app_fixtures import judged_registry, stroke
+from ddpm.app import finetune, grid, reverse
 from ddpm.data import to_unit_range
 from ddpm.eval.judge import NONE, NONE_RATE, Judge, load_judge
-from ddpm.pretrained import BUNDLED_DIR
 
 V = SimpleNamespace(session_hash="truth")
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = make_models_dir(tmp_path_factory.mktemp("models"), judges=("mnist",))
-    registry.set_registry(root, use_judges=True)
-    yield root
-    registry.set_registry(BUNDLED_DIR)
+    with judged_registry(tmp_path_factory.mktemp("models")) as root:
+        yield root
 
 
 def strokes(n):

@@ -14,13 +14,10 @@ import time
 import pytest
 from PIL import Image
 
-from app_fixtures import ROOT, make_models_dir, start_app, stop_app
+from app_fixtures import CHROMIUM, ROOT, app_in_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 AXE = os.path.join(ROOT, "tests", "node_modules", "axe-core", "axe.min.js")   # .ci/run installs it with npm
 SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-gpu"]
 TABS = {"forward": "1. Forward", "reverse": "2. Reverse", "grid": "3. Classes", "finetune": "4. Fine-tune",
         "edit": "5. Sketch & interpolate", "playground": "6. 2-D playground", "explore": "7. Explore",
         "check": "8. Check my code", "paper": "9. The paper, live"}
@@ -28,20 +25,15 @@ OPENS_WITHIN_S = 15
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} does not exist (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lecture")
-    proc, url = start_app(make_models_dir(root / "models", judges=("mnist",)), root / "app.log", env={"DDPM_APP_JUDGE": "1"})
     os.makedirs(SHOTS, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    with app_in_chromium(tmp_path_factory.mktemp("lecture")) as (browser, url):
         browser.url = url
         yield browser
-        browser.close()
-    stop_app(proc)
 
 
 def new_page(browser, width, height):

@@ -11,23 +11,20 @@ import pytest
 import torch
 
 import app
-from app_fixtures import make_models_dir, start_app, stop_app
+from app_fixtures import CHROMIUM, app_in_chromium, judged_registry
 from ddpm.app import lesson, registry
 from ddpm.eval.judge import load_judge
-from ddpm.pretrained import BUNDLED_DIR, load_examples, load_pretrained
+from ddpm.pretrained import load_examples, load_pretrained
 from ddpm.schedule import NoiseSchedule
 
-CHROMIUM = "/usr/bin/chromium"
 A = SimpleNamespace(session_hash="lesson-a", query_params={"room": "hall-1"})
 B = SimpleNamespace(session_hash="lesson-b", query_params={})
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = make_models_dir(tmp_path_factory.mktemp("models"), judges=("mnist",))
-    registry.set_registry(root, use_judges=True)
-    yield root
-    registry.set_registry(BUNDLED_DIR)
+    with judged_registry(tmp_path_factory.mktemp("models")) as root:
+        yield root
 
 
 def test_the_steps_follow_the_sheet_and_name_real_tabs_and_controls(models):
@@ -159,33 +156,26 @@ def test_in_a_browser_a_step_highlights_its_control_and_using_it_after_the_revea
     opens with the reverse tab's Start highlighted."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} does not exist (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    proc, url = start_app(make_models_dir(tmp_path / "models", judges=("mnist",)), tmp_path / "app.log",
-                          env={"DDPM_APP_JUDGE": "1"})
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.set_default_timeout(60_000)
-            page.goto(url + "?room=hall")
-            page.locator("#lesson").get_by_text("Lesson:").first.click()
-            page.wait_for_selector("#fwd_t.lesson-focus")
-            assert page.locator("button[role=tab][aria-selected=true]").inner_text().startswith("1.")
-            assert page.locator("#lesson_reveal").is_disabled()
-            page.locator("#lesson_guess").get_by_text("100 to 300").click()
-            page.wait_for_function("() => !document.querySelector('#lesson_reveal').disabled")
-            page.locator("#lesson_reveal").click()
-            page.wait_for_function("() => document.querySelector('#lesson').innerText.includes('Measured on')")
-            assert "The room's guesses" in page.locator("#lesson_poll").inner_text()
-            page.locator("#fwd_t input[type=range]").first.focus()
-            page.keyboard.press("ArrowRight")
-            page.wait_for_function("() => document.querySelector('#lesson').innerText.includes('Step 2 of')")
-            page.locator("#lesson").get_by_text("Open its tab").click()
-            page.wait_for_selector("#reverse-go.lesson-focus")
-            assert page.locator("button[role=tab][aria-selected=true]").inner_text().startswith("2.")
-            browser.close()
-    finally:
-        stop_app(proc)
+    pytest.importorskip("playwright.sync_api")
+    with app_in_chromium(tmp_path) as (browser, url):
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.set_default_timeout(60_000)
+        page.goto(url + "?room=hall")
+        page.locator("#lesson").get_by_text("Lesson:").first.click()
+        page.wait_for_selector("#fwd_t.lesson-focus")
+        assert page.locator("button[role=tab][aria-selected=true]").inner_text().startswith("1.")
+        assert page.locator("#lesson_reveal").is_disabled()
+        page.locator("#lesson_guess").get_by_text("100 to 300").click()
+        page.wait_for_function("() => !document.querySelector('#lesson_reveal').disabled")
+        page.locator("#lesson_reveal").click()
+        page.wait_for_function("() => document.querySelector('#lesson').innerText.includes('Measured on')")
+        assert "The room's guesses" in page.locator("#lesson_poll").inner_text()
+        page.locator("#fwd_t input[type=range]").first.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("() => document.querySelector('#lesson').innerText.includes('Step 2 of')")
+        page.locator("#lesson").get_by_text("Open its tab").click()
+        page.wait_for_selector("#reverse-go.lesson-focus")
+        assert page.locator("button[role=tab][aria-selected=true]").inner_text().startswith("2.")
 
 
 def test_without_judges_the_reveal_says_why(models):
