@@ -65,7 +65,7 @@ PAGE_JS = r"""() => {
     const box = event.target;
     if (!(box instanceof HTMLInputElement) || box.type !== 'number') return;
     const value = parseFloat(box.value), high = parseFloat(box.max);
-    if (!Number.isNaN(value) && !Number.isNaN(high) && value > high && high >= 0) box.value = high;
+    if (!Number.isNaN(value) && !Number.isNaN(high) && value > high) box.value = high;
   }, true);
   document.addEventListener('change', (event) => {
     const box = event.target;

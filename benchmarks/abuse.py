@@ -728,7 +728,7 @@ def main(argv=None):
         names = [c[0] if isinstance(c, (list, tuple)) else c for c in classes(server)][:10]
         probes = [(1, probe_queue_flood, (server, quick)), (1, probe_many_ids, (server, names, quick)),
                   (1, probe_killed_client, (server, names)),
-                  (2, probe_eviction, (server, sessions + 6 if quick else 70)), (3, probe_paths, (server, tmp)),
+                  (2, probe_eviction, (server, sessions + 6)), (3, probe_paths, (server, tmp)),
                   (4, probe_bomb, (server, tmp)),
                   (5, probe_temp, (server, bound, 30 if quick else 300)), (6, probe_caps, (server, cap)),
                   (8, probe_errors, (server, tmp)), (9, probe_mixing, (server, names)),

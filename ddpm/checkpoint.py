@@ -62,7 +62,10 @@ def _closest_folder(path):
     here = os.sep if os.path.isabs(path) else ""
     for part in os.path.normpath(path).split(os.sep):
         if part and not os.path.isdir(os.path.join(here, part)):
-            beside = [e for e in os.listdir(here or ".") if os.path.isdir(os.path.join(here, e))]
+            try:
+                beside = [e for e in os.listdir(here or ".") if os.path.isdir(os.path.join(here, e))]
+            except OSError:                             # a folder we may not read: no suggestion, not a crash
+                return None
             near = difflib.get_close_matches(part, beside, n=1, cutoff=0.75)
             if not near:
                 return None

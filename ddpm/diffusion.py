@@ -289,6 +289,9 @@ def load_model(model_id, device="cpu", *, names=()):
     mode, with a clear error for anything missing or foreign (no config.json, a config of another library,
     weights that do not fit; a folder that is not there: "no such folder", naming the closest folder or name in `names`)."""
     model_id = os.fspath(model_id)
+    if not model_id.strip():
+        raise CheckpointError("the model id is empty: give a folder (e.g. runs/mnist), a bundled name or a Hub repo id "
+                              "(owner/name)")
     if os.path.isdir(model_id) and unet_folder(model_id) is not None:      # a diffusers UNet2DModel / DDPMPipeline
         net, arguments, variance = read_diffusers(model_id)
         model = DDPM(net=net, **arguments).to(device).eval()

@@ -115,3 +115,9 @@ def test_evaluate_quick_leaves_a_students_card_and_writes_no_table(make_ddpm, fa
     main(["evaluate", "--model", str(folder), "--data", str(root), "--quick"])
     assert (folder / "README.md").read_text() == mine
     assert not (folder / "evaluation.md").exists() and not (folder / "quality_cost.md").exists()
+
+
+def test_an_empty_model_id_is_named():
+    for empty in ("", "  "):
+        with pytest.raises(CheckpointError, match="the model id is empty"):
+            load_model(empty)

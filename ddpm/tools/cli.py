@@ -121,6 +121,7 @@ def _betas(args):
 def cmd_train(args):
     if args.decay_steps and args.steps is None:
         raise SystemExit(f"--decay-steps {args.decay_steps} needs --steps: the decay ends at that total step")
+    _betas(args)                                        # refused before the data loads and on one process only
     out = args.out or os.path.join("runs", args.dataset)
     ranks = setup(check_device(args.device))            # one process, or this one of torchrun's
     try:
@@ -290,7 +291,7 @@ def add_evaluate_args(p):
                         "names it")
     p.add_argument("--out", default=None, help="also write the markdown table to this .md file and its rows beside it "
                                                "as .json (with --plan cost: default <model folder>/quality_cost.md, "
-                                               "with a .png plot; not with --quick)")
+                                               "with a .png plot)")
     p.add_argument("--max-steps", type=int, default=None, help="with --plan cost: only the cells of at most this many "
                                                                   "steps (the rest later with --resume)")
     p.add_argument("--resume", action="store_true", help="keep the cells already in the .json beside --out and "
