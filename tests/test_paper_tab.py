@@ -87,3 +87,14 @@ def test_table2_panel_tables_every_cell_and_stops():
 
     _, _, report = paper.paper_run("mnist", "table2", 2, False, 2, 1.0, 0, request=request, progress=progress)
     assert seen == ["Table 2: 1 of 10 runs"] and "Stopped after 1 of 10 runs" in report and "not run" in report
+
+
+def test_the_table2_opening_is_made_once_for_every_model(monkeypatch):
+    """Panel 7 is the same for every model: without a kept table, opening it on a second model computes nothing."""
+    openers.clear()
+    made = []
+    real = paper.compute
+    monkeypatch.setattr(paper, "compute", lambda *a, **k: made.append(a[0]) or real(*a, **k))
+    first = paper.paper_opening("mnist", "table2")
+    second = paper.paper_opening("fashion_mnist", "table2")
+    assert made == ["mnist"] and first[2] == second[2]

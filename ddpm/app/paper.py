@@ -522,7 +522,9 @@ def paper_opening(model, panel, request: gr.Request = None):
             return gr.update(value=None), gr.update(value=None), f"*{err.message}*"
         return picture, strip, report + "\n\n*The tab opens on this panel's default settings; press Compute to redo it.*"
 
-    return openers.cached(openers.shared_key(model, sid, "paper", panel, tuple(DEFAULTS.items())), make)
+    key = ((os.path.abspath(reg.models_dir), "paper", panel, tuple(DEFAULTS.items())) if panel == "table2"  # any model's
+           else openers.shared_key(model, sid, "paper", panel, tuple(DEFAULTS.items())))
+    return openers.cached(key, make)
 
 
 def build():
