@@ -32,6 +32,7 @@ from . import openers
 from .cores import shares_cores
 from .figures import FONT, plt_lock, to_image
 from .jobs import Stopped, holds_session, stopper
+from .playground import N_DATA                 # panel 7 trains on as many points as the playground
 from .registry import registry, session_id
 from .widgets import TQDM_PROGRESS, Parts, by_name, go_button, go_row, image, model_input, openers_job, sampling_job
 
@@ -48,9 +49,9 @@ DEFAULTS = dict(panel="bits", n_images=2, exact=False, K=4, guidance=3.0, seed=0
 DECIDE_TS = (900, 700, 500, 300, 100)     # Figure 7's frozen steps, as fractions of T = 1000
 FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 # panel 7's budgets (ddpm/eval/table2.py): quick, the live default (one seed); full, the table2 module's own
-# defaults (three seeds; minutes: with progress and Stop), shipped in pretrained/playground (python -m ddpm.eval.table2)
+# defaults (three seeds; minutes: with progress and Stop), shipped in pretrained/playground
+# (python -m ddpm.app.paper <models dir> table2)
 TABLE2 = {"quick": dict(seeds=1, steps=100, n_samples=500), "full": dict(seeds=3, steps=1500, n_samples=1000)}
-N_MOONS = 4000                           # panel 7's training points, as the playground's (held-out: half as many)
 FLOW_STEPS = (2, 5, 10, 20)              # panel 6's step counts (tests/test_paper.py checks 2 ... 100)
 
 
@@ -318,8 +319,8 @@ def flow_panel(ddpm, *, seed):
 def table2_panel(*, full, seed, stop=None, progress=None):
     """Every target x weighting of ddpm/eval/table2.py on two moons, at the quick or the full budget (TABLE2)."""
     budget = TABLE2["full" if full else "quick"]
-    data = two_moons(N_MOONS, generator=torch.Generator().manual_seed(seed))
-    held_out = two_moons(N_MOONS // 2, generator=torch.Generator().manual_seed(seed + 1))
+    data = two_moons(N_DATA, generator=torch.Generator().manual_seed(seed))
+    held_out = two_moons(N_DATA // 2, generator=torch.Generator().manual_seed(seed + 1))
     floor = sliced_wasserstein(two_moons(budget["n_samples"], generator=torch.Generator().manual_seed(seed + 2)),
                                held_out, generator=torch.Generator().manual_seed(0))
     runs, done = len(TARGETS) * len(WEIGHTINGS) * budget["seeds"], []
