@@ -431,7 +431,8 @@ def cmd_evaluate(args):
                 f.write(header + format_table(with_done(measured), ddpm.class_names, calls=cost) + "\n")
             save_rows(rows_path, with_done(measured))
 
-    n_bar = args.n if args.plan == "sweep" and not args.quick else 0      # the two DDIM-50 rows of the card
+    sweep = args.plan == "sweep" and not args.quick         # a --quick try writes no scores of the model
+    n_bar = args.n if sweep else 0                          # the two DDIM-50 rows of the card
     rows = with_done(run_plan(ddpm, judge, test_set, train_set, cells, n_bar=n_bar, seed=args.seed, on_row=on_row,
                               done=done))
     table = header + format_table(rows, ddpm.class_names, calls=cost)
@@ -453,7 +454,6 @@ def cmd_evaluate(args):
     beside = out is not None and os.path.dirname(os.path.abspath(out)) == os.path.abspath(folder)
     card = os.path.join(folder, CARD)
     ours = not os.path.isfile(card) or CARD_MARK in open(card, encoding="utf-8").read()
-    sweep = args.plan == "sweep" and not args.quick         # a --quick try writes no scores of the model
     if sweep and os.path.isdir(folder) and ours:
         with open(os.path.join(folder, EVALUATION), "w") as f:             # a card of ours: the scores go into it
             f.write(table + "\n")
